@@ -1,0 +1,55 @@
+# Burrow: `make demo` shows it working, `make test` checks everything.
+GO      ?= go
+BIN     ?= bin/burrow
+PKGS    := ./...
+
+.PHONY: all build deps test vet fmt-check unit integration demo bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/burrow
+
+deps:
+	bash .ci/deps.sh
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on: $$out"; exit 1; fi
+
+# Everything: static checks, unit tests with the race detector, the
+# integration tests that drive the real binary, and a short run of each
+# fuzz target.
+test: deps fmt-check vet
+	$(GO) test -race -count=1 -timeout 10m $(PKGS)
+	$(MAKE) --no-print-directory fuzz FUZZTIME=5s
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
+
+integration: build
+	$(GO) test -count=1 -v ./integration/
+
+# A server, a client forwarding a port, and a file fetched through it, all
+# on loopback with a freshly generated self-signed certificate.
+demo: deps build
+	bash deploy/demo.sh $(BIN)
+
+# Go benchmarks of the tunnel against plain loopback TCP and TLS.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 3 ./mux/ | tee bench.out
+
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+	    out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) || { echo "$$out"; exit 1; }; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin bench.out

@@ -1,0 +1,333 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/burrowtun/burrow/certs"
+	"github.com/burrowtun/burrow/mux"
+	"github.com/hashicorp/yamux"
+)
+
+// Config configures a Client. Zero fields mean the defaults.
+type Config struct {
+	// URL of the server's tunnel endpoint, wss://host:port[/path].
+	URL string
+	// Username and Password are sent with HTTP Basic authentication.
+	Username, Password string
+	// TLS verifies the server; see certs.ClientConfig. Required for wss.
+	TLS *tls.Config
+	// Header is added to the upgrade request.
+	Header http.Header
+	// Remotes are the forwards to run.
+	Remotes []Remote
+	// Mux tunes the session; nil means mux's defaults.
+	Mux *mux.Config
+	// Logger receives connection and stream events. Default: discard.
+	Logger *slog.Logger
+	// MaxRetryInterval caps the delay between reconnection attempts.
+	// Default 30s.
+	MaxRetryInterval time.Duration
+	// MaxRetryCount is how many consecutive failed attempts are made
+	// before Run gives up; negative means no limit. Default unlimited
+	// (the zero value means unlimited too; use MaxRetryCount: 0 with
+	// NoRetry to fail on the first error).
+	MaxRetryCount int
+	// NoRetry makes Run return on the first failed connection attempt.
+	NoRetry bool
+	// DialTimeout bounds one connection attempt. Default 30s.
+	DialTimeout time.Duration
+	// OpenTimeout bounds how long a forwarded connection waits for the
+	// session (while reconnecting) and for the server's answer. Default 30s.
+	OpenTimeout time.Duration
+}
+
+// Client runs forwards over one session.
+type Client struct {
+	cfg  Config
+	log  *slog.Logger
+	http *http.Client
+
+	mu      sync.Mutex
+	sess    *yamux.Session
+	changed chan struct{} // closed and replaced whenever sess changes
+}
+
+// New checks cfg and returns a Client. It does not connect.
+func New(cfg Config) (*Client, error) {
+	if cfg.URL == "" {
+		return nil, errors.New("client: a server URL is required")
+	}
+	for _, r := range cfg.Remotes {
+		if r.Reverse || r.Socks || r.Stdio || r.Proto == "udp" {
+			return nil, fmt.Errorf("remote %s: this mode is not supported yet; only local TCP forwards are", r)
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxRetryInterval <= 0 {
+		cfg.MaxRetryInterval = 30 * time.Second
+	}
+	if cfg.MaxRetryCount == 0 {
+		cfg.MaxRetryCount = -1
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 30 * time.Second
+	}
+	if cfg.OpenTimeout <= 0 {
+		cfg.OpenTimeout = 30 * time.Second
+	}
+	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	transport := &http.Transport{
+		DialContext:         dialer.DialContext,
+		TLSClientConfig:     cfg.TLS,
+		TLSHandshakeTimeout: cfg.DialTimeout,
+		ForceAttemptHTTP2:   false,
+	}
+	return &Client{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		http:    &http.Client{Transport: transport},
+		changed: make(chan struct{}),
+	}, nil
+}
+
+// Run binds every local listener, then keeps a session to the server
+// until ctx is done or reconnecting is given up. It returns nil when ctx
+// ends, and an error for a failure that retrying cannot fix (rejected
+// credentials, an untrusted certificate, a listener that cannot bind).
+func (c *Client) Run(ctx context.Context) error {
+	listeners := make([]net.Listener, 0, len(c.cfg.Remotes))
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	for _, r := range c.cfg.Remotes {
+		l, err := net.Listen("tcp", r.LocalAddr())
+		if err != nil {
+			return fmt.Errorf("cannot listen on %s for remote %s: %w; pick another local port", r.LocalAddr(), r, err)
+		}
+		listeners = append(listeners, l)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for i, l := range listeners {
+		r := c.cfg.Remotes[i]
+		c.log.Info("forward listening", "local", l.Addr().String(), "remote", r.RemoteAddr())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.serveListener(ctx, l, r, &wg)
+		}()
+	}
+	return c.connectLoop(ctx)
+}
+
+func (c *Client) connectLoop(ctx context.Context) error {
+	failures := 0
+	for {
+		start := time.Now()
+		sess, err := c.connect(ctx)
+		if ctx.Err() != nil {
+			if sess != nil {
+				sess.Close()
+			}
+			return nil
+		}
+		if err != nil {
+			if permanent(err) || c.cfg.NoRetry {
+				return err
+			}
+			failures++
+			if c.cfg.MaxRetryCount >= 0 && failures > c.cfg.MaxRetryCount {
+				return fmt.Errorf("giving up after %d failed connection attempts: %w", failures, err)
+			}
+			delay := c.backoff(failures, err)
+			c.log.Warn("connection failed; retrying", "err", err, "attempt", failures, "retry_in", delay.Round(time.Millisecond))
+			if !sleep(ctx, delay) {
+				return nil
+			}
+			continue
+		}
+		failures = 0
+		c.log.Info("connected", "server", c.cfg.URL, "handshake", time.Since(start).Round(time.Millisecond))
+		c.setSession(sess)
+		select {
+		case <-sess.CloseChan():
+			c.setSession(nil)
+			c.log.Warn("connection lost; reconnecting", "server", c.cfg.URL)
+		case <-ctx.Done():
+			c.setSession(nil)
+			sess.Close()
+			return nil
+		}
+	}
+}
+
+func (c *Client) connect(ctx context.Context) (*yamux.Session, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
+	header := c.cfg.Header.Clone()
+	if header == nil {
+		header = http.Header{}
+	}
+	req := http.Request{Header: header}
+	req.SetBasicAuth(c.cfg.Username, c.cfg.Password)
+	sess, err := mux.Dial(ctx, c.cfg.URL, &mux.DialOptions{
+		HTTPClient: c.http,
+		Header:     header,
+		Host:       header.Get("Host"),
+		Config:     c.cfg.Mux,
+	})
+	if err != nil {
+		return nil, c.explain(err)
+	}
+	return sess, nil
+}
+
+// ErrUnauthorized is wrapped by the error Run returns when the server
+// rejects the credentials.
+var ErrUnauthorized = errors.New("credentials rejected")
+
+// permanentError marks a connection failure that retrying cannot fix.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// explain turns a failed dial into one line saying what went wrong and
+// what to do, and marks the failures that retrying cannot fix.
+func (c *Client) explain(err error) error {
+	var he *mux.HandshakeError
+	if errors.As(err, &he) {
+		switch he.StatusCode {
+		case http.StatusUnauthorized:
+			return &permanentError{fmt.Errorf("server %s rejected the credentials for user %q (HTTP 401): %w; check --auth", c.cfg.URL, c.cfg.Username, ErrUnauthorized)}
+		case http.StatusBadRequest, http.StatusNotFound, http.StatusForbidden:
+			return &permanentError{fmt.Errorf("%s at %s; check the URL and that both ends run compatible burrow versions", he, c.cfg.URL)}
+		}
+		return err
+	}
+	if explained := certs.Explain(err); explained != err {
+		return &permanentError{explained}
+	}
+	return err
+}
+
+// backoff returns the delay before attempt n: exponential from 250ms,
+// capped at MaxRetryInterval, with jitter so that many clients cut off
+// together do not return together; at least what a 429 asked for.
+func (c *Client) backoff(n int, err error) time.Duration {
+	d := c.cfg.MaxRetryInterval
+	if n < 20 {
+		d = min(250*time.Millisecond<<n, c.cfg.MaxRetryInterval)
+	}
+	d = d/2 + rand.N(d/2+1)
+	var he *mux.HandshakeError
+	if errors.As(err, &he) && he.RetryAfter > d {
+		d = he.RetryAfter
+	}
+	return d
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (c *Client) setSession(s *yamux.Session) {
+	c.mu.Lock()
+	c.sess = s
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// session returns the live session, waiting for one while reconnecting.
+func (c *Client) session(ctx context.Context) (*yamux.Session, error) {
+	for {
+		c.mu.Lock()
+		s, changed := c.sess, c.changed
+		c.mu.Unlock()
+		if s != nil && !s.IsClosed() {
+			return s, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no connection to the server: %w", context.Cause(ctx))
+		}
+	}
+}
+
+func (c *Client) serveListener(ctx context.Context, l net.Listener, r Remote, wg *sync.WaitGroup) {
+	go func() {
+		<-ctx.Done()
+		l.Close()
+	}()
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Error("listener failed", "local", l.Addr().String(), "err", err)
+			}
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.forward(ctx, conn, r)
+		}()
+	}
+}
+
+func (c *Client) forward(ctx context.Context, conn net.Conn, r Remote) {
+	log := c.log.With("local", conn.LocalAddr().String(), "remote", r.RemoteAddr(), "peer", conn.RemoteAddr().String())
+	// Until the stream is open, closing conn is how ctx's end reaches us.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	openCtx, cancel := context.WithTimeoutCause(ctx, c.cfg.OpenTimeout, errors.New("timed out waiting for the server"))
+	defer cancel()
+	sess, err := c.session(openCtx)
+	if err != nil {
+		log.Warn("forward failed", "err", err)
+		conn.Close()
+		return
+	}
+	st, err := mux.Open(sess, mux.Header{Kind: mux.KindTCP, Target: r.RemoteAddr()}, c.cfg.OpenTimeout)
+	if err != nil {
+		log.Warn("forward refused", "err", err)
+		conn.Close()
+		return
+	}
+	start := time.Now()
+	log.Info("stream opened", "stream", st.StreamID())
+	sent, received := mux.Pipe(conn, st)
+	log.Info("stream closed", "stream", st.StreamID(), "bytes_out", sent, "bytes_in", received,
+		"duration", time.Since(start).Round(time.Millisecond))
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/burrowtun/burrow/certs"
+	"github.com/burrowtun/burrow/client"
+	"github.com/urfave/cli/v2"
+)
+
+func clientCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "client",
+		Usage:     "connect to a server and run forwards",
+		ArgsUsage: "wss://SERVER[:PORT][/PATH] REMOTE...",
+		Description: "REMOTE is [local-host:]local-port:remote-host:remote-port (chisel's syntax);\n" +
+			"a lone port or host:port means the same port on both sides. The local host\n" +
+			"defaults to 127.0.0.1. IPv6 addresses go in brackets: [::1]:2222:[2001:db8::1]:22",
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "auth", Usage: "credentials as `USER:PASSWORD` (prefer the BURROW_AUTH variable: argv is visible to other users)", EnvVars: []string{"BURROW_AUTH"}},
+			&cli.StringFlag{Name: "fingerprint", Usage: "trust the server whose certificate key has this SHA-256 (from 'burrow cert')", EnvVars: []string{"BURROW_FINGERPRINT"}},
+			&cli.StringFlag{Name: "ca", Usage: "trust server certificates signed by the CAs in `FILE` instead of the system roots", EnvVars: []string{"BURROW_CA"}},
+			&cli.BoolFlag{Name: "insecure", Usage: "do not verify the server at all (anyone on the path can read and change the traffic)", EnvVars: []string{"BURROW_INSECURE"}},
+			&cli.StringFlag{Name: "sni", Usage: "server name to send and verify, instead of the URL's host", EnvVars: []string{"BURROW_SNI"}},
+			&cli.StringSliceFlag{Name: "header", Usage: "extra `'NAME: VALUE'` header on the upgrade request (repeatable)", EnvVars: []string{"BURROW_HEADER"}},
+			&cli.DurationFlag{Name: "max-retry-interval", Value: 0, DefaultText: "30s", Usage: "longest wait between reconnection attempts", EnvVars: []string{"BURROW_MAX_RETRY_INTERVAL"}},
+			&cli.IntFlag{Name: "max-retry-count", Value: -1, Usage: "give up after this many failed attempts in a row (-1: never)", EnvVars: []string{"BURROW_MAX_RETRY_COUNT"}},
+		}, append(muxFlags(), logFlags()...)...),
+		Action: runClient,
+	}
+}
+
+func runClient(c *cli.Context) error {
+	if c.NArg() < 2 {
+		return errors.New("client needs a server URL and at least one remote, e.g. 'burrow client wss://example.com:8443 5432:db.internal:5432'")
+	}
+	log, err := newLogger(c, c.App.ErrWriter)
+	if err != nil {
+		return err
+	}
+	serverURL, err := parseServerURL(c.Args().First())
+	if err != nil {
+		return err
+	}
+	remotes, err := client.ParseRemotes(c.Args().Tail())
+	if err != nil {
+		return err
+	}
+	user, password, err := splitAuth(c.String("auth"))
+	if err != nil {
+		return err
+	}
+	header, err := parseHeaders(c.StringSlice("header"))
+	if err != nil {
+		return err
+	}
+	if c.Bool("insecure") {
+		log.Warn("--insecure: the server's certificate is NOT verified; anyone on the network path can impersonate it and read the tunnel")
+	}
+	tlsConfig, err := certs.ClientConfig(certs.ClientOptions{
+		CAFile:      c.String("ca"),
+		Fingerprint: c.String("fingerprint"),
+		Insecure:    c.Bool("insecure"),
+		ServerName:  c.String("sni"),
+	})
+	if err != nil {
+		return err
+	}
+	cl, err := client.New(client.Config{
+		URL:              serverURL,
+		Username:         user,
+		Password:         password,
+		TLS:              tlsConfig,
+		Header:           header,
+		Remotes:          remotes,
+		Mux:              muxConfig(c),
+		Logger:           log,
+		MaxRetryInterval: c.Duration("max-retry-interval"),
+		MaxRetryCount:    c.Int("max-retry-count"),
+	})
+	if err != nil {
+		return err
+	}
+	return cl.Run(c.Context)
+}
+
+// parseServerURL accepts wss:// and https:// URLs (the latter is the same
+// endpoint) and a bare host:port, which means wss.
+func parseServerURL(s string) (string, error) {
+	if !strings.Contains(s, "://") {
+		s = "wss://" + s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("server URL %q: %w", s, err)
+	}
+	switch u.Scheme {
+	case "wss", "https":
+		u.Scheme = "wss"
+	default:
+		return "", fmt.Errorf("server URL %q: scheme must be wss:// (TLS is always on)", s)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("server URL %q has no host", s)
+	}
+	return u.String(), nil
+}
+
+func splitAuth(s string) (user, password string, err error) {
+	if s == "" {
+		return "", "", errors.New("--auth USER:PASSWORD (or BURROW_AUTH) is required")
+	}
+	user, password, ok := strings.Cut(s, ":")
+	if !ok || user == "" {
+		return "", "", errors.New("--auth must be USER:PASSWORD")
+	}
+	return user, password, nil
+}
+
+func parseHeaders(values []string) (http.Header, error) {
+	h := http.Header{}
+	for _, v := range values {
+		name, value, ok := strings.Cut(v, ":")
+		name = strings.TrimSpace(name)
+		if !ok || name == "" {
+			return nil, fmt.Errorf("--header %q: want 'NAME: VALUE'", v)
+		}
+		h.Add(name, strings.TrimSpace(value))
+	}
+	return h, nil
+}

@@ -1,0 +1,22 @@
+package main
+
+import (
+	"github.com/burrowtun/burrow/mux"
+	"github.com/urfave/cli/v2"
+)
+
+// muxFlags tune the session; both ends take them.
+func muxFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.DurationFlag{Name: "keepalive", Value: mux.DefaultKeepAliveInterval, Usage: "ping the peer this often; a silent peer is dropped after about twice this", EnvVars: []string{"BURROW_KEEPALIVE"}},
+		&cli.IntFlag{Name: "stream-window", Value: mux.DefaultStreamWindow, Usage: "largest receive window of one stream in bytes (bounds one stream to window/RTT)", EnvVars: []string{"BURROW_STREAM_WINDOW"}},
+	}
+}
+
+func muxConfig(c *cli.Context) *mux.Config {
+	return &mux.Config{
+		KeepAliveInterval: c.Duration("keepalive"),
+		KeepAliveTimeout:  c.Duration("keepalive"),
+		StreamWindow:      uint32(c.Int("stream-window")),
+	}
+}

@@ -1,0 +1,226 @@
+package mux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/hashicorp/yamux"
+)
+
+// Subprotocol is the WebSocket subprotocol that names this wire version.
+// A peer that does not offer it is refused before the upgrade.
+const Subprotocol = "burrow.v1"
+
+// Defaults for Config. The stream window is what bounds one stream's
+// throughput to window/RTT: 8 MiB keeps a single stream near 1 Gbit/s up to
+// 60 ms of round trip while bounding what one slow reader can make the
+// peer buffer.
+const (
+	DefaultStreamWindow      = 8 << 20
+	DefaultKeepAliveInterval = 15 * time.Second
+	DefaultKeepAliveTimeout  = 15 * time.Second
+	DefaultAcceptBacklog     = 256
+	DefaultMaxBatch          = 256 << 10
+	minStreamWindow          = 256 << 10
+)
+
+// Config tunes a session. The zero value, or nil, means the defaults.
+type Config struct {
+	// StreamWindow is the largest receive window of a stream in bytes
+	// (at least 256 KiB). Default DefaultStreamWindow.
+	StreamWindow uint32
+	// KeepAliveInterval is how often an idle peer is pinged.
+	KeepAliveInterval time.Duration
+	// KeepAliveTimeout is how long a ping may go unanswered, and a frame
+	// may wait to be sent, before the session is declared dead. A silent
+	// peer is noticed within KeepAliveInterval+KeepAliveTimeout.
+	KeepAliveTimeout time.Duration
+	// AcceptBacklog bounds the streams opened by the peer and not yet
+	// accepted.
+	AcceptBacklog int
+	// MaxBatch bounds the bytes coalesced into one WebSocket message.
+	MaxBatch int
+	// Logger receives yamux's own diagnostics at debug level.
+	Logger *slog.Logger
+}
+
+func (c *Config) withDefaults() Config {
+	var o Config
+	if c != nil {
+		o = *c
+	}
+	if o.StreamWindow == 0 {
+		o.StreamWindow = DefaultStreamWindow
+	}
+	if o.KeepAliveInterval <= 0 {
+		o.KeepAliveInterval = DefaultKeepAliveInterval
+	}
+	if o.KeepAliveTimeout <= 0 {
+		o.KeepAliveTimeout = DefaultKeepAliveTimeout
+	}
+	if o.AcceptBacklog <= 0 {
+		o.AcceptBacklog = DefaultAcceptBacklog
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = DefaultMaxBatch
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+func (c Config) yamux() (*yamux.Config, error) {
+	if c.StreamWindow < minStreamWindow {
+		return nil, fmt.Errorf("stream window %d is below the minimum of %d bytes", c.StreamWindow, minStreamWindow)
+	}
+	y := yamux.DefaultConfig()
+	y.AcceptBacklog = c.AcceptBacklog
+	y.EnableKeepAlive = true
+	y.KeepAliveInterval = c.KeepAliveInterval
+	y.ConnectionWriteTimeout = c.KeepAliveTimeout
+	y.MaxStreamWindowSize = c.StreamWindow
+	y.StreamOpenTimeout = c.KeepAliveTimeout
+	y.StreamCloseTimeout = time.Minute
+	y.LogOutput = nil
+	y.Logger = yamuxLogger{c.Logger}
+	return y, yamux.VerifyConfig(y)
+}
+
+// yamuxLogger sends yamux's Printf-style diagnostics to slog at debug level:
+// they describe peers going away, which the caller already reports.
+type yamuxLogger struct{ l *slog.Logger }
+
+func (y yamuxLogger) Print(v ...any) { y.l.Debug(strings.TrimSpace(fmt.Sprint(v...))) }
+func (y yamuxLogger) Printf(format string, v ...any) {
+	y.l.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+func (y yamuxLogger) Println(v ...any) { y.l.Debug(strings.TrimSpace(fmt.Sprintln(v...))) }
+
+// DialOptions says how to reach the server.
+type DialOptions struct {
+	// HTTPClient carries the upgrade request: its transport holds the TLS
+	// configuration and any proxy. Nil means http.DefaultClient.
+	HTTPClient *http.Client
+	// Header is sent with the upgrade request (credentials, for instance).
+	Header http.Header
+	// Host overrides the Host header.
+	Host string
+	// Config tunes the session.
+	Config *Config
+}
+
+// HandshakeError is a refused upgrade: the server answered with an HTTP
+// status instead of switching protocols.
+type HandshakeError struct {
+	StatusCode int
+	// Message is the start of the response body, trimmed to one line.
+	Message string
+	// RetryAfter is the server's Retry-After, when it sent one.
+	RetryAfter time.Duration
+}
+
+func (e *HandshakeError) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("server refused the tunnel (HTTP %d)", e.StatusCode)
+	}
+	return fmt.Sprintf("server refused the tunnel (HTTP %d): %s", e.StatusCode, e.Message)
+}
+
+// Dial opens the WebSocket at url and starts the client end of a session.
+// The session owns the connection; closing it closes the connection.
+func Dial(ctx context.Context, url string, opts *DialOptions) (*yamux.Session, error) {
+	var o DialOptions
+	if opts != nil {
+		o = *opts
+	}
+	cfg := o.Config.withDefaults()
+	ycfg, err := cfg.yamux()
+	if err != nil {
+		return nil, err
+	}
+	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{
+		HTTPClient:      o.HTTPClient,
+		HTTPHeader:      o.Header,
+		Host:            o.Host,
+		Subprotocols:    []string{Subprotocol},
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			return nil, handshakeError(resp)
+		}
+		return nil, err
+	}
+	if ws.Subprotocol() != Subprotocol {
+		ws.Close(websocket.StatusProtocolError, "wire version not negotiated")
+		return nil, fmt.Errorf("server did not agree to wire version %s (it answered %q); is it a burrow server of a compatible version?", Subprotocol, ws.Subprotocol())
+	}
+	return yamux.Client(newWSConn(context.WithoutCancel(ctx), ws, cfg.MaxBatch), ycfg)
+}
+
+func handshakeError(resp *http.Response) error {
+	e := &HandshakeError{StatusCode: resp.StatusCode}
+	if resp.Body != nil {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		msg := strings.TrimSpace(string(body))
+		if i := strings.IndexAny(msg, "\r\n"); i >= 0 {
+			msg = msg[:i]
+		}
+		e.Message = msg
+	}
+	if s := resp.Header.Get("Retry-After"); s != "" {
+		var secs int
+		if _, err := fmt.Sscan(s, &secs); err == nil && secs > 0 {
+			e.RetryAfter = time.Duration(secs) * time.Second
+		}
+	}
+	return e
+}
+
+// ErrWrongVersion is returned by Accept when the client does not speak
+// this wire version; Accept has already answered it with HTTP 400.
+var ErrWrongVersion = errors.New("client does not speak wire version " + Subprotocol)
+
+// Accept upgrades r to a WebSocket and starts the server end of a session.
+// The caller authenticates the request first. On error Accept has already
+// written an HTTP response.
+func Accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*yamux.Session, error) {
+	c := cfg.withDefaults()
+	ycfg, err := c.yamux()
+	if err != nil {
+		http.Error(w, "server misconfigured", http.StatusInternalServerError)
+		return nil, err
+	}
+	if !offersSubprotocol(r) {
+		http.Error(w, "wire version mismatch: this server speaks "+Subprotocol+"; upgrade the client", http.StatusBadRequest)
+		return nil, ErrWrongVersion
+	}
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:    []string{Subprotocol},
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return yamux.Server(newWSConn(context.WithoutCancel(r.Context()), ws, c.MaxBatch), ycfg)
+}
+
+func offersSubprotocol(r *http.Request) bool {
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(v, ",") {
+			if strings.TrimSpace(p) == Subprotocol {
+				return true
+			}
+		}
+	}
+	return false
+}

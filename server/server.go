@@ -1,0 +1,315 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/burrowtun/burrow/mux"
+	"github.com/hashicorp/yamux"
+)
+
+// Authenticator checks a user's credentials. *Users implements it.
+type Authenticator interface {
+	Authenticate(name, password string) (*User, error)
+}
+
+var _ Authenticator = (*Users)(nil)
+
+// Dialer opens the connections that streams ask for. *net.Dialer
+// implements it.
+type Dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// Config configures a Server. Zero fields mean the defaults.
+type Config struct {
+	// Auth checks credentials. Required.
+	Auth Authenticator
+	// Path is the URL path of the tunnel endpoint. Default "/".
+	Path string
+	// Mux tunes sessions; nil means mux's defaults.
+	Mux *mux.Config
+	// Logger receives one line per session and per stream. Default: discard.
+	Logger *slog.Logger
+	// Dialer dials targets. Default: a net.Dialer with DialTimeout.
+	Dialer Dialer
+	// DialTimeout bounds a dial to a target. Default 10s.
+	DialTimeout time.Duration
+	// HeaderTimeout bounds how long a new stream may take to send its
+	// header. Default 10s.
+	HeaderTimeout time.Duration
+	// LoginFailures is how many failed logins a source address may make
+	// per LoginWindow before it is answered 429. Default 10 per minute.
+	LoginFailures int
+	LoginWindow   time.Duration
+}
+
+// Server serves tunnel sessions. It is an http.Handler.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	limiter *FailureLimiter
+
+	mu       sync.Mutex
+	sessions map[*yamux.Session]struct{}
+	closed   bool
+	wg       sync.WaitGroup
+}
+
+var _ http.Handler = (*Server)(nil)
+
+// New returns a Server for cfg.
+func New(cfg Config) (*Server, error) {
+	if cfg.Auth == nil {
+		return nil, errors.New("server: an authenticator is required")
+	}
+	if cfg.Path == "" {
+		cfg.Path = "/"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.Dialer == nil {
+		cfg.Dialer = &net.Dialer{Timeout: cfg.DialTimeout}
+	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = 10 * time.Second
+	}
+	if cfg.LoginFailures <= 0 {
+		cfg.LoginFailures = 10
+	}
+	if cfg.LoginWindow <= 0 {
+		cfg.LoginWindow = time.Minute
+	}
+	return &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		limiter:  NewFailureLimiter(cfg.LoginFailures, cfg.LoginWindow),
+		sessions: make(map[*yamux.Session]struct{}),
+	}, nil
+}
+
+// ServeHTTP authenticates and upgrades a tunnel request, then serves the
+// session until it ends. Requests that are not tunnel upgrades get a plain
+// 404 that does not name the software.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != s.cfg.Path || !isUpgrade(r) {
+		http.NotFound(w, r)
+		return
+	}
+	source := sourceAddr(r)
+	if ok, retry := s.limiter.Allow(source, time.Now()); !ok {
+		s.log.Warn("login refused: too many failures", "source", source, "retry_after", retry.Round(time.Second))
+		w.Header().Set("Retry-After", strconv.Itoa(int(retry.Seconds())+1))
+		http.Error(w, "too many failed logins; retry later", http.StatusTooManyRequests)
+		return
+	}
+	name, password, ok := r.BasicAuth()
+	if !ok {
+		s.log.Warn("login failed: no credentials", "source", source)
+		s.limiter.Fail(source, time.Now())
+		unauthorized(w)
+		return
+	}
+	user, err := s.cfg.Auth.Authenticate(name, password)
+	if err != nil {
+		s.log.Warn("login failed", "user", name, "source", source, "err", err)
+		s.limiter.Fail(source, time.Now())
+		unauthorized(w)
+		return
+	}
+	s.limiter.Succeed(source)
+
+	sess, err := mux.Accept(w, r, s.cfg.Mux)
+	if err != nil {
+		s.log.Warn("upgrade failed", "user", user.Name, "source", source, "err", err)
+		return
+	}
+	if !s.track(sess) {
+		sess.Close()
+		return
+	}
+	defer s.untrack(sess)
+	s.serveSession(sess, user, source)
+}
+
+func unauthorized(w http.ResponseWriter) {
+	w.Header().Set("WWW-Authenticate", `Basic realm="tunnel"`)
+	http.Error(w, "invalid username or password", http.StatusUnauthorized)
+}
+
+func isUpgrade(r *http.Request) bool {
+	return r.Method == http.MethodGet && r.Header.Get("Upgrade") != "" &&
+		httpTokenContains(r.Header.Values("Connection"), "upgrade")
+}
+
+func httpTokenContains(values []string, token string) bool {
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func sourceAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func (s *Server) track(sess *yamux.Session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.sessions[sess] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(sess *yamux.Session) {
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Sessions returns the number of live sessions.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Close ends every session and waits for their streams to finish. New
+// sessions are refused afterwards. It is safe to call more than once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	for sess := range s.sessions {
+		sess.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return nil
+}
+
+func newSessionID() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// serveSession accepts streams until the session ends, then waits for
+// every stream it started.
+func (s *Server) serveSession(sess *yamux.Session, user *User, source string) {
+	log := s.log.With("session", newSessionID(), "user", user.Name)
+	start := time.Now()
+	log.Info("session opened", "source", source)
+	var streams sync.WaitGroup
+	defer func() {
+		sess.Close()
+		streams.Wait()
+		log.Info("session closed", "duration", time.Since(start).Round(time.Millisecond))
+	}()
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			return
+		}
+		streams.Add(1)
+		go func() {
+			defer streams.Done()
+			s.serveStream(st, user, log)
+		}()
+	}
+}
+
+func (s *Server) serveStream(st *yamux.Stream, user *User, log *slog.Logger) {
+	log = log.With("stream", st.StreamID())
+	h, err := mux.ReadHeaderTimeout(st, s.cfg.HeaderTimeout)
+	if err != nil {
+		log.Warn("bad stream header", "err", err)
+		st.Close()
+		return
+	}
+	switch h.Kind {
+	case mux.KindTCP:
+		s.serveTCP(st, h.Target, user, log)
+	default:
+		err := fmt.Errorf("stream kind %d is not supported by this server", h.Kind)
+		log.Warn("stream refused", "err", err)
+		mux.WriteReply(st, err)
+		st.Close()
+	}
+}
+
+func (s *Server) serveTCP(st *yamux.Stream, target string, user *User, log *slog.Logger) {
+	log = log.With("kind", "tcp", "target", target)
+	if err := user.CheckTarget(target); err != nil {
+		log.Warn("stream refused", "err", err)
+		mux.WriteReply(st, err)
+		st.Close()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
+	conn, err := s.cfg.Dialer.DialContext(ctx, "tcp", target)
+	cancel()
+	if err != nil {
+		err = dialError(target, err)
+		log.Warn("stream refused", "err", err)
+		mux.WriteReply(st, err)
+		st.Close()
+		return
+	}
+	if err := mux.WriteReply(st, nil); err != nil {
+		conn.Close()
+		st.Close()
+		return
+	}
+	start := time.Now()
+	log.Info("stream opened")
+	sent, received := mux.Pipe(st, conn)
+	log.Info("stream closed", "bytes_out", sent, "bytes_in", received, "duration", time.Since(start).Round(time.Millisecond))
+}
+
+// dialError says in one line why the server could not reach target.
+func dialError(target string, err error) error {
+	var dnsErr *net.DNSError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("connection refused by %s", target)
+	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		return fmt.Errorf("cannot resolve %s from the server: no such host", target)
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		return fmt.Errorf("timed out connecting to %s from the server", target)
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return fmt.Errorf("%s is unreachable from the server", target)
+	}
+	return fmt.Errorf("cannot connect to %s from the server: %v", target, err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
