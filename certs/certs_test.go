@@ -462,7 +462,7 @@ func TestClientConfigHandshake(t *testing.T) {
 		{name: "pinned ignores expiry", certPEM: expired, keyPEM: expiredKey,
 			opts: ClientOptions{Fingerprint: mustFingerprint(t, expired)}},
 		{name: "wrong pin", certPEM: good, keyPEM: goodKey, opts: ClientOptions{Fingerprint: otherFP},
-			wantErr: new(*FingerprintMismatchError), wantInExpl: "does not match the pinned fingerprint"},
+			wantErr: new(*FingerprintMismatchError), wantInExpl: "does not match --fingerprint"},
 		{name: "ca", certPEM: good, keyPEM: goodKey, opts: ClientOptions{CAFile: goodCA, ServerName: "localhost"}},
 		{name: "ca by ip", certPEM: good, keyPEM: goodKey, opts: ClientOptions{CAFile: goodCA}},
 		{name: "ca wrong host", certPEM: good, keyPEM: goodKey,
@@ -747,7 +747,7 @@ func TestExplain(t *testing.T) {
 			Err:                    x509.UnknownAuthorityError{Cert: cert},
 		}, "server certificate is signed by an unknown authority"},
 		{"mismatch", &FingerprintMismatchError{Got: "aa", Want: "bb"},
-			"server certificate does not match the pinned fingerprint: "},
+			"server certificate fingerprint aa does not match --fingerprint bb"},
 		{"plain http", tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"},
 			"server did not answer with TLS"},
 	}
@@ -769,7 +769,7 @@ func TestExplain(t *testing.T) {
 				if !strings.HasPrefix(got.Error(), tt.want) {
 					t.Errorf("depth %d: Explain = %q, want prefix %q", depth, got, tt.want)
 				}
-				if !strings.HasSuffix(got.Error(), err.Error()) || !errors.Is(got, err) {
+				if !errors.Is(got, err) {
 					t.Errorf("depth %d: Explain did not keep %v wrapped", depth, err)
 				}
 				if strings.Contains(got.Error(), "\n") {

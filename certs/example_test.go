@@ -90,10 +90,11 @@ func ExampleExplain() {
 	err := fmt.Errorf("dial wss://tunnel.example.com: %w", io.ErrUnexpectedEOF)
 	fmt.Println(certs.Explain(err) == err)
 
-	// TLS errors, however deeply wrapped, get a one-line explanation in front.
+	// TLS errors, however deeply wrapped, become a one-line explanation
+	// that still wraps the original.
 	err = fmt.Errorf("dial wss://tunnel.example.com: %w", &certs.FingerprintMismatchError{Got: "aa", Want: "bb"})
 	fmt.Println(certs.Explain(err))
 	// Output:
 	// true
-	// server certificate does not match the pinned fingerprint: dial wss://tunnel.example.com: server certificate fingerprint aa does not match --fingerprint bb; get the server's fingerprint with 'burrow cert fingerprint' on the server
+	// server certificate fingerprint aa does not match --fingerprint bb; get the server's fingerprint with 'burrow cert fingerprint' on the server
 }

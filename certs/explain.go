@@ -9,7 +9,7 @@ import (
 )
 
 // Explain rewrites a TLS error from dialing the server into a one-line message that names the problem and
-// the fix, followed by the original error, which stays wrapped for errors.Is and errors.As. It looks through
+// the fix (an *ExplainedError); the original error stays wrapped for errors.Is and errors.As. It looks through
 // any depth of wrapping. Errors that are not TLS errors are returned unchanged, nil included.
 func Explain(err error) error {
 	if err == nil {
@@ -26,7 +26,7 @@ func Explain(err error) error {
 	var msg string
 	switch {
 	case errors.As(err, &mismatch):
-		msg = "server certificate does not match the pinned fingerprint"
+		msg = mismatch.Error()
 	case errors.As(err, &hostErr):
 		msg = explainHostname(hostErr)
 	case errors.As(err, &authErr):
@@ -53,8 +53,18 @@ func Explain(err error) error {
 	default:
 		return err
 	}
-	return fmt.Errorf("%s: %w", msg, err)
+	return &ExplainedError{Message: msg, Err: err}
 }
+
+// ExplainedError is what Explain returns: a one-line message naming the
+// problem and the fix, wrapping the error it explains.
+type ExplainedError struct {
+	Message string
+	Err     error
+}
+
+func (e *ExplainedError) Error() string { return e.Message }
+func (e *ExplainedError) Unwrap() error { return e.Err }
 
 func explainHostname(e x509.HostnameError) string {
 	var names []string

@@ -45,6 +45,10 @@ type Config struct {
 	NoRetry bool
 	// DialTimeout bounds one connection attempt. Default 30s.
 	DialTimeout time.Duration
+	// Listening, when set, is called once for each remote as soon as its
+	// local listener is bound, with the address it got (useful with port
+	// 0, and for readiness notification).
+	Listening func(r Remote, addr net.Addr)
 	// OpenTimeout bounds how long a forwarded connection waits for the
 	// session (while reconnecting) and for the server's answer. Default 30s.
 	OpenTimeout time.Duration
@@ -88,7 +92,15 @@ func New(cfg Config) (*Client, error) {
 	}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	transport := &http.Transport{
-		DialContext:         dialer.DialContext,
+		// Batch writes under TLS: a WebSocket client writes its masked
+		// frames in 4 KiB pieces, each a TLS record and a syscall.
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return mux.CoalesceWrites(conn, 0), nil
+		},
 		TLSClientConfig:     cfg.TLS,
 		TLSHandshakeTimeout: cfg.DialTimeout,
 		ForceAttemptHTTP2:   false,
@@ -128,6 +140,9 @@ func (c *Client) Run(ctx context.Context) error {
 	for i, l := range listeners {
 		r := c.cfg.Remotes[i]
 		c.log.Info("forward listening", "local", l.Addr().String(), "remote", r.RemoteAddr())
+		if c.cfg.Listening != nil {
+			c.cfg.Listening(r, l.Addr())
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -185,8 +200,7 @@ func (c *Client) connect(ctx context.Context) (*yamux.Session, error) {
 	if header == nil {
 		header = http.Header{}
 	}
-	req := http.Request{Header: header}
-	req.SetBasicAuth(c.cfg.Username, c.cfg.Password)
+	(&http.Request{Header: header}).SetBasicAuth(c.cfg.Username, c.cfg.Password)
 	sess, err := mux.Dial(ctx, c.cfg.URL, &mux.DialOptions{
 		HTTPClient: c.http,
 		Header:     header,
@@ -218,17 +232,22 @@ func permanent(err error) bool {
 // what to do, and marks the failures that retrying cannot fix.
 func (c *Client) explain(err error) error {
 	var he *mux.HandshakeError
-	if errors.As(err, &he) {
+	switch {
+	case errors.As(err, &he):
 		switch he.StatusCode {
 		case http.StatusUnauthorized:
-			return &permanentError{fmt.Errorf("server %s rejected the credentials for user %q (HTTP 401): %w; check --auth", c.cfg.URL, c.cfg.Username, ErrUnauthorized)}
+			return &permanentError{fmt.Errorf("%w for user %q by %s (HTTP 401); check --auth", ErrUnauthorized, c.cfg.Username, c.cfg.URL)}
 		case http.StatusBadRequest, http.StatusNotFound, http.StatusForbidden:
-			return &permanentError{fmt.Errorf("%s at %s; check the URL and that both ends run compatible burrow versions", he, c.cfg.URL)}
+			return &permanentError{fmt.Errorf("%s (server %s); check the URL and that both ends run compatible burrow versions", he, c.cfg.URL)}
 		}
 		return err
+	case errors.Is(err, mux.ErrNotNegotiated):
+		return &permanentError{fmt.Errorf("%w at %s; is it a burrow server of a compatible version?", err, c.cfg.URL)}
+	case errors.Is(err, http.ErrSchemeMismatch):
+		return &permanentError{fmt.Errorf("%s answered in plain HTTP, not TLS; check the port, or put TLS in front of a --tls off server", c.cfg.URL)}
 	}
 	if explained := certs.Explain(err); explained != err {
-		return &permanentError{explained}
+		return &permanentError{fmt.Errorf("cannot connect to %s: %w", c.cfg.URL, explained)}
 	}
 	return err
 }
@@ -285,6 +304,26 @@ func (c *Client) session(ctx context.Context) (*yamux.Session, error) {
 	}
 }
 
+// open opens a stream for h on the live session. A session that dies
+// under it (the server restarted, say) is not the connection's fault: it
+// waits for the next session and tries again until ctx ends.
+func (c *Client) open(ctx context.Context, h mux.Header) (*yamux.Stream, error) {
+	for {
+		sess, err := c.session(ctx)
+		if err != nil {
+			return nil, err
+		}
+		st, err := mux.Open(sess, h, c.cfg.OpenTimeout)
+		if err == nil {
+			return st, nil
+		}
+		var refused *mux.RemoteError
+		if errors.As(err, &refused) || !sess.IsClosed() {
+			return nil, err
+		}
+	}
+}
+
 func (c *Client) serveListener(ctx context.Context, l net.Listener, r Remote, wg *sync.WaitGroup) {
 	go func() {
 		<-ctx.Done()
@@ -313,13 +352,7 @@ func (c *Client) forward(ctx context.Context, conn net.Conn, r Remote) {
 	defer stop()
 	openCtx, cancel := context.WithTimeoutCause(ctx, c.cfg.OpenTimeout, errors.New("timed out waiting for the server"))
 	defer cancel()
-	sess, err := c.session(openCtx)
-	if err != nil {
-		log.Warn("forward failed", "err", err)
-		conn.Close()
-		return
-	}
-	st, err := mux.Open(sess, mux.Header{Kind: mux.KindTCP, Target: r.RemoteAddr()}, c.cfg.OpenTimeout)
+	st, err := c.open(openCtx, mux.Header{Kind: mux.KindTCP, Target: r.RemoteAddr()})
 	if err != nil {
 		log.Warn("forward refused", "err", err)
 		conn.Close()

@@ -117,6 +117,11 @@ type DialOptions struct {
 	Config *Config
 }
 
+// ErrNotNegotiated is returned by Dial when the server upgraded the
+// connection without agreeing to this wire version: it is not a burrow
+// server, or one of an incompatible version.
+var ErrNotNegotiated = errors.New("server did not agree to wire version " + Subprotocol)
+
 // HandshakeError is a refused upgrade: the server answered with an HTTP
 // status instead of switching protocols.
 type HandshakeError struct {
@@ -160,8 +165,8 @@ func Dial(ctx context.Context, url string, opts *DialOptions) (*yamux.Session, e
 		return nil, err
 	}
 	if ws.Subprotocol() != Subprotocol {
-		ws.Close(websocket.StatusProtocolError, "wire version not negotiated")
-		return nil, fmt.Errorf("server did not agree to wire version %s (it answered %q); is it a burrow server of a compatible version?", Subprotocol, ws.Subprotocol())
+		ws.CloseNow()
+		return nil, fmt.Errorf("%w (it answered %q)", ErrNotNegotiated, ws.Subprotocol())
 	}
 	return yamux.Client(newWSConn(context.WithoutCancel(ctx), ws, cfg.MaxBatch), ycfg)
 }

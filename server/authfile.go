@@ -380,7 +380,8 @@ func newAuthCache() *authCache {
 }
 
 func (c *authCache) sum(name, password, hash string) [sha256.Size]byte {
-	// Neither name nor hash contains NUL, so the encoding is unambiguous.
+	// The names of known users contain no NUL, and each has one hash, so an entry cannot be reached
+	// with another name or password.
 	m := hmac.New(sha256.New, c.key)
 	io.WriteString(m, name+"\x00"+password+"\x00"+hash)
 	var s [sha256.Size]byte

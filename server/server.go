@@ -111,6 +111,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	if s.isClosed() {
+		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
+		return
+	}
 	source := sourceAddr(r)
 	if ok, retry := s.limiter.Allow(source, time.Now()); !ok {
 		s.log.Warn("login refused: too many failures", "source", source, "retry_after", retry.Round(time.Second))
@@ -174,6 +178,12 @@ func sourceAddr(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 func (s *Server) track(sess *yamux.Session) bool {

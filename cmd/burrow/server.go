@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/burrowtun/burrow/certs"
+	"github.com/burrowtun/burrow/mux"
 	"github.com/burrowtun/burrow/server"
 	"github.com/urfave/cli/v2"
 )
@@ -77,7 +78,7 @@ func runServer(c *cli.Context) error {
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "fingerprint", certs.Fingerprint(cert.Leaf()), "users", users.Len())
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.ServeTLS(ln, "", "") }()
+	go func() { serveErr <- hs.ServeTLS(mux.CoalescingListener(ln, 0), "", "") }()
 
 	select {
 	case err := <-serveErr:

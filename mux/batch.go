@@ -1,0 +1,223 @@
+package mux
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// batcher queues writes and hands them to flush from one goroutine, in
+// batches: while flush is busy on the network, later writes pile up and
+// leave together, so batches grow with load and an idle connection still
+// sends a lone write at once. Write returns once the bytes are queued; a
+// flush error is reported by the next Write. The queue is bounded by max:
+// a writer that gets ahead of the network blocks.
+type batcher struct {
+	flush func([]byte) error
+	max   int
+
+	mu      sync.Mutex
+	cond    sync.Cond // broadcast when pending grows, drains, or closes
+	pending []byte
+	spare   []byte
+	err     error // first flush error; sticky
+	closed  bool
+	busy    bool          // flush in progress
+	done    chan struct{} // closed when the flush loop has exited
+}
+
+var errBatcherClosed = errors.New("connection closed")
+
+func newBatcher(max int, flush func([]byte) error) *batcher {
+	b := &batcher{
+		flush:   flush,
+		max:     max,
+		pending: make([]byte, 0, max),
+		spare:   make([]byte, 0, max),
+		done:    make(chan struct{}),
+	}
+	b.cond.L = &b.mu
+	go b.loop()
+	return b
+}
+
+// Write queues a copy of p. It blocks while the queue is full.
+func (b *batcher) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	// A write larger than max is still taken whole once the queue is
+	// empty, so progress never depends on the limit.
+	for len(b.pending) > 0 && len(b.pending)+len(p) > b.max && b.err == nil && !b.closed {
+		b.cond.Wait()
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.closed {
+		return 0, errBatcherClosed
+	}
+	b.pending = append(b.pending, p...)
+	b.cond.Broadcast()
+	return len(p), nil
+}
+
+func (b *batcher) loop() {
+	defer close(b.done)
+	for {
+		b.mu.Lock()
+		for len(b.pending) == 0 && !b.closed {
+			b.cond.Wait()
+		}
+		if len(b.pending) == 0 {
+			b.mu.Unlock()
+			return
+		}
+		buf := b.pending
+		b.pending = b.spare[:0]
+		b.busy = true
+		b.mu.Unlock()
+
+		err := b.flush(buf)
+
+		b.mu.Lock()
+		b.busy = false
+		b.spare = buf[:0]
+		if err != nil && b.err == nil {
+			b.err = err
+		}
+		b.cond.Broadcast()
+		b.mu.Unlock()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Drain waits up to timeout until everything queued has been flushed. It
+// reports whether the queue is empty and no flush failed.
+func (b *batcher) Drain(timeout time.Duration) bool {
+	timedOut := false
+	t := time.AfterFunc(timeout, func() {
+		b.mu.Lock()
+		timedOut = true
+		b.cond.Broadcast()
+		b.mu.Unlock()
+	})
+	defer t.Stop()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for (len(b.pending) > 0 || b.busy) && b.err == nil && !timedOut {
+		b.cond.Wait()
+	}
+	return len(b.pending) == 0 && !b.busy && b.err == nil
+}
+
+// Close stops taking writes and waits up to timeout for the queue to be
+// flushed. It reports whether everything queued went out without error;
+// when it returns false the flush loop may still be blocked in flush, and
+// the caller must unblock it (by closing the connection) and then wait on
+// b.done.
+func (b *batcher) Close(timeout time.Duration) bool {
+	b.mu.Lock()
+	b.closed = true
+	b.cond.Broadcast()
+	b.mu.Unlock()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-b.done:
+	case <-t.C:
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err == nil
+}
+
+// batchConn is a net.Conn whose writes are batched by a batcher, so that
+// the many small writes of the layers above (yamux frames, WebSocket
+// frames, 4 KiB TLS records) reach the kernel as few large ones.
+type batchConn struct {
+	net.Conn
+	b         *batcher
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// CoalesceWrites wraps c so that writes are queued and sent in batches of
+// up to max bytes by a background goroutine (see the package doc). Use it
+// under TLS, on the connection a WebSocket runs over.
+func CoalesceWrites(c net.Conn, max int) net.Conn {
+	if max <= 0 {
+		max = DefaultMaxBatch
+	}
+	bc := &batchConn{Conn: c}
+	bc.b = newBatcher(max, func(p []byte) error {
+		_, err := c.Write(p)
+		return err
+	})
+	return bc
+}
+
+func (c *batchConn) Write(p []byte) (int, error) { return c.b.Write(p) }
+
+// SetWriteDeadline applies to the bytes written from now on: what is
+// already queued is flushed first (for up to closeDrainTimeout), so that a
+// caller that writes, then sets a deadline of now to stop further writes
+// (as crypto/tls does when closing), does not lose what it wrote.
+func (c *batchConn) SetWriteDeadline(t time.Time) error {
+	c.b.Drain(closeDrainTimeout)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline is SetWriteDeadline and SetReadDeadline together.
+func (c *batchConn) SetDeadline(t time.Time) error {
+	c.b.Drain(closeDrainTimeout)
+	return c.Conn.SetDeadline(t)
+}
+
+// CloseWrite flushes and half-closes the underlying connection when it
+// supports that.
+func (c *batchConn) CloseWrite() error {
+	if !c.b.Close(closeDrainTimeout) {
+		c.Conn.Close()
+		<-c.b.done
+		return errBatcherClosed
+	}
+	if hc, ok := c.Conn.(halfCloser); ok {
+		return hc.CloseWrite()
+	}
+	return nil
+}
+
+func (c *batchConn) Close() error {
+	c.closeOnce.Do(func() {
+		drained := c.b.Close(closeDrainTimeout)
+		c.closeErr = c.Conn.Close()
+		if !drained {
+			<-c.b.done
+		}
+	})
+	return c.closeErr
+}
+
+// coalescingListener wraps accepted connections with CoalesceWrites.
+type coalescingListener struct {
+	net.Listener
+	max int
+}
+
+// CoalescingListener returns a listener whose connections batch their
+// writes, for a server that serves TLS on top of it.
+func CoalescingListener(l net.Listener, max int) net.Listener {
+	return coalescingListener{l, max}
+}
+
+func (l coalescingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return CoalesceWrites(c, l.max), nil
+}
