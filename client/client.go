@@ -5,11 +5,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/burrowtun/burrow/certs"
@@ -45,6 +48,15 @@ type Config struct {
 	NoRetry bool
 	// DialTimeout bounds one connection attempt. Default 30s.
 	DialTimeout time.Duration
+	// SOCKSAuth, when set, is required from clients of local SOCKS
+	// listeners (an open SOCKS port is a hole in the network).
+	SOCKSAuth *mux.SOCKSAuth
+	// Stdin and Stdout are the local end of a stdio remote. Default
+	// os.Stdin and os.Stdout.
+	Stdin  io.Reader
+	Stdout io.WriteCloser
+	// UDPIdle ends a UDP flow after this long without a datagram.
+	UDPIdle time.Duration
 	// Listening, when set, is called once for each remote as soon as its
 	// local listener is bound, with the address it got (useful with port
 	// 0, and for readiness notification).
@@ -70,10 +82,11 @@ func New(cfg Config) (*Client, error) {
 	if cfg.URL == "" {
 		return nil, errors.New("client: a server URL is required")
 	}
-	for _, r := range cfg.Remotes {
-		if r.Reverse || r.Socks || r.Stdio || r.Proto == "udp" {
-			return nil, fmt.Errorf("remote %s: this mode is not supported yet; only local TCP forwards are", r)
-		}
+	if cfg.Stdin == nil {
+		cfg.Stdin = os.Stdin
+	}
+	if cfg.Stdout == nil {
+		cfg.Stdout = os.Stdout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -115,41 +128,81 @@ func New(cfg Config) (*Client, error) {
 
 // Run binds every local listener, then keeps a session to the server
 // until ctx is done or reconnecting is given up. It returns nil when ctx
-// ends, and an error for a failure that retrying cannot fix (rejected
-// credentials, an untrusted certificate, a listener that cannot bind).
+// ends or a stdio remote's connection is over, and an error for a failure
+// that retrying cannot fix (rejected credentials, an untrusted
+// certificate, a listener that cannot bind, a refused reverse bind).
 func (c *Client) Run(ctx context.Context) error {
-	listeners := make([]net.Listener, 0, len(c.cfg.Remotes))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel(nil)
+
+	var closers []io.Closer
 	defer func() {
-		for _, l := range listeners {
-			l.Close()
+		for _, cl := range closers {
+			cl.Close()
 		}
 	}()
+	var serve []func()
 	for _, r := range c.cfg.Remotes {
+		if r.Reverse {
+			continue
+		}
+		if r.Stdio {
+			serve = append(serve, func() {
+				c.forwardStdio(ctx, r)
+				cancel(errStdioDone)
+			})
+			continue
+		}
+		if r.Proto == "udp" {
+			pc, err := net.ListenPacket("udp", r.LocalAddr())
+			if err != nil {
+				return fmt.Errorf("cannot listen on %s/udp for remote %s: %w; pick another local port", r.LocalAddr(), r, err)
+			}
+			closers = append(closers, pc)
+			c.listening(r, pc.LocalAddr())
+			ul := &mux.UDPListener{
+				Conn: pc.(*net.UDPConn),
+				Open: func(ctx context.Context) (mux.Stream, error) {
+					return c.open(ctx, mux.Header{Kind: mux.KindUDP, Target: r.RemoteAddr()})
+				},
+				Idle:   c.cfg.UDPIdle,
+				Logger: c.log.With("local", pc.LocalAddr().String(), "remote", r.RemoteAddr()),
+			}
+			serve = append(serve, func() { ul.Serve(ctx) })
+			continue
+		}
 		l, err := net.Listen("tcp", r.LocalAddr())
 		if err != nil {
 			return fmt.Errorf("cannot listen on %s for remote %s: %w; pick another local port", r.LocalAddr(), r, err)
 		}
-		listeners = append(listeners, l)
+		closers = append(closers, l)
+		c.listening(r, l.Addr())
+		serve = append(serve, func() { c.serveListener(ctx, l, r, &wg) })
 	}
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	for i, l := range listeners {
-		r := c.cfg.Remotes[i]
-		c.log.Info("forward listening", "local", l.Addr().String(), "remote", r.RemoteAddr())
-		if c.cfg.Listening != nil {
-			c.cfg.Listening(r, l.Addr())
-		}
+	for _, f := range serve {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.serveListener(ctx, l, r, &wg)
+			f()
 		}()
 	}
-	return c.connectLoop(ctx)
+	err := c.connectLoop(ctx)
+	if errors.Is(context.Cause(ctx), errStdioDone) {
+		return nil
+	}
+	return err
+}
+
+var errStdioDone = errors.New("stdio connection ended")
+
+func (c *Client) listening(r Remote, addr net.Addr) {
+	c.log.Info("forward listening", "local", addr.String(), "remote", r.RemoteAddr(), "proto", r.Proto, "socks", r.Socks)
+	if c.cfg.Listening != nil {
+		c.cfg.Listening(r, addr)
+	}
 }
 
 func (c *Client) connectLoop(ctx context.Context) error {
@@ -180,16 +233,13 @@ func (c *Client) connectLoop(ctx context.Context) error {
 		}
 		failures = 0
 		c.log.Info("connected", "server", c.cfg.URL, "handshake", time.Since(start).Round(time.Millisecond))
-		c.setSession(sess)
-		select {
-		case <-sess.CloseChan():
-			c.setSession(nil)
-			c.log.Warn("connection lost; reconnecting", "server", c.cfg.URL)
-		case <-ctx.Done():
-			c.setSession(nil)
-			sess.Close()
+		if err := c.serveSession(ctx, sess); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
 			return nil
 		}
+		c.log.Warn("connection lost; reconnecting", "server", c.cfg.URL)
 	}
 }
 
@@ -211,6 +261,141 @@ func (c *Client) connect(ctx context.Context) (*yamux.Session, error) {
 		return nil, c.explain(err)
 	}
 	return sess, nil
+}
+
+// serveSession makes sess the live session: it asks the server for the
+// reverse listeners, serves the streams the server opens, and returns when
+// the session ends (nil) or a reverse bind is refused (the error).
+func (c *Client) serveSession(ctx context.Context, sess *yamux.Session) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer sess.Close()
+	defer c.setSession(nil)
+	for _, r := range c.cfg.Remotes {
+		if !r.Reverse {
+			continue
+		}
+		mode := r.Proto
+		if r.Socks {
+			mode = "socks"
+		}
+		st, err := mux.Open(sess, mux.Header{Kind: mux.KindBind, Target: mode + ":" + r.LocalAddr()}, c.cfg.OpenTimeout)
+		if err != nil {
+			var refused *mux.RemoteError
+			if errors.As(err, &refused) {
+				return fmt.Errorf("server refused reverse remote %s: %w", r, err)
+			}
+			return nil // the session died: reconnect
+		}
+		// The bind stream is the lease; it closes with the session.
+		defer st.Close()
+		c.log.Info("reverse listening on the server", "addr", r.LocalAddr(), "remote", r.RemoteAddr(), "mode", mode)
+	}
+	c.setSession(sess)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			st, err := sess.AcceptStream()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.serveStream(ctx, st)
+			}()
+		}
+	}()
+	select {
+	case <-sess.CloseChan():
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// serveStream answers a stream the server opened for a reverse remote.
+// The client dials only what its own remotes name: a KindReverseTCP or
+// KindReverseUDP stream names the bind address, and the client dials that
+// remote's target; a KindTCP stream (from an R:socks listener) is served
+// only when an R:socks remote was asked for.
+func (c *Client) serveStream(ctx context.Context, st *yamux.Stream) {
+	h, err := mux.ReadHeaderTimeout(st, c.cfg.OpenTimeout)
+	if err != nil {
+		st.Close()
+		return
+	}
+	log := c.log.With("stream", st.StreamID(), "kind", h.Kind.String(), "target", h.Target)
+	refuse := func(err error) {
+		log.Warn("reverse stream refused", "err", err)
+		mux.WriteReply(st, err)
+		st.Close()
+	}
+	dialer := &net.Dialer{Timeout: c.cfg.DialTimeout}
+	start := time.Now()
+	switch h.Kind {
+	case mux.KindReverseTCP, mux.KindReverseUDP:
+		proto := "tcp"
+		if h.Kind == mux.KindReverseUDP {
+			proto = "udp"
+		}
+		r, ok := c.reverseRemote(h.Target, proto)
+		if !ok {
+			refuse(mux.Refuse(mux.CodeDenied, "the client has no reverse remote %s/%s", h.Target, proto))
+			return
+		}
+		if proto == "udp" {
+			stats, err := mux.ServeUDP(ctx, st, dialer.DialContext, r.RemoteAddr(), c.cfg.UDPIdle, c.cfg.DialTimeout)
+			if err != nil {
+				log.Warn("reverse stream refused", "err", err)
+				return
+			}
+			log.Info("reverse udp flow closed", "remote", r.RemoteAddr(), "datagrams_out", stats.Sent,
+				"datagrams_in", stats.Received, "dropped", stats.Dropped)
+			return
+		}
+		sent, received, err := mux.ServeTCP(ctx, st, dialer.DialContext, r.RemoteAddr(), c.cfg.DialTimeout,
+			func() { log.Info("reverse stream opened", "remote", r.RemoteAddr()) })
+		if err != nil {
+			log.Warn("reverse stream refused", "err", err)
+			return
+		}
+		log.Info("reverse stream closed", "remote", r.RemoteAddr(), "bytes_out", sent, "bytes_in", received,
+			"duration", time.Since(start).Round(time.Millisecond))
+	case mux.KindTCP:
+		if !c.hasReverseSOCKS() {
+			refuse(mux.Refuse(mux.CodeDenied, "the client has no R:socks remote"))
+			return
+		}
+		sent, received, err := mux.ServeTCP(ctx, st, dialer.DialContext, h.Target, c.cfg.DialTimeout,
+			func() { log.Info("reverse stream opened") })
+		if err != nil {
+			log.Warn("reverse stream refused", "err", err)
+			return
+		}
+		log.Info("reverse stream closed", "bytes_out", sent, "bytes_in", received,
+			"duration", time.Since(start).Round(time.Millisecond))
+	default:
+		refuse(mux.Refuse(mux.CodeUnsupported, "stream kind %d is not served by the client", h.Kind))
+	}
+}
+
+func (c *Client) reverseRemote(bind, proto string) (Remote, bool) {
+	for _, r := range c.cfg.Remotes {
+		if r.Reverse && !r.Socks && r.Proto == proto && r.LocalAddr() == bind {
+			return r, true
+		}
+	}
+	return Remote{}, false
+}
+
+func (c *Client) hasReverseSOCKS() bool {
+	for _, r := range c.cfg.Remotes {
+		if r.Reverse && r.Socks {
+			return true
+		}
+	}
+	return false
 }
 
 // ErrUnauthorized is wrapped by the error Run returns when the server
@@ -324,6 +509,32 @@ func (c *Client) open(ctx context.Context, h mux.Header) (*yamux.Stream, error) 
 	}
 }
 
+// forwardStdio carries stdin/stdout as one connection to the remote's
+// target, over whichever session is live when it starts. It returns when
+// the far end has finished sending: the program that reads stdout (ssh,
+// for a ProxyCommand) has then all it will get. The copy from stdin is
+// not waited for, since a read from a terminal or pipe cannot be
+// interrupted; the process exits after a stdio forward.
+func (c *Client) forwardStdio(ctx context.Context, r Remote) {
+	log := c.log.With("local", "stdio", "remote", r.RemoteAddr())
+	st, err := c.open(ctx, mux.Header{Kind: mux.KindTCP, Target: r.RemoteAddr()})
+	if err != nil {
+		log.Error("stdio forward refused", "err", err)
+		return
+	}
+	stop := context.AfterFunc(ctx, func() { st.Close() })
+	defer stop()
+	var sent atomic.Int64
+	go func() {
+		n, _ := io.Copy(st, c.cfg.Stdin)
+		sent.Store(n)
+		st.Close() // half-close: the target sees EOF
+	}()
+	received, _ := io.Copy(c.cfg.Stdout, st)
+	c.cfg.Stdout.Close()
+	log.Info("stdio forward closed", "bytes_out", sent.Load(), "bytes_in", received)
+}
+
 func (c *Client) serveListener(ctx context.Context, l net.Listener, r Remote, wg *sync.WaitGroup) {
 	go func() {
 		<-ctx.Done()
@@ -350,9 +561,25 @@ func (c *Client) forward(ctx context.Context, conn net.Conn, r Remote) {
 	// Until the stream is open, closing conn is how ctx's end reaches us.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
+	target := r.RemoteAddr()
+	if r.Socks {
+		var err error
+		conn.SetDeadline(time.Now().Add(c.cfg.OpenTimeout))
+		target, err = mux.SOCKSHandshake(conn, c.cfg.SOCKSAuth)
+		conn.SetDeadline(time.Time{})
+		if err != nil {
+			log.Warn("socks request failed", "err", err)
+			conn.Close()
+			return
+		}
+		log = log.With("target", target)
+	}
 	openCtx, cancel := context.WithTimeoutCause(ctx, c.cfg.OpenTimeout, errors.New("timed out waiting for the server"))
 	defer cancel()
-	st, err := c.open(openCtx, mux.Header{Kind: mux.KindTCP, Target: r.RemoteAddr()})
+	st, err := c.open(openCtx, mux.Header{Kind: mux.KindTCP, Target: target})
+	if r.Socks {
+		mux.SOCKSReply(conn, err)
+	}
 	if err != nil {
 		log.Warn("forward refused", "err", err)
 		conn.Close()

@@ -165,7 +165,7 @@ func testHostileTunnelClient(t *testing.T) {
 					if len(got) != 0 {
 						t.Errorf("server answered %q, want the stream closed without a word", got)
 					}
-				} else if len(got) < 3 || got[0] != 1 || int(got[1])<<8|int(got[2]) != len(got)-3 ||
+				} else if len(got) < 3 || got[0] == 0 || int(got[1])<<8|int(got[2]) != len(got)-3 ||
 					!strings.Contains(string(got[3:]), tt.reply) {
 					t.Errorf("server answered %q, want an error reply mentioning %q", got, tt.reply)
 				}

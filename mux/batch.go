@@ -82,7 +82,12 @@ func (b *batcher) loop() {
 
 		b.mu.Lock()
 		b.busy = false
-		b.spare = buf[:0]
+		if cap(buf) <= 2*b.max {
+			b.spare = buf[:0]
+		} else {
+			// One oversized write grew it: do not keep that forever.
+			b.spare = make([]byte, 0, b.max)
+		}
 		if err != nil && b.err == nil {
 			b.err = err
 		}

@@ -54,7 +54,11 @@ func (c *wsConn) Close() error {
 			<-c.b.done
 			return
 		}
-		c.closeErr = c.Conn.Close()
+		// A closing handshake, not NetConn's immediate close: closing
+		// the socket with the peer's last frames unread would make the
+		// kernel reset the connection and drop what we just queued.
+		c.closeErr = c.ws.Close(websocket.StatusNormalClosure, "")
+		c.Conn.Close() // releases NetConn's timers
 	})
 	return c.closeErr
 }

@@ -87,7 +87,9 @@ func (c Config) yamux() (*yamux.Config, error) {
 	y.KeepAliveInterval = c.KeepAliveInterval
 	y.ConnectionWriteTimeout = c.KeepAliveTimeout
 	y.MaxStreamWindowSize = c.StreamWindow
-	y.StreamOpenTimeout = c.KeepAliveTimeout
+	// A stream the peer has not acknowledged in this long ends the whole
+	// session in yamux: keep it well above any stall a busy peer may have.
+	y.StreamOpenTimeout = 75 * time.Second
 	y.StreamCloseTimeout = time.Minute
 	y.LogOutput = nil
 	y.Logger = yamuxLogger{c.Logger}
@@ -178,7 +180,7 @@ func handshakeError(resp *http.Response) error {
 		resp.Body.Close()
 		msg := strings.TrimSpace(string(body))
 		if i := strings.IndexAny(msg, "\r\n"); i >= 0 {
-			msg = msg[:i]
+			msg = strings.TrimSpace(msg[:i])
 		}
 		e.Message = msg
 	}

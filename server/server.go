@@ -5,14 +5,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/burrowtun/burrow/mux"
@@ -49,6 +47,13 @@ type Config struct {
 	// HeaderTimeout bounds how long a new stream may take to send its
 	// header. Default 10s.
 	HeaderTimeout time.Duration
+	// AllowReverse lets clients ask the server to listen for them
+	// (reverse remotes, R:...). Each bind is still checked against the
+	// user's allow list as "R:host:port" ("R:host:port/udp" for UDP).
+	AllowReverse bool
+	// UDPIdle ends a UDP flow after this long without a datagram.
+	// Default mux.DefaultUDPIdle.
+	UDPIdle time.Duration
 	// LoginFailures is how many failed logins a source address may make
 	// per LoginWindow before it is answered 429. Default 10 per minute.
 	LoginFailures int
@@ -60,6 +65,8 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	limiter *FailureLimiter
+
+	binds bindTable
 
 	mu       sync.Mutex
 	sessions map[*yamux.Session]struct{}
@@ -100,6 +107,7 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		limiter:  NewFailureLimiter(cfg.LoginFailures, cfg.LoginWindow),
 		sessions: make(map[*yamux.Session]struct{}),
+		binds:    bindTable{m: make(map[string]*bindLease)},
 	}, nil
 }
 
@@ -228,98 +236,4 @@ func newSessionID() string {
 	var b [6]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// serveSession accepts streams until the session ends, then waits for
-// every stream it started.
-func (s *Server) serveSession(sess *yamux.Session, user *User, source string) {
-	log := s.log.With("session", newSessionID(), "user", user.Name)
-	start := time.Now()
-	log.Info("session opened", "source", source)
-	var streams sync.WaitGroup
-	defer func() {
-		sess.Close()
-		streams.Wait()
-		log.Info("session closed", "duration", time.Since(start).Round(time.Millisecond))
-	}()
-	for {
-		st, err := sess.AcceptStream()
-		if err != nil {
-			return
-		}
-		streams.Add(1)
-		go func() {
-			defer streams.Done()
-			s.serveStream(st, user, log)
-		}()
-	}
-}
-
-func (s *Server) serveStream(st *yamux.Stream, user *User, log *slog.Logger) {
-	log = log.With("stream", st.StreamID())
-	h, err := mux.ReadHeaderTimeout(st, s.cfg.HeaderTimeout)
-	if err != nil {
-		log.Warn("bad stream header", "err", err)
-		st.Close()
-		return
-	}
-	switch h.Kind {
-	case mux.KindTCP:
-		s.serveTCP(st, h.Target, user, log)
-	default:
-		err := fmt.Errorf("stream kind %d is not supported by this server", h.Kind)
-		log.Warn("stream refused", "err", err)
-		mux.WriteReply(st, err)
-		st.Close()
-	}
-}
-
-func (s *Server) serveTCP(st *yamux.Stream, target string, user *User, log *slog.Logger) {
-	log = log.With("kind", "tcp", "target", target)
-	if err := user.CheckTarget(target); err != nil {
-		log.Warn("stream refused", "err", err)
-		mux.WriteReply(st, err)
-		st.Close()
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DialTimeout)
-	conn, err := s.cfg.Dialer.DialContext(ctx, "tcp", target)
-	cancel()
-	if err != nil {
-		err = dialError(target, err)
-		log.Warn("stream refused", "err", err)
-		mux.WriteReply(st, err)
-		st.Close()
-		return
-	}
-	if err := mux.WriteReply(st, nil); err != nil {
-		conn.Close()
-		st.Close()
-		return
-	}
-	start := time.Now()
-	log.Info("stream opened")
-	sent, received := mux.Pipe(st, conn)
-	log.Info("stream closed", "bytes_out", sent, "bytes_in", received, "duration", time.Since(start).Round(time.Millisecond))
-}
-
-// dialError says in one line why the server could not reach target.
-func dialError(target string, err error) error {
-	var dnsErr *net.DNSError
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("connection refused by %s", target)
-	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
-		return fmt.Errorf("cannot resolve %s from the server: no such host", target)
-	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
-		return fmt.Errorf("timed out connecting to %s from the server", target)
-	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return fmt.Errorf("%s is unreachable from the server", target)
-	}
-	return fmt.Errorf("cannot connect to %s from the server: %v", target, err)
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/burrowtun/burrow/certs"
 	"github.com/burrowtun/burrow/client"
+	"github.com/burrowtun/burrow/mux"
 	"github.com/urfave/cli/v2"
 )
 
@@ -19,7 +20,12 @@ func clientCommand() *cli.Command {
 		ArgsUsage: "wss://SERVER[:PORT][/PATH] REMOTE...",
 		Description: "REMOTE is [local-host:]local-port:remote-host:remote-port (chisel's syntax);\n" +
 			"a lone port or host:port means the same port on both sides. The local host\n" +
-			"defaults to 127.0.0.1. IPv6 addresses go in brackets: [::1]:2222:[2001:db8::1]:22",
+			"defaults to 127.0.0.1. IPv6 addresses go in brackets: [::1]:2222:[2001:db8::1]:22\n\n" +
+			"  R:[bind-host:]port:host:port   the server listens, the client dials host:port (server needs --reverse)\n" +
+			"  socks, [host:]port:socks       a local SOCKS5 proxy whose connections leave from the server\n" +
+			"  R:socks, R:port:socks          a SOCKS5 proxy on the server whose connections leave from the client\n" +
+			"  ...:host:port/udp              UDP datagrams, forward or reverse\n" +
+			"  stdio:host:port                stdin/stdout as one connection (ssh ProxyCommand)",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "auth", Usage: "credentials as `USER:PASSWORD` (prefer the BURROW_AUTH variable: argv is visible to other users)", EnvVars: []string{"BURROW_AUTH"}},
 			&cli.StringFlag{Name: "fingerprint", Usage: "trust the server whose certificate key has this SHA-256 (from 'burrow cert')", EnvVars: []string{"BURROW_FINGERPRINT"}},
@@ -27,6 +33,7 @@ func clientCommand() *cli.Command {
 			&cli.BoolFlag{Name: "insecure", Usage: "do not verify the server at all (anyone on the path can read and change the traffic)", EnvVars: []string{"BURROW_INSECURE"}},
 			&cli.StringFlag{Name: "sni", Usage: "server name to send and verify, instead of the URL's host", EnvVars: []string{"BURROW_SNI"}},
 			&cli.StringSliceFlag{Name: "header", Usage: "extra `'NAME: VALUE'` header on the upgrade request (repeatable)", EnvVars: []string{"BURROW_HEADER"}},
+			&cli.StringFlag{Name: "socks-auth", Usage: "require `USER:PASSWORD` from clients of local SOCKS listeners", EnvVars: []string{"BURROW_SOCKS_AUTH"}},
 			&cli.DurationFlag{Name: "max-retry-interval", Value: 0, DefaultText: "30s", Usage: "longest wait between reconnection attempts", EnvVars: []string{"BURROW_MAX_RETRY_INTERVAL"}},
 			&cli.IntFlag{Name: "max-retry-count", Value: -1, Usage: "give up after this many failed attempts in a row (-1: never)", EnvVars: []string{"BURROW_MAX_RETRY_COUNT"}},
 		}, append(muxFlags(), logFlags()...)...),
@@ -58,6 +65,14 @@ func runClient(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	var socksAuth *mux.SOCKSAuth
+	if s := c.String("socks-auth"); s != "" {
+		u, p, ok := strings.Cut(s, ":")
+		if !ok || u == "" {
+			return errors.New("--socks-auth must be USER:PASSWORD")
+		}
+		socksAuth = &mux.SOCKSAuth{Username: u, Password: p}
+	}
 	if c.Bool("insecure") {
 		log.Warn("--insecure: the server's certificate is NOT verified; anyone on the network path can impersonate it and read the tunnel")
 	}
@@ -81,6 +96,8 @@ func runClient(c *cli.Context) error {
 		Logger:           log,
 		MaxRetryInterval: c.Duration("max-retry-interval"),
 		MaxRetryCount:    c.Int("max-retry-count"),
+		SOCKSAuth:        socksAuth,
+		UDPIdle:          c.Duration("udp-idle"),
 	})
 	if err != nil {
 		return err

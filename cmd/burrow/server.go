@@ -27,6 +27,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls-key", Usage: "private key `FILE` (PEM)", EnvVars: []string{"BURROW_TLS_KEY"}},
 			&cli.StringFlag{Name: "authfile", Usage: "users `FILE` written by 'burrow user add'", EnvVars: []string{"BURROW_AUTHFILE"}},
 			&cli.StringFlag{Name: "path", Value: "/", Usage: "URL path of the tunnel endpoint", EnvVars: []string{"BURROW_PATH"}},
+			&cli.BoolFlag{Name: "reverse", Usage: "let clients ask the server to listen for them (R: remotes), within their allow lists", EnvVars: []string{"BURROW_REVERSE"}},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, Usage: "on SIGTERM, how long to wait for sessions to end", EnvVars: []string{"BURROW_SHUTDOWN_TIMEOUT"}},
 		}, append(muxFlags(), logFlags()...)...),
 		Action: runServer,
@@ -56,10 +57,12 @@ func runServer(c *cli.Context) error {
 		return err
 	}
 	srv, err := server.New(server.Config{
-		Auth:   users,
-		Path:   c.String("path"),
-		Mux:    muxConfig(c),
-		Logger: log,
+		Auth:         users,
+		Path:         c.String("path"),
+		Mux:          muxConfig(c),
+		Logger:       log,
+		AllowReverse: c.Bool("reverse"),
+		UDPIdle:      c.Duration("udp-idle"),
 	})
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 func muxFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.DurationFlag{Name: "keepalive", Value: mux.DefaultKeepAliveInterval, Usage: "ping the peer this often; a silent peer is dropped after about twice this", EnvVars: []string{"BURROW_KEEPALIVE"}},
+		&cli.DurationFlag{Name: "udp-idle", Value: mux.DefaultUDPIdle, Usage: "end a UDP flow after this long without a datagram", EnvVars: []string{"BURROW_UDP_IDLE"}},
 		&cli.IntFlag{Name: "stream-window", Value: mux.DefaultStreamWindow, Usage: "largest receive window of one stream in bytes (bounds one stream to window/RTT)", EnvVars: []string{"BURROW_STREAM_WINDOW"}},
 	}
 }

@@ -1,0 +1,148 @@
+package mux
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// FuzzReadHeader feeds arbitrary bytes to ReadHeader. It must never panic,
+// must consume exactly the header it decodes, and whatever it decodes must
+// encode back to the same bytes: the encoding has one form per header.
+func FuzzReadHeader(f *testing.F) {
+	for _, h := range []Header{
+		{Kind: KindTCP, Target: "127.0.0.1:22"},
+		{Kind: KindTCP, Target: "[2001:db8::1]:443"},
+		{Kind: KindTCP, Target: ""},
+		{Kind: 9, Target: "x"},
+		{Kind: KindTCP, Target: strings.Repeat("h", MaxTargetLen)},
+	} {
+		b, err := AppendHeader(nil, h)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+		f.Add(append(b, "payload"...))
+		f.Add(b[:len(b)-1])
+	}
+	f.Add([]byte{})
+	f.Add([]byte{HeaderVersion})
+	f.Add([]byte{0, 1, 0, 0})
+	f.Add([]byte{2, 1, 0, 1, 'a'})
+	f.Add([]byte{HeaderVersion, 1, 0x04, 0x01})
+	f.Add([]byte{HeaderVersion, 1, 0xff, 0xff, 'a'})
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := bytes.NewReader(data)
+		h, err := ReadHeader(r)
+		if err != nil {
+			if len(data) >= 4 && data[0] != HeaderVersion && !errors.Is(err, ErrHeaderVersion) {
+				t.Fatalf("version byte %d refused with %v, want ErrHeaderVersion", data[0], err)
+			}
+			return
+		}
+		if len(h.Target) > MaxTargetLen {
+			t.Fatalf("decoded a %d-byte target, over the limit", len(h.Target))
+		}
+		enc, err := AppendHeader(nil, h)
+		if err != nil {
+			t.Fatalf("decoded header %+v does not encode: %v", h, err)
+		}
+		if !bytes.Equal(enc, data[:len(enc)]) {
+			t.Fatalf("decoded %+v from % x, which encodes to % x", h, data[:len(enc)], enc)
+		}
+		if consumed := len(data) - r.Len(); consumed != len(enc) {
+			t.Fatalf("ReadHeader consumed %d bytes of a %d-byte header", consumed, len(enc))
+		}
+	})
+}
+
+// FuzzReadReply feeds arbitrary bytes to ReadReply. It must never panic, a
+// refusal's message must respect the limit, and what it decodes must encode
+// back to the same bytes.
+func FuzzReadReply(f *testing.F) {
+	for _, e := range []error{
+		nil, errors.New("connection refused"), errors.New(""), errors.New(strings.Repeat("e", MaxTargetLen)),
+		Refuse(CodeDenied, "not allowed"), Refuse(CodeInUse, "taken"),
+	} {
+		var b bytes.Buffer
+		if err := WriteReply(&b, e); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b.Bytes())
+		f.Add(append(bytes.Clone(b.Bytes()), "payload"...))
+		f.Add(b.Bytes()[:b.Len()-1])
+	}
+	f.Add([]byte{})
+	f.Add([]byte{2, 0, 0})
+	f.Add([]byte{200, 0, 1, 'x'})
+	f.Add([]byte{0, 0, 1, 'x'})
+	f.Add([]byte{1, 0x04, 0x01})
+	f.Add([]byte{1, 0xff, 0xff, 'x'})
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := bytes.NewReader(data)
+		err := ReadReply(r)
+		var replyErr error
+		if err != nil {
+			var re *RemoteError
+			if !errors.As(err, &re) {
+				return // malformed or short: refused, which is all we ask
+			}
+			if len(re.Message) > MaxTargetLen {
+				t.Fatalf("decoded a %d-byte message, over the limit", len(re.Message))
+			}
+			replyErr = re
+		}
+		var enc bytes.Buffer
+		if err := WriteReply(&enc, replyErr); err != nil {
+			t.Fatal(err)
+		}
+		want := bytes.Clone(data[:enc.Len()])
+		if want[0] > byte(CodeInUse) {
+			want[0] = byte(CodeFailed) // a newer peer's code reads as a failure
+		}
+		if !bytes.Equal(enc.Bytes(), want) {
+			t.Fatalf("decoded %v from % x, which encodes to % x", replyErr, data[:enc.Len()], enc.Bytes())
+		}
+		if consumed := len(data) - r.Len(); consumed != enc.Len() {
+			t.Fatalf("ReadReply consumed %d bytes of a %d-byte reply", consumed, enc.Len())
+		}
+	})
+}
+
+// FuzzReadDatagram feeds arbitrary bytes to ReadDatagram: it must never
+// panic or return more than the frame's payload, and what it reads must
+// encode back to the same bytes.
+func FuzzReadDatagram(f *testing.F) {
+	for _, p := range [][]byte{nil, []byte("dns query"), bytes.Repeat([]byte{7}, 1500)} {
+		var b bytes.Buffer
+		if err := WriteDatagram(&b, p); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b.Bytes())
+		f.Add(append(bytes.Clone(b.Bytes()), 0, 1, 'x'))
+		f.Add(b.Bytes()[:b.Len()-1])
+	}
+	f.Add([]byte{})
+	f.Add([]byte{0xff, 0xff, 'x'})
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := bytes.NewReader(data)
+		p, err := ReadDatagram(r, make([]byte, MaxDatagram))
+		if err != nil {
+			return
+		}
+		var enc bytes.Buffer
+		if err := WriteDatagram(&enc, p); err != nil {
+			t.Fatalf("read a datagram that does not encode: %v", err)
+		}
+		if !bytes.Equal(enc.Bytes(), data[:enc.Len()]) {
+			t.Fatalf("read %q from % x, which encodes to % x", p, data[:enc.Len()], enc.Bytes())
+		}
+		if consumed := len(data) - r.Len(); consumed != enc.Len() {
+			t.Fatalf("ReadDatagram consumed %d bytes of a %d-byte frame", consumed, enc.Len())
+		}
+	})
+}

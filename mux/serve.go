@@ -1,0 +1,75 @@
+package mux
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+	"time"
+)
+
+// DialFunc opens a connection to a target; *net.Dialer's DialContext is
+// one.
+type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+// DialTarget dials target on behalf of a stream, within timeout, and
+// returns a Coded error that says in one line why it failed.
+func DialTarget(ctx context.Context, dial DialFunc, network, target string, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := dial(ctx, network, target)
+	if err != nil {
+		return nil, dialError(target, err)
+	}
+	return conn, nil
+}
+
+// dialError says in one line why target could not be reached.
+func dialError(target string, err error) error {
+	var dnsErr *net.DNSError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return Refuse(CodeRefused, "connection refused by %s", target)
+	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+		return Refuse(CodeUnreachable, "cannot resolve %s: no such host", target)
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		return Refuse(CodeTimeout, "timed out connecting to %s", target)
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return Refuse(CodeUnreachable, "%s is unreachable", target)
+	}
+	return Refuse(CodeFailed, "cannot connect to %s: %v", target, err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// Stream is what the serving helpers need of a yamux stream.
+type Stream interface {
+	net.Conn
+}
+
+// ServeTCP answers a stream that asked for a TCP connection to target:
+// it dials, replies, calls opened (when not nil), and splices until both
+// sides are done. It returns the bytes carried each way (stream to
+// target, target to stream), or the error it replied with.
+func ServeTCP(ctx context.Context, st Stream, dial DialFunc, target string, timeout time.Duration, opened func()) (sent, received int64, err error) {
+	conn, err := DialTarget(ctx, dial, "tcp", target, timeout)
+	if err != nil {
+		WriteReply(st, err)
+		st.Close()
+		return 0, 0, err
+	}
+	if err := WriteReply(st, nil); err != nil {
+		conn.Close()
+		st.Close()
+		return 0, 0, fmt.Errorf("replying to stream: %w", err)
+	}
+	if opened != nil {
+		opened()
+	}
+	sent, received = Pipe(st, conn)
+	return sent, received, nil
+}

@@ -1,0 +1,297 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/burrowtun/burrow/mux"
+	"github.com/hashicorp/yamux"
+)
+
+// ReplyCode makes an access-list refusal travel as mux.CodeDenied, which
+// a SOCKS listener turns into "not allowed by ruleset".
+func (e *DeniedError) ReplyCode() mux.Code { return mux.CodeDenied }
+
+// session is one client's tunnel, as the stream handlers see it.
+type session struct {
+	*yamux.Session
+	id   string
+	user *User
+	log  *slog.Logger
+	ctx  context.Context // ends with the session
+}
+
+// serveSession accepts streams until the session ends, then waits for
+// every stream it started.
+func (s *Server) serveSession(ysess *yamux.Session, user *User, source string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	id := newSessionID()
+	sess := &session{Session: ysess, id: id, user: user, ctx: ctx,
+		log: s.log.With("session", id, "user", user.Name)}
+	start := time.Now()
+	sess.log.Info("session opened", "source", source)
+	var streams sync.WaitGroup
+	defer func() {
+		cancel()
+		ysess.Close()
+		streams.Wait()
+		sess.log.Info("session closed", "duration", time.Since(start).Round(time.Millisecond))
+	}()
+	for {
+		st, err := ysess.AcceptStream()
+		if err != nil {
+			return
+		}
+		streams.Add(1)
+		go func() {
+			defer streams.Done()
+			s.serveStream(sess, st)
+		}()
+	}
+}
+
+func (s *Server) serveStream(sess *session, st *yamux.Stream) {
+	log := sess.log.With("stream", st.StreamID())
+	h, err := mux.ReadHeaderTimeout(st, s.cfg.HeaderTimeout)
+	if err != nil {
+		log.Warn("bad stream header", "err", err)
+		st.Close()
+		return
+	}
+	log = log.With("kind", h.Kind.String(), "target", h.Target)
+	refuse := func(err error) {
+		log.Warn("stream refused", "err", err)
+		mux.WriteReply(st, err)
+		st.Close()
+	}
+	switch h.Kind {
+	case mux.KindTCP:
+		if err := sess.user.CheckTarget(h.Target); err != nil {
+			refuse(err)
+			return
+		}
+		start := time.Now()
+		sent, received, err := mux.ServeTCP(sess.ctx, st, s.cfg.Dialer.DialContext, h.Target, s.cfg.DialTimeout,
+			func() { log.Info("stream opened") })
+		if err != nil {
+			log.Warn("stream refused", "err", err)
+			return
+		}
+		log.Info("stream closed", "bytes_out", sent, "bytes_in", received, "duration", time.Since(start).Round(time.Millisecond))
+	case mux.KindUDP:
+		if err := sess.user.CheckTarget(h.Target + "/udp"); err != nil {
+			refuse(err)
+			return
+		}
+		start := time.Now()
+		stats, err := mux.ServeUDP(sess.ctx, st, s.cfg.Dialer.DialContext, h.Target, s.cfg.UDPIdle, s.cfg.DialTimeout)
+		if err != nil {
+			log.Warn("stream refused", "err", err)
+			return
+		}
+		log.Info("udp flow closed", "datagrams_out", stats.Sent, "datagrams_in", stats.Received,
+			"dropped", stats.Dropped, "duration", time.Since(start).Round(time.Millisecond))
+	case mux.KindBind:
+		if err := s.serveBind(sess, st, h.Target, log); err != nil {
+			refuse(err)
+		}
+	default:
+		refuse(mux.Refuse(mux.CodeUnsupported, "stream kind %d is not supported by this server", h.Kind))
+	}
+}
+
+// bindTable records which session holds each reverse listener, so that a
+// taken address can be reported with its holder, and a user reconnecting
+// replaces its own stale bind.
+type bindTable struct {
+	mu sync.Mutex
+	m  map[string]*bindLease // by "tcp:host:port" / "udp:host:port"
+}
+
+type bindLease struct {
+	user, session string
+	ctx           context.Context // ends when the lease is released
+	release       context.CancelFunc
+	done          chan struct{} // closed once the listener is closed
+}
+
+// claim registers key for sess, replacing a lease of the same user. It
+// fails naming the holder when another user has it.
+func (t *bindTable) claim(key, addr string, sess *session) (*bindLease, error) {
+	t.mu.Lock()
+	old := t.m[key]
+	if old != nil && old.user != sess.user.Name {
+		t.mu.Unlock()
+		return nil, mux.Refuse(mux.CodeInUse, "%s is already taken on the server by user %s (session %s); pick another port", addr, old.user, old.session)
+	}
+	lease := &bindLease{user: sess.user.Name, session: sess.id, done: make(chan struct{})}
+	lease.ctx, lease.release = context.WithCancel(sess.ctx)
+	t.m[key] = lease
+	t.mu.Unlock()
+	if old != nil {
+		// The same user's earlier session, not yet noticed dead: its
+		// listener goes now.
+		sess.log.Info("reverse listener taken over from an earlier session", "addr", addr, "old_session", old.session)
+		old.release()
+		<-old.done
+	}
+	return lease, nil
+}
+
+func (t *bindTable) drop(key string, lease *bindLease) {
+	t.mu.Lock()
+	if t.m[key] == lease {
+		delete(t.m, key)
+	}
+	t.mu.Unlock()
+	close(lease.done)
+}
+
+// serveBind listens on the address a reverse remote asks for and carries
+// each connection (or UDP flow) back to the client, until the bind stream
+// or the session ends. A returned error has not been replied yet.
+func (s *Server) serveBind(sess *session, st *yamux.Stream, target string, log *slog.Logger) error {
+	if !s.cfg.AllowReverse {
+		return mux.Refuse(mux.CodeUnsupported, "reverse remotes are disabled on this server; start it with --reverse")
+	}
+	mode, addr, ok := strings.Cut(target, ":")
+	if !ok || (mode != "tcp" && mode != "udp" && mode != "socks") {
+		return mux.Refuse(mux.CodeFailed, "bad bind request %q", target)
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return mux.Refuse(mux.CodeFailed, "bad bind address %q: %v", addr, err)
+	}
+	acl := "R:" + addr
+	network := "tcp"
+	if mode == "udp" {
+		acl += "/udp"
+		network = "udp"
+	}
+	if err := sess.user.CheckTarget(acl); err != nil {
+		return err
+	}
+	key := network + ":" + addr
+	lease, err := s.binds.claim(key, addr, sess)
+	if err != nil {
+		return err
+	}
+	defer s.binds.drop(key, lease)
+
+	ctx := lease.ctx
+	defer lease.release()
+	var (
+		serve    func() error
+		listener io.Closer
+	)
+	if network == "udp" {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return bindError(addr, err)
+		}
+		ul := &mux.UDPListener{
+			Conn: pc.(*net.UDPConn),
+			Open: func(ctx context.Context) (mux.Stream, error) {
+				return mux.Open(sess.Session, mux.Header{Kind: mux.KindReverseUDP, Target: addr}, s.cfg.HeaderTimeout)
+			},
+			Idle:   s.cfg.UDPIdle,
+			Logger: log,
+		}
+		listener = pc
+		serve = func() error { return ul.Serve(ctx) }
+	} else {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return bindError(addr, err)
+		}
+		listener = l
+		serve = func() error { return s.serveReverseTCP(ctx, sess, l, addr, mode == "socks", log) }
+	}
+	// The listener is closed synchronously before the lease is dropped,
+	// so that a successor of the same user can bind the address at once.
+	defer listener.Close()
+	stop := context.AfterFunc(ctx, func() { listener.Close() })
+	defer stop()
+	if err := mux.WriteReply(st, nil); err != nil {
+		return nil
+	}
+	log.Info("reverse listening", "addr", addr, "mode", mode)
+	// The bind stream is the lease: the client never writes on it, so a
+	// read returns when the client closes it or the session dies.
+	go func() {
+		var b [1]byte
+		st.Read(b[:])
+		lease.release()
+	}()
+	err = serve()
+	lease.release()
+	st.Close()
+	log.Info("reverse listener closed", "addr", addr)
+	if err != nil && ctx.Err() == nil {
+		log.Warn("reverse listener failed", "addr", addr, "err", err)
+	}
+	return nil
+}
+
+func bindError(addr string, err error) error {
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return mux.Refuse(mux.CodeInUse, "%s is in use by another program on the server; pick another port", addr)
+	}
+	return mux.Refuse(mux.CodeFailed, "cannot listen on %s on the server: %v", addr, err)
+}
+
+// serveReverseTCP accepts connections on a reverse listener and carries
+// each to the client: as a KindReverseTCP stream naming the bind, or, for
+// a SOCKS bind, as a KindTCP stream to the target the SOCKS client asked
+// for (which the client dials).
+func (s *Server) serveReverseTCP(ctx context.Context, sess *session, l net.Listener, addr string, socks bool, log *slog.Logger) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stop := context.AfterFunc(ctx, func() { conn.Close() })
+			defer stop()
+			h := mux.Header{Kind: mux.KindReverseTCP, Target: addr}
+			if socks {
+				conn.SetDeadline(time.Now().Add(s.cfg.HeaderTimeout))
+				target, err := mux.SOCKSHandshake(conn, nil)
+				conn.SetDeadline(time.Time{})
+				if err != nil {
+					log.Warn("reverse socks request failed", "peer", conn.RemoteAddr().String(), "err", err)
+					conn.Close()
+					return
+				}
+				h = mux.Header{Kind: mux.KindTCP, Target: target}
+			}
+			st, err := mux.Open(sess.Session, h, s.cfg.DialTimeout+s.cfg.HeaderTimeout)
+			if socks {
+				mux.SOCKSReply(conn, err)
+			}
+			if err != nil {
+				log.Warn("reverse connection refused", "dest", h.Target, "err", err)
+				conn.Close()
+				return
+			}
+			start := time.Now()
+			sent, received := mux.Pipe(conn, st)
+			log.Info("reverse stream closed", "dest", h.Target, "bytes_out", sent, "bytes_in", received,
+				"duration", time.Since(start).Round(time.Millisecond))
+		}()
+	}
+}
