@@ -543,7 +543,7 @@ func (c *Client) serveListener(ctx context.Context, l net.Listener, r Remote, wg
 	for {
 		conn, err := l.Accept()
 		if err != nil {
-			if ctx.Err() == nil {
+			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
 				c.log.Error("listener failed", "local", l.Addr().String(), "err", err)
 			}
 			return

@@ -8,13 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/burrowtun/burrow/mux"
-	"github.com/hashicorp/yamux"
 )
 
 // Authenticator checks a user's credentials. *Users implements it.
@@ -32,7 +33,7 @@ type Dialer interface {
 
 // Config configures a Server. Zero fields mean the defaults.
 type Config struct {
-	// Auth checks credentials. Required.
+	// Auth checks credentials. Required; SetAuth replaces it at run time.
 	Auth Authenticator
 	// Path is the URL path of the tunnel endpoint. Default "/".
 	Path string
@@ -54,6 +55,8 @@ type Config struct {
 	// UDPIdle ends a UDP flow after this long without a datagram.
 	// Default mux.DefaultUDPIdle.
 	UDPIdle time.Duration
+	// Metrics, when set, records sessions, streams, bytes and logins.
+	Metrics *Metrics
 	// LoginFailures is how many failed logins a source address may make
 	// per LoginWindow before it is answered 429. Default 10 per minute.
 	LoginFailures int
@@ -66,10 +69,14 @@ type Server struct {
 	log     *slog.Logger
 	limiter *FailureLimiter
 
-	binds bindTable
+	binds   bindTable
+	metrics *Metrics
+	auth    atomic.Pointer[authHolder]
+
+	active   atomic.Int64 // streams carrying data (not reverse-bind leases)
 
 	mu       sync.Mutex
-	sessions map[*yamux.Session]struct{}
+	sessions map[*session]struct{}
 	closed   bool
 	wg       sync.WaitGroup
 }
@@ -102,19 +109,23 @@ func New(cfg Config) (*Server, error) {
 	if cfg.LoginWindow <= 0 {
 		cfg.LoginWindow = time.Minute
 	}
-	return &Server{
+	s := &Server{
 		cfg:      cfg,
 		log:      cfg.Logger,
 		limiter:  NewFailureLimiter(cfg.LoginFailures, cfg.LoginWindow),
-		sessions: make(map[*yamux.Session]struct{}),
+		sessions: make(map[*session]struct{}),
 		binds:    bindTable{m: make(map[string]*bindLease)},
-	}, nil
+		metrics:  cfg.Metrics,
+	}
+	s.auth.Store(&authHolder{cfg.Auth})
+	return s, nil
 }
 
 // ServeHTTP authenticates and upgrades a tunnel request, then serves the
 // session until it ends. Requests that are not tunnel upgrades get a plain
 // 404 that does not name the software.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	if r.URL.Path != s.cfg.Path || !isUpgrade(r) {
 		http.NotFound(w, r)
 		return
@@ -128,35 +139,41 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("login refused: too many failures", "source", source, "retry_after", retry.Round(time.Second))
 		w.Header().Set("Retry-After", strconv.Itoa(int(retry.Seconds())+1))
 		http.Error(w, "too many failed logins; retry later", http.StatusTooManyRequests)
+		s.metrics.authFailed("rate_limited")
 		return
 	}
 	name, password, ok := r.BasicAuth()
 	if !ok {
 		s.log.Warn("login failed: no credentials", "source", source)
 		s.limiter.Fail(source, time.Now())
+		s.metrics.authFailed("missing")
 		unauthorized(w)
 		return
 	}
-	user, err := s.cfg.Auth.Authenticate(name, password)
+	user, err := s.auth.Load().Authenticate(name, password)
 	if err != nil {
 		s.log.Warn("login failed", "user", name, "source", source, "err", err)
 		s.limiter.Fail(source, time.Now())
+		s.metrics.authFailed("credentials")
 		unauthorized(w)
 		return
 	}
 	s.limiter.Succeed(source)
 
-	sess, err := mux.Accept(w, r, s.cfg.Mux)
+	ysess, err := mux.Accept(w, r, s.cfg.Mux)
 	if err != nil {
 		s.log.Warn("upgrade failed", "user", user.Name, "source", source, "err", err)
 		return
 	}
+	sess := s.newSession(ysess, user, source)
 	if !s.track(sess) {
-		sess.Close()
+		ysess.Close()
 		return
 	}
 	defer s.untrack(sess)
-	s.serveSession(sess, user, source)
+	s.metrics.sessionOpened(time.Since(start).Seconds())
+	defer s.metrics.sessionClosed()
+	s.serveSession(sess)
 }
 
 func unauthorized(w http.ResponseWriter) {
@@ -194,7 +211,7 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
-func (s *Server) track(sess *yamux.Session) bool {
+func (s *Server) track(sess *session) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -205,7 +222,7 @@ func (s *Server) track(sess *yamux.Session) bool {
 	return true
 }
 
-func (s *Server) untrack(sess *yamux.Session) {
+func (s *Server) untrack(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
 	s.mu.Unlock()
@@ -217,6 +234,32 @@ func (s *Server) Sessions() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.sessions)
+}
+
+// Shutdown stops taking sessions, tells every client to open no new
+// streams (a yamux GoAway), and waits for the streams in flight to finish
+// until ctx ends; then it closes what is left, like Close. It returns
+// ctx's error when streams had to be cut.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for sess := range s.sessions {
+		sess.GoAway()
+	}
+	s.mu.Unlock()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for s.active.Load() > 0 && err == nil {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			err = ctx.Err()
+			s.log.Warn("shutdown timeout: cutting streams still open", "streams", s.active.Load())
+		}
+	}
+	s.Close()
+	return err
 }
 
 // Close ends every session and waits for their streams to finish. New
@@ -236,4 +279,40 @@ func newSessionID() string {
 	var b [6]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// SessionInfo describes a live session, for status pages.
+type SessionInfo struct {
+	ID      string    `json:"id"`
+	User    string    `json:"user"`
+	Source  string    `json:"source"`
+	Started time.Time `json:"started"`
+	Streams int       `json:"streams"`
+}
+
+// BindInfo describes a reverse listener.
+type BindInfo struct {
+	Addr    string `json:"addr"`
+	User    string `json:"user"`
+	Session string `json:"session"`
+}
+
+// Status lists the live sessions and reverse listeners.
+func (s *Server) Status() ([]SessionInfo, []BindInfo) {
+	s.mu.Lock()
+	sessions := make([]SessionInfo, 0, len(s.sessions))
+	for sess := range s.sessions {
+		sessions = append(sessions, SessionInfo{ID: sess.id, User: sess.name, Source: sess.source,
+			Started: sess.start, Streams: sess.NumStreams()})
+	}
+	s.mu.Unlock()
+	s.binds.mu.Lock()
+	binds := make([]BindInfo, 0, len(s.binds.m))
+	for key, l := range s.binds.m {
+		binds = append(binds, BindInfo{Addr: key, User: l.user, Session: l.session})
+	}
+	s.binds.mu.Unlock()
+	slices.SortFunc(sessions, func(a, b SessionInfo) int { return a.Started.Compare(b.Started) })
+	slices.SortFunc(binds, func(a, b BindInfo) int { return strings.Compare(a.Addr, b.Addr) })
+	return sessions, binds
 }

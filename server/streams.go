@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,24 +24,34 @@ func (e *DeniedError) ReplyCode() mux.Code { return mux.CodeDenied }
 // session is one client's tunnel, as the stream handlers see it.
 type session struct {
 	*yamux.Session
-	id   string
-	user *User
-	log  *slog.Logger
-	ctx  context.Context // ends with the session
+	id     string
+	name   string               // the user's name; fixed for the session
+	user   atomic.Pointer[User] // replaced by a reload: new allow lists apply to new streams
+	source string
+	start  time.Time
+	log    *slog.Logger
+	ctx    context.Context // ends with the session
+	cancel context.CancelFunc
+}
+
+func (s *Server) newSession(ysess *yamux.Session, user *User, source string) *session {
+	ctx, cancel := context.WithCancel(context.Background())
+	id := newSessionID()
+	sess := &session{Session: ysess, id: id, name: user.Name, source: source, start: time.Now(),
+		ctx: ctx, cancel: cancel, log: s.log.With("session", id, "user", user.Name)}
+	sess.user.Store(user)
+	return sess
 }
 
 // serveSession accepts streams until the session ends, then waits for
 // every stream it started.
-func (s *Server) serveSession(ysess *yamux.Session, user *User, source string) {
-	ctx, cancel := context.WithCancel(context.Background())
-	id := newSessionID()
-	sess := &session{Session: ysess, id: id, user: user, ctx: ctx,
-		log: s.log.With("session", id, "user", user.Name)}
-	start := time.Now()
-	sess.log.Info("session opened", "source", source)
+func (s *Server) serveSession(sess *session) {
+	ysess := sess.Session
+	start := sess.start
+	sess.log.Info("session opened", "source", sess.source)
 	var streams sync.WaitGroup
 	defer func() {
-		cancel()
+		sess.cancel()
 		ysess.Close()
 		streams.Wait()
 		sess.log.Info("session closed", "duration", time.Since(start).Round(time.Millisecond))
@@ -66,28 +77,41 @@ func (s *Server) serveStream(sess *session, st *yamux.Stream) {
 		st.Close()
 		return
 	}
-	log = log.With("kind", h.Kind.String(), "target", h.Target)
+	kind := h.Kind.String()
+	log = log.With("kind", kind, "target", h.Target)
+	user := sess.user.Load()
 	refuse := func(err error) {
 		log.Warn("stream refused", "err", err)
 		mux.WriteReply(st, err)
 		st.Close()
+		s.metrics.streamRefused(kind)
+	}
+	if h.Kind != mux.KindBind {
+		s.active.Add(1)
+		defer s.active.Add(-1)
 	}
 	switch h.Kind {
 	case mux.KindTCP:
-		if err := sess.user.CheckTarget(h.Target); err != nil {
+		if err := user.CheckTarget(h.Target); err != nil {
 			refuse(err)
 			return
 		}
 		start := time.Now()
+		var done func(in, out int64)
 		sent, received, err := mux.ServeTCP(sess.ctx, st, s.cfg.Dialer.DialContext, h.Target, s.cfg.DialTimeout,
-			func() { log.Info("stream opened") })
+			func() {
+				log.Info("stream opened")
+				done = s.metrics.streamOpened(kind)
+			})
 		if err != nil {
 			log.Warn("stream refused", "err", err)
+			s.metrics.streamRefused(kind)
 			return
 		}
+		done(sent, received)
 		log.Info("stream closed", "bytes_out", sent, "bytes_in", received, "duration", time.Since(start).Round(time.Millisecond))
 	case mux.KindUDP:
-		if err := sess.user.CheckTarget(h.Target + "/udp"); err != nil {
+		if err := user.CheckTarget(h.Target + "/udp"); err != nil {
 			refuse(err)
 			return
 		}
@@ -95,8 +119,10 @@ func (s *Server) serveStream(sess *session, st *yamux.Stream) {
 		stats, err := mux.ServeUDP(sess.ctx, st, s.cfg.Dialer.DialContext, h.Target, s.cfg.UDPIdle, s.cfg.DialTimeout)
 		if err != nil {
 			log.Warn("stream refused", "err", err)
+			s.metrics.streamRefused(kind)
 			return
 		}
+		s.metrics.streamOpened(kind)(stats.Sent, stats.Received)
 		log.Info("udp flow closed", "datagrams_out", stats.Sent, "datagrams_in", stats.Received,
 			"dropped", stats.Dropped, "duration", time.Since(start).Round(time.Millisecond))
 	case mux.KindBind:
@@ -128,11 +154,11 @@ type bindLease struct {
 func (t *bindTable) claim(key, addr string, sess *session) (*bindLease, error) {
 	t.mu.Lock()
 	old := t.m[key]
-	if old != nil && old.user != sess.user.Name {
+	if old != nil && old.user != sess.name {
 		t.mu.Unlock()
 		return nil, mux.Refuse(mux.CodeInUse, "%s is already taken on the server by user %s (session %s); pick another port", addr, old.user, old.session)
 	}
-	lease := &bindLease{user: sess.user.Name, session: sess.id, done: make(chan struct{})}
+	lease := &bindLease{user: sess.name, session: sess.id, done: make(chan struct{})}
 	lease.ctx, lease.release = context.WithCancel(sess.ctx)
 	t.m[key] = lease
 	t.mu.Unlock()
@@ -175,7 +201,7 @@ func (s *Server) serveBind(sess *session, st *yamux.Stream, target string, log *
 		acl += "/udp"
 		network = "udp"
 	}
-	if err := sess.user.CheckTarget(acl); err != nil {
+	if err := sess.user.Load().CheckTarget(acl); err != nil {
 		return err
 	}
 	key := network + ":" + addr
@@ -288,8 +314,12 @@ func (s *Server) serveReverseTCP(ctx context.Context, sess *session, l net.Liste
 				conn.Close()
 				return
 			}
+			s.active.Add(1)
+			defer s.active.Add(-1)
+			done := s.metrics.streamOpened("reverse-tcp")
 			start := time.Now()
 			sent, received := mux.Pipe(conn, st)
+			done(sent, received)
 			log.Info("reverse stream closed", "dest", h.Target, "bytes_out", sent, "bytes_in", received,
 				"duration", time.Since(start).Round(time.Millisecond))
 		}()

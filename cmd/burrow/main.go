@@ -49,6 +49,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			clientCommand(),
 			certCommand(),
 			userCommand(),
+			statusCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",
