@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/burrowtun/burrow/certs"
@@ -27,6 +28,8 @@ func clientCommand() *cli.Command {
 			"  ...:host:port/udp              UDP datagrams, forward or reverse\n" +
 			"  stdio:host:port                stdin/stdout as one connection (ssh ProxyCommand)",
 		Flags: append([]cli.Flag{
+			configFlag(),
+			&cli.StringFlag{Name: "auth-file", Usage: "read USER:PASSWORD from the first line of `FILE` (keeps it out of argv and the environment)", EnvVars: []string{"BURROW_AUTH_FILE"}},
 			&cli.StringFlag{Name: "auth", Usage: "credentials as `USER:PASSWORD` (prefer the BURROW_AUTH variable: argv is visible to other users)", EnvVars: []string{"BURROW_AUTH"}},
 			&cli.StringFlag{Name: "fingerprint", Usage: "trust the server whose certificate key has this SHA-256 (from 'burrow cert')", EnvVars: []string{"BURROW_FINGERPRINT"}},
 			&cli.StringFlag{Name: "ca", Usage: "trust server certificates signed by the CAs in `FILE` instead of the system roots", EnvVars: []string{"BURROW_CA"}},
@@ -42,22 +45,34 @@ func clientCommand() *cli.Command {
 }
 
 func runClient(c *cli.Context) error {
-	if c.NArg() < 2 {
-		return errors.New("client needs a server URL and at least one remote, e.g. 'burrow client wss://example.com:8443 5432:db.internal:5432'")
+	fromFile, err := applyConfig(c, "client")
+	if err != nil {
+		return err
+	}
+	args := c.Args().Slice()
+	if len(args) == 0 && len(fromFile["server"]) == 1 {
+		args = append(fromFile["server"], fromFile["remotes"]...)
+	}
+	if len(args) < 2 {
+		return errors.New("client needs a server URL and at least one remote, e.g. 'burrow client wss://example.com:8443 5432:db.internal:5432' (or server and remotes in --config)")
 	}
 	log, err := newLogger(c, c.App.ErrWriter)
 	if err != nil {
 		return err
 	}
-	serverURL, err := parseServerURL(c.Args().First())
+	serverURL, err := parseServerURL(args[0])
 	if err != nil {
 		return err
 	}
-	remotes, err := client.ParseRemotes(c.Args().Tail())
+	remotes, err := client.ParseRemotes(args[1:])
 	if err != nil {
 		return err
 	}
-	user, password, err := splitAuth(c.String("auth"))
+	auth, err := credentials(c)
+	if err != nil {
+		return err
+	}
+	user, password, err := splitAuth(auth)
 	if err != nil {
 		return err
 	}
@@ -125,6 +140,20 @@ func parseServerURL(s string) (string, error) {
 		return "", fmt.Errorf("server URL %q has no host", s)
 	}
 	return u.String(), nil
+}
+
+// credentials returns USER:PASSWORD from --auth (or BURROW_AUTH), or
+// from the first line of --auth-file.
+func credentials(c *cli.Context) (string, error) {
+	if c.String("auth") != "" || c.String("auth-file") == "" {
+		return c.String("auth"), nil
+	}
+	data, err := os.ReadFile(c.String("auth-file"))
+	if err != nil {
+		return "", fmt.Errorf("--auth-file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	return strings.TrimRight(line, "\r"), nil
 }
 
 func splitAuth(s string) (user, password string, err error) {

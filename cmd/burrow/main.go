@@ -50,6 +50,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			certCommand(),
 			userCommand(),
 			statusCommand(),
+			configCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",

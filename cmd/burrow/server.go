@@ -29,6 +29,7 @@ func serverCommand() *cli.Command {
 			"SIGHUP re-reads the users file and the certificate without dropping sessions;\n" +
 			"SIGTERM stops taking sessions and waits for open streams (--shutdown-timeout).",
 		Flags: append([]cli.Flag{
+			configFlag(),
 			&cli.StringFlag{Name: "listen", Value: ":8443", Usage: "address to listen on", EnvVars: []string{"BURROW_LISTEN"}},
 			&cli.StringFlag{Name: "tls-cert", Usage: "certificate `FILE` (PEM)", EnvVars: []string{"BURROW_TLS_CERT"}},
 			&cli.StringFlag{Name: "tls-key", Usage: "private key `FILE` (PEM)", EnvVars: []string{"BURROW_TLS_KEY"}},
@@ -56,6 +57,9 @@ const certExpiryWarning = 14 * 24 * time.Hour
 func runServer(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("server takes no arguments, got %q; flags go before arguments", c.Args().Slice())
+	}
+	if _, err := applyConfig(c, "server"); err != nil {
+		return err
 	}
 	log, err := newLogger(c, c.App.ErrWriter)
 	if err != nil {
