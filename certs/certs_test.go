@@ -167,8 +167,8 @@ func TestGenerateSelfSigned(t *testing.T) {
 			if cert.KeyUsage != x509.KeyUsageDigitalSignature {
 				t.Errorf("KeyUsage = %v, want DigitalSignature", cert.KeyUsage)
 			}
-			if !slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}) {
-				t.Errorf("ExtKeyUsage = %v, want ServerAuth", cert.ExtKeyUsage)
+			if !slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}) {
+				t.Errorf("ExtKeyUsage = %v, want ServerAuth and ClientAuth (a self-signed pair also serves as a client certificate for mTLS)", cert.ExtKeyUsage)
 			}
 			if cert.IsCA {
 				t.Error("certificate is a CA")

@@ -37,6 +37,8 @@ type ClientOptions struct {
 	// ServerName is the SNI name and the name verified; empty means the caller's dialer derives it from the
 	// URL host.
 	ServerName string
+	// CertFile and KeyFile are the client's own certificate, for servers that require one (mTLS).
+	CertFile, KeyFile string
 }
 
 // FingerprintMismatchError is returned by a pinned handshake when the server's key is not the pinned one.
@@ -68,6 +70,16 @@ func ClientConfig(opts ClientOptions) (*tls.Config, error) {
 		MinVersion: tls.VersionTLS12,
 		NextProtos: nextProtos(),
 		ServerName: opts.ServerName,
+	}
+	if (opts.CertFile == "") != (opts.KeyFile == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together: pass both or neither")
+	}
+	if opts.CertFile != "" {
+		pair, err := LoadKeyPair(opts.CertFile, opts.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{pair}
 	}
 	switch {
 	case opts.CAFile != "":

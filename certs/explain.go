@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"strings"
 	"time"
 )
 
@@ -50,6 +52,11 @@ func Explain(err error) error {
 		msg = "server certificate could not be verified; pass --ca FILE or --fingerprint <sha256>"
 	case errors.As(err, &recordErr):
 		msg = "server did not answer with TLS; check the URL scheme and port"
+	case remoteAlert(err, "certificate required"):
+		msg = "the server requires a client certificate signed by a CA it trusts (mutual TLS); pass --tls-cert and --tls-key with such a certificate"
+	case remoteAlert(err, "bad certificate"), remoteAlert(err, "unknown certificate authority"),
+		remoteAlert(err, "certificate expired"), remoteAlert(err, "unknown certificate"):
+		msg = "the server rejected the client certificate (not signed by a CA it trusts, or expired); check --tls-cert"
 	default:
 		return err
 	}
@@ -65,6 +72,14 @@ type ExplainedError struct {
 
 func (e *ExplainedError) Error() string { return e.Message }
 func (e *ExplainedError) Unwrap() error { return e.Err }
+
+// remoteAlert reports whether err is a TLS alert from the peer whose text
+// contains what ("tls: certificate required", for instance).
+func remoteAlert(err error, what string) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "remote error" && op.Err != nil &&
+		strings.Contains(op.Err.Error(), what)
+}
 
 func explainHostname(e x509.HostnameError) string {
 	var names []string

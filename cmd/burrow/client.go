@@ -34,6 +34,8 @@ func clientCommand() *cli.Command {
 			&cli.StringFlag{Name: "fingerprint", Usage: "trust the server whose certificate key has this SHA-256 (from 'burrow cert')", EnvVars: []string{"BURROW_FINGERPRINT"}},
 			&cli.StringFlag{Name: "ca", Usage: "trust server certificates signed by the CAs in `FILE` instead of the system roots", EnvVars: []string{"BURROW_CA"}},
 			&cli.BoolFlag{Name: "insecure", Usage: "do not verify the server at all (anyone on the path can read and change the traffic)", EnvVars: []string{"BURROW_INSECURE"}},
+			&cli.StringFlag{Name: "tls-cert", Usage: "client certificate `FILE` for servers that require one (mTLS)", EnvVars: []string{"BURROW_TLS_CERT"}},
+			&cli.StringFlag{Name: "tls-key", Usage: "client private key `FILE`", EnvVars: []string{"BURROW_TLS_KEY"}},
 			&cli.StringFlag{Name: "sni", Usage: "server name to send and verify, instead of the URL's host", EnvVars: []string{"BURROW_SNI"}},
 			&cli.StringSliceFlag{Name: "header", Usage: "extra `'NAME: VALUE'` header on the upgrade request (repeatable)", EnvVars: []string{"BURROW_HEADER"}},
 			&cli.StringFlag{Name: "socks-auth", Usage: "require `USER:PASSWORD` from clients of local SOCKS listeners", EnvVars: []string{"BURROW_SOCKS_AUTH"}},
@@ -96,6 +98,8 @@ func runClient(c *cli.Context) error {
 		Fingerprint: c.String("fingerprint"),
 		Insecure:    c.Bool("insecure"),
 		ServerName:  c.String("sni"),
+		CertFile:    c.String("tls-cert"),
+		KeyFile:     c.String("tls-key"),
 	})
 	if err != nil {
 		return err

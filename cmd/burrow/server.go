@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -33,6 +36,13 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "listen", Value: ":8443", Usage: "address to listen on", EnvVars: []string{"BURROW_LISTEN"}},
 			&cli.StringFlag{Name: "tls-cert", Usage: "certificate `FILE` (PEM)", EnvVars: []string{"BURROW_TLS_CERT"}},
 			&cli.StringFlag{Name: "tls-key", Usage: "private key `FILE` (PEM)", EnvVars: []string{"BURROW_TLS_KEY"}},
+			&cli.BoolFlag{Name: "tls-self-signed", Usage: "make a self-signed certificate once and keep it in --state-dir, so the fingerprint stays stable", EnvVars: []string{"BURROW_TLS_SELF_SIGNED"}},
+			&cli.StringSliceFlag{Name: "tls-domain", Usage: "get and renew a certificate for `DOMAIN` with ACME (Let's Encrypt), TLS-ALPN-01 on the listen port (repeatable)", EnvVars: []string{"BURROW_TLS_DOMAIN"}},
+			&cli.StringFlag{Name: "acme-email", Usage: "contact address given to the ACME CA", EnvVars: []string{"BURROW_ACME_EMAIL"}},
+			&cli.StringFlag{Name: "acme-directory", Usage: "ACME directory `URL` (default: Let's Encrypt)", EnvVars: []string{"BURROW_ACME_DIRECTORY"}},
+			&cli.StringFlag{Name: "acme-ca", Usage: "PEM `FILE` of roots that verify the ACME directory's HTTPS (a private CA)", EnvVars: []string{"BURROW_ACME_CA"}},
+			&cli.StringFlag{Name: "tls-client-ca", Usage: "require client certificates signed by the CAs in `FILE` (mutual TLS)", EnvVars: []string{"BURROW_TLS_CLIENT_CA"}},
+			&cli.StringFlag{Name: "state-dir", Value: defaultStateDir(), Usage: "`DIR` for generated and ACME certificates", EnvVars: []string{"BURROW_STATE_DIR"}},
 			&cli.StringFlag{Name: "authfile", Usage: "users `FILE` written by 'burrow user add'", EnvVars: []string{"BURROW_AUTHFILE"}},
 			&cli.StringFlag{Name: "path", Value: "/", Usage: "URL path of the tunnel endpoint", EnvVars: []string{"BURROW_PATH"}},
 			&cli.BoolFlag{Name: "reverse", Usage: "let clients ask the server to listen for them (R: remotes), within their allow lists", EnvVars: []string{"BURROW_REVERSE"}},
@@ -65,13 +75,10 @@ func runServer(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.String("tls-cert") == "" || c.String("tls-key") == "" {
-		return errors.New("--tls-cert and --tls-key are required; make a pair with 'burrow cert self-signed --host NAME --out DIR'")
-	}
 	if c.String("authfile") == "" {
 		return errors.New("--authfile is required; create one with 'burrow user add --authfile FILE NAME'")
 	}
-	cert, err := certs.NewReloadable(c.String("tls-cert"), c.String("tls-key"))
+	tc, err := newServerTLS(c, log)
 	if err != nil {
 		return err
 	}
@@ -104,7 +111,7 @@ func runServer(c *cli.Context) error {
 	}
 	hs := &http.Server{
 		Handler:           srv,
-		TLSConfig:         certs.ServerConfig(cert.GetCertificate),
+		TLSConfig:         tc.config,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
@@ -131,7 +138,10 @@ func runServer(c *cli.Context) error {
 	}
 
 	checkCert := func() {
-		leaf := cert.Leaf()
+		if tc.files == nil {
+			return // ACME renews by itself
+		}
+		leaf := tc.files.Leaf()
 		certExpiry.Set(float64(leaf.NotAfter.Unix()))
 		if left := time.Until(leaf.NotAfter); left < certExpiryWarning {
 			log.Warn("the TLS certificate expires soon; renew it", "not_after", leaf.NotAfter.UTC(), "left", left.Round(time.Hour))
@@ -139,7 +149,7 @@ func runServer(c *cli.Context) error {
 	}
 	checkCert()
 
-	log.Info("listening", "addr", ln.Addr().String(), "fingerprint", certs.Fingerprint(cert.Leaf()), "users", users.Len())
+	log.Info("listening", "addr", ln.Addr().String(), "fingerprint", tc.fingerprint(), "users", users.Len())
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.ServeTLS(mux.CoalescingListener(ln, 0), "", "") }()
 	adm.ready.Store(true)
@@ -156,11 +166,13 @@ func runServer(c *cli.Context) error {
 			closed := srv.SetAuth(fresh)
 			log.Info("users reloaded", "users", fresh.Len(), "sessions_closed", closed)
 		}
-		if err := cert.Reload(); err != nil {
-			errs = append(errs, err)
-		} else {
-			log.Info("certificate reloaded", "fingerprint", certs.Fingerprint(cert.Leaf()), "not_after", cert.Leaf().NotAfter.UTC())
-			checkCert()
+		if tc.files != nil {
+			if err := tc.files.Reload(); err != nil {
+				errs = append(errs, err)
+			} else {
+				log.Info("certificate reloaded", "fingerprint", tc.fingerprint(), "not_after", tc.files.Leaf().NotAfter.UTC())
+				checkCert()
+			}
 		}
 		err := errors.Join(errs...)
 		metrics.Reloaded(err)
@@ -175,20 +187,20 @@ func runServer(c *cli.Context) error {
 	// signal: the files are checked every minute.
 	watch := time.NewTicker(time.Minute)
 	defer watch.Stop()
-	certStamp := fileStamp(c.String("tls-cert"), c.String("tls-key"))
+	certStamp := fileStamp(tc.certFile, tc.keyFile)
 
 	for {
 		select {
 		case <-hup:
 			reload()
-			certStamp = fileStamp(c.String("tls-cert"), c.String("tls-key"))
+			certStamp = fileStamp(tc.certFile, tc.keyFile)
 		case <-watch.C:
-			if stamp := fileStamp(c.String("tls-cert"), c.String("tls-key")); stamp != certStamp {
+			if stamp := fileStamp(tc.certFile, tc.keyFile); tc.files != nil && stamp != certStamp {
 				certStamp = stamp
-				if err := cert.Reload(); err != nil {
+				if err := tc.files.Reload(); err != nil {
 					log.Error("certificate files changed but do not load; keeping the previous one", "err", err)
 				} else {
-					log.Info("certificate files changed; reloaded", "fingerprint", certs.Fingerprint(cert.Leaf()))
+					log.Info("certificate files changed; reloaded", "fingerprint", tc.fingerprint())
 				}
 			}
 			checkCert()
@@ -210,6 +222,98 @@ func runServer(c *cli.Context) error {
 			return nil
 		}
 	}
+}
+
+// serverTLS is where the server's certificate comes from: files (given,
+// or generated once into the state directory), or ACME.
+type serverTLS struct {
+	config            *tls.Config
+	files             *certs.Reloadable // nil with ACME
+	certFile, keyFile string
+}
+
+func (t *serverTLS) fingerprint() string {
+	if t.files == nil {
+		return "(acme)"
+	}
+	return certs.Fingerprint(t.files.Leaf())
+}
+
+func defaultStateDir() string {
+	if d := os.Getenv("STATE_DIRECTORY"); d != "" { // systemd's StateDirectory=
+		return d
+	}
+	return "/var/lib/burrow"
+}
+
+func newServerTLS(c *cli.Context, log *slog.Logger) (*serverTLS, error) {
+	t := &serverTLS{certFile: c.String("tls-cert"), keyFile: c.String("tls-key")}
+	sources := 0
+	for _, set := range []bool{t.certFile != "" || t.keyFile != "", c.Bool("tls-self-signed"), len(c.StringSlice("tls-domain")) > 0} {
+		if set {
+			sources++
+		}
+	}
+	switch {
+	case sources == 0:
+		return nil, errors.New("the server needs a certificate: --tls-cert and --tls-key, --tls-self-signed, or --tls-domain NAME")
+	case sources > 1:
+		return nil, errors.New("--tls-cert/--tls-key, --tls-self-signed and --tls-domain are alternatives; pass one")
+	case len(c.StringSlice("tls-domain")) > 0:
+		opts := certs.ACMEOptions{
+			Domains:      c.StringSlice("tls-domain"),
+			CacheDir:     filepath.Join(c.String("state-dir"), "acme"),
+			Email:        c.String("acme-email"),
+			DirectoryURL: c.String("acme-directory"),
+		}
+		if f := c.String("acme-ca"); f != "" {
+			pem, err := os.ReadFile(f)
+			if err != nil {
+				return nil, fmt.Errorf("--acme-ca: %w", err)
+			}
+			opts.DirectoryRoots = x509.NewCertPool()
+			if !opts.DirectoryRoots.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("--acme-ca file %s has no PEM certificates", f)
+			}
+		}
+		m, err := certs.NewACME(opts)
+		if err != nil {
+			return nil, err
+		}
+		t.config = certs.ACMEServerConfig(m)
+		log.Info("certificates from ACME", "domains", opts.Domains, "cache", opts.CacheDir)
+	default:
+		if c.Bool("tls-self-signed") {
+			host, _ := os.Hostname()
+			hosts := []string{"localhost", "127.0.0.1", "::1"}
+			if host != "" {
+				hosts = append([]string{host}, hosts...)
+			}
+			var created bool
+			var err error
+			t.certFile, t.keyFile, created, err = certs.LoadOrCreateSelfSigned(c.String("state-dir"), hosts)
+			if err != nil {
+				return nil, err
+			}
+			if created {
+				log.Info("generated a self-signed certificate", "dir", c.String("state-dir"), "hosts", hosts)
+			}
+		} else if t.certFile == "" || t.keyFile == "" {
+			return nil, errors.New("--tls-cert and --tls-key go together; make a pair with 'burrow cert self-signed --host NAME --out DIR'")
+		}
+		files, err := certs.NewReloadable(t.certFile, t.keyFile)
+		if err != nil {
+			return nil, err
+		}
+		t.files = files
+		t.config = certs.ServerConfig(files.GetCertificate)
+	}
+	if ca := c.String("tls-client-ca"); ca != "" {
+		if err := certs.RequireClientCerts(t.config, ca); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
 }
 
 // fileStamp identifies the current contents of files by size and mtime.
