@@ -28,7 +28,11 @@ func DialTarget(ctx context.Context, dial DialFunc, network, target string, time
 // dialError says in one line why target could not be reached.
 func dialError(target string, err error) error {
 	var dnsErr *net.DNSError
+	var coded Coded
 	switch {
+	case errors.As(err, &coded):
+		// The dialer's own refusal (a forbidden address, say) says it best.
+		return coded
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return Refuse(CodeRefused, "connection refused by %s", target)
 	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:

@@ -16,6 +16,7 @@ type Metrics struct {
 	authFailures *prometheus.CounterVec
 	handshake    prometheus.Histogram
 	reloads      *prometheus.CounterVec
+	limits       *prometheus.CounterVec
 }
 
 // NewMetrics creates the server's instruments and registers them on reg.
@@ -47,8 +48,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "burrow_reloads_total", Help: "Configuration reloads, by result (ok, failed).",
 		}, []string{"result"}),
+		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "burrow_limit_hits_total", Help: "Requests refused because a limit was reached, by limit.",
+		}, []string{"limit"}),
 	}
-	reg.MustRegister(m.sessions, m.sessionsAll, m.streams, m.streamsOpen, m.bytes, m.authFailures, m.handshake, m.reloads)
+	reg.MustRegister(m.sessions, m.sessionsAll, m.streams, m.streamsOpen, m.bytes, m.authFailures, m.handshake, m.reloads, m.limits)
 	return m
 }
 
@@ -106,4 +110,10 @@ func (m *Metrics) Reloaded(err error) {
 		return
 	}
 	m.reloads.WithLabelValues("ok").Inc()
+}
+
+func (m *Metrics) limitHit(limit string) {
+	if m != nil {
+		m.limits.WithLabelValues(limit).Inc()
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,8 +42,24 @@ type Config struct {
 	Mux *mux.Config
 	// Logger receives one line per session and per stream. Default: discard.
 	Logger *slog.Logger
-	// Dialer dials targets. Default: a net.Dialer with DialTimeout.
+	// Dialer dials targets. Default: a net.Dialer with DialTimeout that
+	// refuses the addresses of Forbidden and, unless AllowLinkLocal,
+	// link-local and cloud metadata addresses, checked on the resolved
+	// address so a DNS name cannot smuggle them in.
 	Dialer Dialer
+	// AllowLinkLocal lets streams reach 169.254.0.0/16, fe80::/10 and
+	// fd00:ec2::254 (cloud metadata services live there).
+	AllowLinkLocal bool
+	// Forbidden are addresses no stream may reach, such as the server's
+	// own admin listener. An unspecified IP (0.0.0.0, ::) forbids the
+	// port on every address.
+	Forbidden []netip.AddrPort
+	// MaxSessions bounds the sessions of all users together, and
+	// MaxSessionsPerUser those of one user. Defaults 10000 and 100.
+	MaxSessions, MaxSessionsPerUser int
+	// MaxStreamsPerSession bounds the streams open at once on one
+	// session. Default 16384.
+	MaxStreamsPerSession int
 	// DialTimeout bounds a dial to a target. Default 10s.
 	DialTimeout time.Duration
 	// HeaderTimeout bounds how long a new stream may take to send its
@@ -67,13 +84,14 @@ type Config struct {
 type Server struct {
 	cfg     Config
 	log     *slog.Logger
-	limiter *FailureLimiter
+	limiter *FailureLimiter // failed logins per source address
+	byUser  *FailureLimiter // failed logins per user name, against distributed guessing
 
 	binds   bindTable
 	metrics *Metrics
 	auth    atomic.Pointer[authHolder]
 
-	active   atomic.Int64 // streams carrying data (not reverse-bind leases)
+	active atomic.Int64 // streams carrying data (not reverse-bind leases)
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
@@ -98,7 +116,16 @@ func New(cfg Config) (*Server, error) {
 		cfg.DialTimeout = 10 * time.Second
 	}
 	if cfg.Dialer == nil {
-		cfg.Dialer = &net.Dialer{Timeout: cfg.DialTimeout}
+		cfg.Dialer = &net.Dialer{Timeout: cfg.DialTimeout, Control: guardAddresses(cfg.AllowLinkLocal, cfg.Forbidden)}
+	}
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = 10000
+	}
+	if cfg.MaxSessionsPerUser <= 0 {
+		cfg.MaxSessionsPerUser = 100
+	}
+	if cfg.MaxStreamsPerSession <= 0 {
+		cfg.MaxStreamsPerSession = 16384
 	}
 	if cfg.HeaderTimeout <= 0 {
 		cfg.HeaderTimeout = 10 * time.Second
@@ -113,6 +140,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		limiter:  NewFailureLimiter(cfg.LoginFailures, cfg.LoginWindow),
+		byUser:   NewFailureLimiter(3*cfg.LoginFailures, cfg.LoginWindow),
 		sessions: make(map[*session]struct{}),
 		binds:    bindTable{m: make(map[string]*bindLease)},
 		metrics:  cfg.Metrics,
@@ -150,15 +178,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		unauthorized(w)
 		return
 	}
+	if ok, retry := s.byUser.Allow(name, time.Now()); !ok {
+		s.log.Warn("login refused: too many failures for this user", "user", name, "source", source, "retry_after", retry.Round(time.Second))
+		w.Header().Set("Retry-After", strconv.Itoa(int(retry.Seconds())+1))
+		http.Error(w, "too many failed logins; retry later", http.StatusTooManyRequests)
+		s.metrics.authFailed("rate_limited")
+		return
+	}
 	user, err := s.auth.Load().Authenticate(name, password)
 	if err != nil {
 		s.log.Warn("login failed", "user", name, "source", source, "err", err)
 		s.limiter.Fail(source, time.Now())
+		s.byUser.Fail(name, time.Now())
 		s.metrics.authFailed("credentials")
 		unauthorized(w)
 		return
 	}
 	s.limiter.Succeed(source)
+	s.byUser.Succeed(name)
+	if err := s.admit(user.Name); err != nil {
+		s.log.Warn("session refused", "user", user.Name, "source", source, "err", err)
+		w.Header().Set("Retry-After", "30")
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
 
 	ysess, err := mux.Accept(w, r, s.cfg.Mux)
 	if err != nil {

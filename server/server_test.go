@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -259,5 +261,75 @@ func TestCloseEndsSessions(t *testing.T) {
 	}
 	if _, err := f.dial(t, "bob", "bob-secret"); err == nil {
 		t.Fatal("a session was accepted after Close")
+	}
+}
+
+func TestSafeTargetDefaults(t *testing.T) {
+	admin := echoTarget(t) // stands in for the admin listener
+	ap := netip.MustParseAddrPort(admin)
+	f := newFixture(t, server.Config{Forbidden: []netip.AddrPort{ap}, DialTimeout: 2 * time.Second}, ".*")
+	sess, err := f.dial(t, "alice", "alice-secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	for _, tc := range []struct{ target, want string }{
+		{"169.254.169.254:80", "link-local or cloud metadata"},
+		{"[fd00:ec2::254]:80", "link-local or cloud metadata"},
+		{"[fe80::1]:22", "link-local or cloud metadata"},
+		{admin, "admin listener"},
+		{"localhost:" + strconv.Itoa(int(ap.Port())), "admin listener"},
+	} {
+		_, err := mux.Open(sess, mux.Header{Kind: mux.KindTCP, Target: tc.target}, 5*time.Second)
+		var re *mux.RemoteError
+		if !errors.As(err, &re) || re.Code != mux.CodeDenied || !strings.Contains(re.Message, tc.want) {
+			t.Errorf("Open(%s) = %v, want a denial mentioning %q", tc.target, err, tc.want)
+		}
+	}
+}
+
+func TestSessionAndStreamLimits(t *testing.T) {
+	f := newFixture(t, server.Config{MaxSessionsPerUser: 1, MaxStreamsPerSession: 2}, ".*")
+	target := echoTarget(t)
+	first, err := f.dial(t, "alice", "alice-secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	_, err = f.dial(t, "alice", "alice-secret")
+	var he *mux.HandshakeError
+	if !errors.As(err, &he) || he.StatusCode != http.StatusServiceUnavailable || !strings.Contains(he.Message, "maximum of 1 sessions") {
+		t.Fatalf("second session of alice: %v, want 503 naming the limit", err)
+	}
+	if other, err := f.dial(t, "bob", "bob-secret"); err != nil {
+		t.Fatalf("bob's session was refused by alice's limit: %v", err)
+	} else {
+		other.Close()
+	}
+	var open []*yamux.Stream
+	for range 2 {
+		st, err := mux.Open(first, mux.Header{Kind: mux.KindTCP, Target: target}, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, st)
+	}
+	_, err = mux.Open(first, mux.Header{Kind: mux.KindTCP, Target: target}, 5*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "too many streams") {
+		t.Fatalf("third stream: %v, want the stream limit", err)
+	}
+	open[0].Close()
+	io.ReadAll(open[0])
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := mux.Open(first, mux.Header{Kind: mux.KindTCP, Target: target}, 5*time.Second)
+		if err == nil {
+			st.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a stream slot did not free up after one closed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

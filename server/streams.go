@@ -24,14 +24,15 @@ func (e *DeniedError) ReplyCode() mux.Code { return mux.CodeDenied }
 // session is one client's tunnel, as the stream handlers see it.
 type session struct {
 	*yamux.Session
-	id     string
-	name   string               // the user's name; fixed for the session
-	user   atomic.Pointer[User] // replaced by a reload: new allow lists apply to new streams
-	source string
-	start  time.Time
-	log    *slog.Logger
-	ctx    context.Context // ends with the session
-	cancel context.CancelFunc
+	id      string
+	name    string               // the user's name; fixed for the session
+	user    atomic.Pointer[User] // replaced by a reload: new allow lists apply to new streams
+	source  string
+	start   time.Time
+	log     *slog.Logger
+	ctx     context.Context // ends with the session
+	cancel  context.CancelFunc
+	streams atomic.Int64 // open streams, for MaxStreamsPerSession
 }
 
 func (s *Server) newSession(ysess *yamux.Session, user *User, source string) *session {
@@ -90,6 +91,13 @@ func (s *Server) serveStream(sess *session, st *yamux.Stream) {
 		s.active.Add(1)
 		defer s.active.Add(-1)
 	}
+	if n := sess.streams.Add(1); n > int64(s.cfg.MaxStreamsPerSession) {
+		sess.streams.Add(-1)
+		s.metrics.limitHit("streams_per_session")
+		refuse(mux.Refuse(mux.CodeFailed, "too many streams on this session (limit %d); close some connections", s.cfg.MaxStreamsPerSession))
+		return
+	}
+	defer sess.streams.Add(-1)
 	switch h.Kind {
 	case mux.KindTCP:
 		if err := user.CheckTarget(h.Target); err != nil {

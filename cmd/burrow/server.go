@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -46,6 +47,10 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "authfile", Usage: "users `FILE` written by 'burrow user add'", EnvVars: []string{"BURROW_AUTHFILE"}},
 			&cli.StringFlag{Name: "path", Value: "/", Usage: "URL path of the tunnel endpoint", EnvVars: []string{"BURROW_PATH"}},
 			&cli.BoolFlag{Name: "reverse", Usage: "let clients ask the server to listen for them (R: remotes), within their allow lists", EnvVars: []string{"BURROW_REVERSE"}},
+			&cli.BoolFlag{Name: "allow-link-local", Usage: "let streams reach link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254)", EnvVars: []string{"BURROW_ALLOW_LINK_LOCAL"}},
+			&cli.IntFlag{Name: "max-sessions", Value: 10000, Usage: "most sessions of all users together", EnvVars: []string{"BURROW_MAX_SESSIONS"}},
+			&cli.IntFlag{Name: "max-sessions-per-user", Value: 100, Usage: "most sessions of one user", EnvVars: []string{"BURROW_MAX_SESSIONS_PER_USER"}},
+			&cli.IntFlag{Name: "max-streams", Value: 16384, Usage: "most streams open at once on one session", EnvVars: []string{"BURROW_MAX_STREAMS"}},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "on SIGTERM, how long to wait for open streams", EnvVars: []string{"BURROW_SHUTDOWN_TIMEOUT"}},
 		}, concat(muxFlags(), adminFlags(), logFlags())...),
 		Action: runServer,
@@ -93,14 +98,29 @@ func runServer(c *cli.Context) error {
 		Name: "burrow_certificate_expiry_timestamp_seconds", Help: "When the served certificate expires (Unix time).",
 	})
 	reg.MustRegister(certExpiry)
+	var forbidden []netip.AddrPort
+	var adminLn net.Listener
+	if addr := c.String("admin"); addr != "" {
+		if adminLn, err = listenAdmin(addr, log); err != nil {
+			return err
+		}
+		if ap, err := netip.ParseAddrPort(adminLn.Addr().String()); err == nil {
+			forbidden = append(forbidden, ap)
+		}
+	}
 	srv, err := server.New(server.Config{
-		Auth:         users,
-		Path:         c.String("path"),
-		Mux:          muxConfig(c),
-		Logger:       log,
-		AllowReverse: c.Bool("reverse"),
-		UDPIdle:      c.Duration("udp-idle"),
-		Metrics:      metrics,
+		Auth:                 users,
+		AllowLinkLocal:       c.Bool("allow-link-local"),
+		Forbidden:            forbidden,
+		MaxSessions:          c.Int("max-sessions"),
+		MaxSessionsPerUser:   c.Int("max-sessions-per-user"),
+		MaxStreamsPerSession: c.Int("max-streams"),
+		Path:                 c.String("path"),
+		Mux:                  muxConfig(c),
+		Logger:               log,
+		AllowReverse:         c.Bool("reverse"),
+		UDPIdle:              c.Duration("udp-idle"),
+		Metrics:              metrics,
 	})
 	if err != nil {
 		return err
@@ -125,16 +145,11 @@ func runServer(c *cli.Context) error {
 		sessions, binds := srv.Status()
 		return map[string]any{"sessions": sessions, "reverse": binds}
 	}}
-	if addr := c.String("admin"); addr != "" {
-		al, err := listenAdmin(addr, log)
-		if err != nil {
-			ln.Close()
-			return err
-		}
+	if adminLn != nil {
 		as := newAdminServer(adm.handler(reg, c.Bool("pprof")), log)
-		go as.Serve(al)
+		go as.Serve(adminLn)
 		defer as.Close()
-		log.Info("admin listening", "addr", al.Addr().String())
+		log.Info("admin listening", "addr", adminLn.Addr().String())
 	}
 
 	checkCert := func() {

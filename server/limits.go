@@ -1,0 +1,77 @@
+package server
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+
+	"github.com/burrowtun/burrow/mux"
+)
+
+// admit checks the session limits for a new session of user.
+func (s *Server) admit(user string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.sessions) >= s.cfg.MaxSessions {
+		s.metrics.limitHit("sessions")
+		return fmt.Errorf("the server has its maximum of %d sessions; retry later", s.cfg.MaxSessions)
+	}
+	n := 0
+	for sess := range s.sessions {
+		if sess.name == user {
+			n++
+		}
+	}
+	if n >= s.cfg.MaxSessionsPerUser {
+		s.metrics.limitHit("sessions_per_user")
+		return fmt.Errorf("user %s has its maximum of %d sessions; close one first", user, s.cfg.MaxSessionsPerUser)
+	}
+	return nil
+}
+
+var (
+	linkLocal4  = netip.MustParsePrefix("169.254.0.0/16")
+	linkLocal6  = netip.MustParsePrefix("fe80::/10")
+	awsMetadata = netip.MustParseAddr("fd00:ec2::254")
+)
+
+// guardAddresses returns a net.Dialer Control function that refuses, on
+// the address actually dialed (after name resolution), the forbidden
+// addresses and, unless allowLinkLocal, link-local and cloud metadata
+// addresses.
+func guardAddresses(allowLinkLocal bool, forbidden []netip.AddrPort) func(network, address string, c syscall.RawConn) error {
+	return func(network, address string, _ syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return nil // not an IP address: nothing to check
+		}
+		ip := ap.Addr().Unmap()
+		if !allowLinkLocal && (linkLocal4.Contains(ip) || linkLocal6.Contains(ip) || ip == awsMetadata) {
+			return mux.Refuse(mux.CodeDenied, "%s is a link-local or cloud metadata address, which the server refuses (start it with --allow-link-local to permit)", address)
+		}
+		for _, f := range forbidden {
+			if ap.Port() != f.Port() {
+				continue
+			}
+			if f.Addr() == ip || (f.Addr().IsUnspecified() && (ip.IsLoopback() || isLocal(ip))) {
+				return mux.Refuse(mux.CodeDenied, "%s is the server's own admin listener, which streams may not reach", address)
+			}
+		}
+		return nil
+	}
+}
+
+// isLocal reports whether ip is one of this machine's addresses.
+func isLocal(ip netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Unmap() == ip {
+			return true
+		}
+	}
+	return false
+}
