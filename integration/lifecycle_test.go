@@ -60,9 +60,12 @@ func TestServerRestart(t *testing.T) {
 
 // TestGracefulShutdown sends SIGTERM to each end of a tunnel with a
 // forwarded connection open, in both orders: each must exit 0 promptly.
+// The server drains open streams for --shutdown-timeout; the idle
+// connection here never ends by itself, so the server must cut it then.
 func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
-	const shutdownTimeout = 5 * time.Second
+	const drain = time.Second
+	const shutdownTimeout = drain + 4*time.Second
 	tests := []struct {
 		name        string
 		serverFirst bool
@@ -74,7 +77,7 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			echo := startEcho(t)
-			tun := startTunnel(t, nil, nil, nil, "127.0.0.1:0:"+echo)
+			tun := startTunnel(t, nil, []string{"--shutdown-timeout", drain.String()}, nil, "127.0.0.1:0:"+echo)
 			echoRoundTrip(t, tun.locals[0], []byte("before shutdown"))
 
 			// An open, idle forwarded connection must not hold up either end.
