@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -28,8 +29,12 @@ type Config struct {
 	Username, Password string
 	// TLS verifies the server; see certs.ClientConfig. Required for wss.
 	TLS *tls.Config
-	// Header is added to the upgrade request.
+	// Header is added to the upgrade request; a Host entry replaces the
+	// Host header.
 	Header http.Header
+	// Proxy, when set, is the HTTP (CONNECT) or SOCKS5 proxy to reach the
+	// server through; see ParseProxyURL and ProxyFromEnvironment.
+	Proxy *url.URL
 	// Remotes are the forwards to run.
 	Remotes []Remote
 	// Mux tunes the session; nil means mux's defaults.
@@ -104,11 +109,15 @@ func New(cfg Config) (*Client, error) {
 		cfg.OpenTimeout = 30 * time.Second
 	}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	dial := dialer.DialContext
+	if cfg.Proxy != nil {
+		dial = (&proxyDialer{proxy: cfg.Proxy, forward: dialer, timeout: cfg.DialTimeout}).DialContext
+	}
 	transport := &http.Transport{
 		// Batch writes under TLS: a WebSocket client writes its masked
 		// frames in 4 KiB pieces, each a TLS record and a syscall.
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			conn, err := dialer.DialContext(ctx, network, addr)
+			conn, err := dial(ctx, network, addr)
 			if err != nil {
 				return nil, err
 			}
@@ -428,6 +437,13 @@ func (c *Client) explain(err error) error {
 		return err
 	case errors.Is(err, mux.ErrNotNegotiated):
 		return &permanentError{fmt.Errorf("%w at %s; is it a burrow server of a compatible version?", err, c.cfg.URL)}
+	case errors.As(err, new(*ProxyError)):
+		var pe *ProxyError
+		errors.As(err, &pe)
+		if pe.StatusCode == http.StatusProxyAuthRequired || pe.StatusCode == http.StatusForbidden {
+			return &permanentError{pe}
+		}
+		return pe
 	case errors.Is(err, http.ErrSchemeMismatch):
 		return &permanentError{fmt.Errorf("%s answered in plain HTTP, not TLS; check the port, or put TLS in front of a --tls off server", c.cfg.URL)}
 	}

@@ -38,6 +38,14 @@ type Config struct {
 	Auth Authenticator
 	// Path is the URL path of the tunnel endpoint. Default "/".
 	Path string
+	// Backend, when set, serves every request that is not a tunnel
+	// upgrade (a reverse proxy to a real website, say), so the server
+	// looks like that site. Without it such requests get a plain 404.
+	Backend http.Handler
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For is
+	// believed when telling where a client comes from (for logs and login
+	// rate limits). Other peers' X-Forwarded-For is ignored.
+	TrustedProxies []netip.Prefix
 	// Mux tunes sessions; nil means mux's defaults.
 	Mux *mux.Config
 	// Logger receives one line per session and per stream. Default: discard.
@@ -155,6 +163,10 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	if r.URL.Path != s.cfg.Path || !isUpgrade(r) {
+		if s.cfg.Backend != nil {
+			s.cfg.Backend.ServeHTTP(w, r)
+			return
+		}
 		http.NotFound(w, r)
 		return
 	}
@@ -162,7 +174,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	source := sourceAddr(r)
+	source := s.sourceAddr(r)
 	if ok, retry := s.limiter.Allow(source, time.Now()); !ok {
 		s.log.Warn("login refused: too many failures", "source", source, "retry_after", retry.Round(time.Second))
 		w.Header().Set("Retry-After", strconv.Itoa(int(retry.Seconds())+1))
@@ -240,12 +252,45 @@ func httpTokenContains(values []string, token string) bool {
 	return false
 }
 
-func sourceAddr(r *http.Request) string {
+// sourceAddr is the client's address: the peer's, or, when the peer is a
+// trusted proxy, the rightmost address in X-Forwarded-For that is not
+// itself a trusted proxy.
+func (s *Server) sourceAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
+	}
+	if !s.trusted(host) {
+		return host
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		for h := range strings.SplitSeq(v, ",") {
+			hops = append(hops, strings.TrimSpace(h))
+		}
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		if _, err := netip.ParseAddr(hops[i]); err != nil {
+			break // garbage: stop believing the chain here
+		}
+		if !s.trusted(hops[i]) {
+			return hops[i]
+		}
 	}
 	return host
+}
+
+func (s *Server) trusted(host string) bool {
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	for _, p := range s.cfg.TrustedProxies {
+		if p.Contains(ip.Unmap()) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) isClosed() bool {

@@ -36,6 +36,8 @@ func clientCommand() *cli.Command {
 			&cli.BoolFlag{Name: "insecure", Usage: "do not verify the server at all (anyone on the path can read and change the traffic)", EnvVars: []string{"BURROW_INSECURE"}},
 			&cli.StringFlag{Name: "tls-cert", Usage: "client certificate `FILE` for servers that require one (mTLS)", EnvVars: []string{"BURROW_TLS_CERT"}},
 			&cli.StringFlag{Name: "tls-key", Usage: "client private key `FILE`", EnvVars: []string{"BURROW_TLS_KEY"}},
+			&cli.StringFlag{Name: "proxy", Usage: "reach the server through `URL`: http://[user:pass@]host:port (CONNECT; Basic or NTLM, user may be DOMAIN\\user), socks5:// or socks5h://; default from HTTPS_PROXY/ALL_PROXY unless NO_PROXY, as curl does", EnvVars: []string{"BURROW_PROXY"}},
+			&cli.StringFlag{Name: "hostname", Usage: "Host header to send, instead of the URL's host", EnvVars: []string{"BURROW_HOSTNAME"}},
 			&cli.StringFlag{Name: "sni", Usage: "server name to send and verify, instead of the URL's host", EnvVars: []string{"BURROW_SNI"}},
 			&cli.StringSliceFlag{Name: "header", Usage: "extra `'NAME: VALUE'` header on the upgrade request (repeatable)", EnvVars: []string{"BURROW_HEADER"}},
 			&cli.StringFlag{Name: "socks-auth", Usage: "require `USER:PASSWORD` from clients of local SOCKS listeners", EnvVars: []string{"BURROW_SOCKS_AUTH"}},
@@ -82,6 +84,23 @@ func runClient(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if h := c.String("hostname"); h != "" {
+		header.Set("Host", h)
+	}
+	var proxyURL *url.URL
+	if p := c.String("proxy"); p != "" {
+		if proxyURL, err = client.ParseProxyURL(p); err != nil {
+			return err
+		}
+	} else {
+		u, _ := url.Parse(serverURL)
+		if proxyURL, err = client.ProxyFromEnvironment(os.Getenv, u.Host); err != nil {
+			return err
+		}
+	}
+	if proxyURL != nil {
+		log.Info("using proxy", "proxy", proxyURL.Redacted())
+	}
 	var socksAuth *mux.SOCKSAuth
 	if s := c.String("socks-auth"); s != "" {
 		u, p, ok := strings.Cut(s, ":")
@@ -110,6 +129,7 @@ func runClient(c *cli.Context) error {
 		Password:         password,
 		TLS:              tlsConfig,
 		Header:           header,
+		Proxy:            proxyURL,
 		Remotes:          remotes,
 		Mux:              muxConfig(c),
 		Logger:           log,

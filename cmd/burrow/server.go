@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -46,6 +48,9 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "state-dir", Value: defaultStateDir(), Usage: "`DIR` for generated and ACME certificates", EnvVars: []string{"BURROW_STATE_DIR"}},
 			&cli.StringFlag{Name: "authfile", Usage: "users `FILE` written by 'burrow user add'", EnvVars: []string{"BURROW_AUTHFILE"}},
 			&cli.StringFlag{Name: "path", Value: "/", Usage: "URL path of the tunnel endpoint", EnvVars: []string{"BURROW_PATH"}},
+			&cli.StringFlag{Name: "tls", Value: "on", Usage: "on, or off behind a TLS-terminating proxy (only with a loopback --listen or --trusted-proxy)", EnvVars: []string{"BURROW_TLS"}},
+			&cli.StringSliceFlag{Name: "trusted-proxy", Usage: "`CIDR` of reverse proxies whose X-Forwarded-For names the client (repeatable)", EnvVars: []string{"BURROW_TRUSTED_PROXY"}},
+			&cli.StringFlag{Name: "backend", Usage: "serve every non-tunnel request from this website `URL` (reverse proxy), so the server looks like it", EnvVars: []string{"BURROW_BACKEND"}},
 			&cli.BoolFlag{Name: "reverse", Usage: "let clients ask the server to listen for them (R: remotes), within their allow lists", EnvVars: []string{"BURROW_REVERSE"}},
 			&cli.BoolFlag{Name: "allow-link-local", Usage: "let streams reach link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254)", EnvVars: []string{"BURROW_ALLOW_LINK_LOCAL"}},
 			&cli.IntFlag{Name: "max-sessions", Value: 10000, Usage: "most sessions of all users together", EnvVars: []string{"BURROW_MAX_SESSIONS"}},
@@ -83,9 +88,42 @@ func runServer(c *cli.Context) error {
 	if c.String("authfile") == "" {
 		return errors.New("--authfile is required; create one with 'burrow user add --authfile FILE NAME'")
 	}
-	tc, err := newServerTLS(c, log)
-	if err != nil {
-		return err
+	var trusted []netip.Prefix
+	for _, s := range c.StringSlice("trusted-proxy") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			if a, aerr := netip.ParseAddr(s); aerr == nil {
+				p = netip.PrefixFrom(a, a.BitLen())
+			} else {
+				return fmt.Errorf("--trusted-proxy %q: want a CIDR such as 10.0.0.0/8 or an address", s)
+			}
+		}
+		trusted = append(trusted, p)
+	}
+	var tc *serverTLS
+	switch c.String("tls") {
+	case "on":
+		if tc, err = newServerTLS(c, log); err != nil {
+			return err
+		}
+	case "off":
+		if err := plainAllowed(c.String("listen"), trusted); err != nil {
+			return err
+		}
+		tc = &serverTLS{}
+		log.Warn("--tls off: serving plain HTTP; a TLS-terminating proxy must be in front")
+	default:
+		return fmt.Errorf("--tls %q: want on or off", c.String("tls"))
+	}
+	var backend http.Handler
+	if b := c.String("backend"); b != "" {
+		u, err := url.Parse(b)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--backend %q: want an http:// or https:// URL", b)
+		}
+		rp := httputil.NewSingleHostReverseProxy(u)
+		rp.ErrorLog = slog.NewLogLogger(log.With("component", "backend").Handler(), slog.LevelWarn)
+		backend = rp
 	}
 	users, err := server.LoadUsers(c.String("authfile"))
 	if err != nil {
@@ -110,6 +148,8 @@ func runServer(c *cli.Context) error {
 	}
 	srv, err := server.New(server.Config{
 		Auth:                 users,
+		Backend:              backend,
+		TrustedProxies:       trusted,
 		AllowLinkLocal:       c.Bool("allow-link-local"),
 		Forbidden:            forbidden,
 		MaxSessions:          c.Int("max-sessions"),
@@ -166,7 +206,13 @@ func runServer(c *cli.Context) error {
 
 	log.Info("listening", "addr", ln.Addr().String(), "fingerprint", tc.fingerprint(), "users", users.Len())
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.ServeTLS(mux.CoalescingListener(ln, 0), "", "") }()
+	go func() {
+		if tc.config == nil {
+			serveErr <- hs.Serve(mux.CoalescingListener(ln, 0))
+			return
+		}
+		serveErr <- hs.ServeTLS(mux.CoalescingListener(ln, 0), "", "")
+	}()
 	adm.ready.Store(true)
 	notify.ready()
 	go notify.watchdog(ctx)
@@ -248,10 +294,32 @@ type serverTLS struct {
 }
 
 func (t *serverTLS) fingerprint() string {
+	if t.config == nil {
+		return "(tls off)"
+	}
 	if t.files == nil {
 		return "(acme)"
 	}
 	return certs.Fingerprint(t.files.Leaf())
+}
+
+// plainAllowed permits --tls off only where the traffic cannot leave the
+// machine unencrypted by accident: a loopback listener, or an operator
+// who named the proxy in front with --trusted-proxy.
+func plainAllowed(listen string, trusted []netip.Prefix) error {
+	if len(trusted) > 0 {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err == nil {
+		if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() {
+			return nil
+		}
+		if host == "localhost" {
+			return nil
+		}
+	}
+	return fmt.Errorf("--tls off serves plain HTTP: allowed only with a loopback --listen (e.g. 127.0.0.1:8080) or with --trusted-proxy naming the TLS proxy in front, not with --listen %s", listen)
 }
 
 func defaultStateDir() string {
