@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin/burrow
 PKGS    := ./...
 
-.PHONY: all build deps test vet fmt-check unit integration demo bench fuzz clean
+.PHONY: all build deps test vet fmt-check unit integration demo bench fuzz dist clean
 
 all: build
 
@@ -51,5 +51,17 @@ fuzz:
 	  done; \
 	done
 
+# Static binaries for the platforms people run tunnels on.
+DIST_TARGETS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
+dist:
+	@mkdir -p dist
+	@for t in $(DIST_TARGETS); do \
+	  os=$${t%/*}; arch=$${t#*/}; ext=; [ $$os = windows ] && ext=.exe; \
+	  echo "dist/burrow-$$os-$$arch$$ext"; \
+	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags '-s -w' \
+	    -o dist/burrow-$$os-$$arch$$ext ./cmd/burrow || exit 1; \
+	done
+	cd dist && sha256sum burrow-* > SHA256SUMS
+
 clean:
-	rm -rf bin bench.out
+	rm -rf bin dist bench.out

@@ -51,6 +51,7 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 			userCommand(),
 			statusCommand(),
 			configCommand(),
+			completionCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
-	"golang.org/x/sys/unix"
 )
 
 // notifier tells systemd (Type=notify) where the service is: READY once
@@ -28,12 +27,12 @@ func (n notifier) stopping() { n.send(daemon.SdNotifyStopping) }
 // reloading sends RELOADING=1 with the monotonic timestamp that
 // Type=notify-reload units require.
 func (n notifier) reloading() {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+	usec, ok := monotonicUsec()
+	if !ok {
 		n.send(daemon.SdNotifyReloading)
 		return
 	}
-	n.send(fmt.Sprintf("%s\nMONOTONIC_USEC=%d", daemon.SdNotifyReloading, ts.Nano()/1000))
+	n.send(fmt.Sprintf("%s\nMONOTONIC_USEC=%d", daemon.SdNotifyReloading, usec))
 }
 
 // watchdog pings systemd at half the unit's WatchdogSec until ctx ends.
