@@ -1,8 +1,10 @@
 package mux
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"time"
 
@@ -70,13 +72,34 @@ func Pipe(a, b io.ReadWriteCloser) (aToB, bToA int64) {
 	return aToB, bToA
 }
 
-// copyHalf copies src to dst with a pooled buffer, then half-closes dst.
-// On an error other than EOF it closes both ends so the other direction
-// does not wait forever.
+// idleBufSize is what a Pipe direction holds while its source is idle,
+// and burstIdle how long it keeps the large pooled buffer after the last
+// read. An idle forwarded connection (an SSH session between keystrokes,
+// a pooled database connection) then costs two small buffers, not two
+// large ones, and a burst still moves in large reads.
+const (
+	idleBufSize = 1 << 10
+	burstIdle   = 200 * time.Millisecond
+)
+
+// deadliner is a source whose reads can time out.
+type deadliner interface {
+	SetReadDeadline(time.Time) error
+}
+
+// copyHalf copies src to dst, then half-closes dst. On an error other
+// than EOF it closes both ends so the other direction does not wait
+// forever.
 func copyHalf(dst, src io.ReadWriteCloser) int64 {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	n, err := io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
+	var n int64
+	var err error
+	if d, ok := src.(deadliner); ok {
+		n, err = copyAdaptive(dst, src, d)
+	} else {
+		bp := copyBufs.Get().(*[]byte)
+		n, err = io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
+		copyBufs.Put(bp)
+	}
 	if err != nil {
 		dst.Close()
 		src.Close()
@@ -84,6 +107,63 @@ func copyHalf(dst, src io.ReadWriteCloser) int64 {
 	}
 	closeWrite(dst)
 	return n
+}
+
+// copyAdaptive waits for data with a small buffer, then takes a large
+// pooled one for as long as data keeps coming, giving it back after
+// burstIdle without a byte. It returns nil at EOF.
+func copyAdaptive(dst io.Writer, src io.Reader, d deadliner) (int64, error) {
+	var total int64
+	small := make([]byte, idleBufSize)
+	for {
+		n, err := src.Read(small)
+		if n > 0 {
+			if _, werr := dst.Write(small[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		if err != nil {
+			if err == io.EOF {
+				return total, nil
+			}
+			return total, err
+		}
+		bp := copyBufs.Get().(*[]byte)
+		m, err := burst(dst, src, d, *bp)
+		copyBufs.Put(bp)
+		total += m
+		if err != nil {
+			if err == io.EOF {
+				return total, nil
+			}
+			return total, err
+		}
+	}
+}
+
+// burst copies with buf until the source has been quiet for burstIdle
+// (nil error) or ends (io.EOF) or fails.
+func burst(dst io.Writer, src io.Reader, d deadliner, buf []byte) (int64, error) {
+	var total int64
+	defer d.SetReadDeadline(time.Time{})
+	for {
+		d.SetReadDeadline(time.Now().Add(burstIdle))
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return total, nil
+			}
+			return total, err
+		}
+	}
 }
 
 func closeWrite(c io.Closer) {
