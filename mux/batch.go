@@ -13,33 +13,47 @@ import (
 // sends a lone write at once. Write returns once the bytes are queued; a
 // flush error is reported by the next Write. The queue is bounded by max:
 // a writer that gets ahead of the network blocks.
+//
+// The flushing goroutine and its buffer exist only while there is
+// something to send, so an idle connection costs neither.
 type batcher struct {
 	flush func([]byte) error
 	max   int
+	bufs  *sync.Pool // of *[]byte with capacity max
 
 	mu      sync.Mutex
 	cond    sync.Cond // broadcast when pending grows, drains, or closes
-	pending []byte
-	spare   []byte
-	err     error // first flush error; sticky
+	pending *[]byte   // nil while nothing is queued
+	err     error     // first flush error; sticky
 	closed  bool
-	busy    bool          // flush in progress
-	done    chan struct{} // closed when the flush loop has exited
+	running bool // a flush goroutine is working
 }
 
 var errBatcherClosed = errors.New("connection closed")
 
+// batchBufs serves batchers of the default size; others get a pool each.
+var batchBufs = newBufPool(DefaultMaxBatch)
+
+func newBufPool(size int) *sync.Pool {
+	return &sync.Pool{New: func() any { b := make([]byte, 0, size); return &b }}
+}
+
 func newBatcher(max int, flush func([]byte) error) *batcher {
-	b := &batcher{
-		flush:   flush,
-		max:     max,
-		pending: make([]byte, 0, max),
-		spare:   make([]byte, 0, max),
-		done:    make(chan struct{}),
+	pool := batchBufs
+	if max != DefaultMaxBatch {
+		pool = newBufPool(max)
 	}
+	b := &batcher{flush: flush, max: max, bufs: pool}
 	b.cond.L = &b.mu
-	go b.loop()
 	return b
+}
+
+// queued is the number of bytes waiting; b.mu is held.
+func (b *batcher) queued() int {
+	if b.pending == nil {
+		return 0
+	}
+	return len(*b.pending)
 }
 
 // Write queues a copy of p. It blocks while the queue is full.
@@ -48,7 +62,7 @@ func (b *batcher) Write(p []byte) (int, error) {
 	defer b.mu.Unlock()
 	// A write larger than max is still taken whole once the queue is
 	// empty, so progress never depends on the limit.
-	for len(b.pending) > 0 && len(b.pending)+len(p) > b.max && b.err == nil && !b.closed {
+	for b.queued() > 0 && b.queued()+len(p) > b.max && b.err == nil && !b.closed {
 		b.cond.Wait()
 	}
 	if b.err != nil {
@@ -57,46 +71,41 @@ func (b *batcher) Write(p []byte) (int, error) {
 	if b.closed {
 		return 0, errBatcherClosed
 	}
-	b.pending = append(b.pending, p...)
-	b.cond.Broadcast()
+	if b.pending == nil {
+		b.pending = b.bufs.Get().(*[]byte)
+	}
+	*b.pending = append(*b.pending, p...)
+	if !b.running {
+		b.running = true
+		go b.loop()
+	}
 	return len(p), nil
 }
 
+// loop flushes batches until the queue is empty or a flush fails.
 func (b *batcher) loop() {
-	defer close(b.done)
-	for {
-		b.mu.Lock()
-		for len(b.pending) == 0 && !b.closed {
-			b.cond.Wait()
-		}
-		if len(b.pending) == 0 {
-			b.mu.Unlock()
-			return
-		}
-		buf := b.pending
-		b.pending = b.spare[:0]
-		b.busy = true
+	b.mu.Lock()
+	for b.queued() > 0 && b.err == nil {
+		bp := b.pending
+		b.pending = nil
+		b.cond.Broadcast() // room for blocked writers
 		b.mu.Unlock()
 
-		err := b.flush(buf)
+		err := b.flush(*bp)
 
-		b.mu.Lock()
-		b.busy = false
-		if cap(buf) <= 2*b.max {
-			b.spare = buf[:0]
-		} else {
-			// One oversized write grew it: do not keep that forever.
-			b.spare = make([]byte, 0, b.max)
+		// Back to the pool, unless one oversized write grew it.
+		if cap(*bp) <= 2*b.max {
+			*bp = (*bp)[:0]
+			b.bufs.Put(bp)
 		}
+		b.mu.Lock()
 		if err != nil && b.err == nil {
 			b.err = err
 		}
-		b.cond.Broadcast()
-		b.mu.Unlock()
-		if err != nil {
-			return
-		}
 	}
+	b.running = false
+	b.cond.Broadcast()
+	b.mu.Unlock()
 }
 
 // Drain waits up to timeout until everything queued has been flushed. It
@@ -112,32 +121,32 @@ func (b *batcher) Drain(timeout time.Duration) bool {
 	defer t.Stop()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for (len(b.pending) > 0 || b.busy) && b.err == nil && !timedOut {
+	for (b.queued() > 0 || b.running) && b.err == nil && !timedOut {
 		b.cond.Wait()
 	}
-	return len(b.pending) == 0 && !b.busy && b.err == nil
+	return b.queued() == 0 && !b.running && b.err == nil
 }
 
 // Close stops taking writes and waits up to timeout for the queue to be
 // flushed. It reports whether everything queued went out without error;
-// when it returns false the flush loop may still be blocked in flush, and
-// the caller must unblock it (by closing the connection) and then wait on
-// b.done.
+// when it returns false a flush may still be blocked on the network, and
+// the caller must unblock it (by closing the connection) and then call
+// Wait.
 func (b *batcher) Close(timeout time.Duration) bool {
 	b.mu.Lock()
 	b.closed = true
 	b.cond.Broadcast()
 	b.mu.Unlock()
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-b.done:
-	case <-t.C:
-		return false
-	}
+	return b.Drain(timeout)
+}
+
+// Wait returns once no flush is running.
+func (b *batcher) Wait() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.err == nil
+	for b.running {
+		b.cond.Wait()
+	}
 }
 
 // batchConn is a net.Conn whose writes are batched by a batcher, so that
@@ -187,7 +196,7 @@ func (c *batchConn) SetDeadline(t time.Time) error {
 func (c *batchConn) CloseWrite() error {
 	if !c.b.Close(closeDrainTimeout) {
 		c.Conn.Close()
-		<-c.b.done
+		c.b.Wait()
 		return errBatcherClosed
 	}
 	if hc, ok := c.Conn.(halfCloser); ok {
@@ -201,7 +210,7 @@ func (c *batchConn) Close() error {
 		drained := c.b.Close(closeDrainTimeout)
 		c.closeErr = c.Conn.Close()
 		if !drained {
-			<-c.b.done
+			c.b.Wait()
 		}
 	})
 	return c.closeErr

@@ -51,7 +51,7 @@ func (c *wsConn) Close() error {
 			// peer): abort rather than wait for TCP or for a closing
 			// handshake that will not come.
 			c.closeErr = c.ws.CloseNow()
-			<-c.b.done
+			c.b.Wait()
 			return
 		}
 		// A closing handshake, not NetConn's immediate close: closing

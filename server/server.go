@@ -101,10 +101,12 @@ type Server struct {
 
 	active atomic.Int64 // streams carrying data (not reverse-bind leases)
 
-	mu       sync.Mutex
-	sessions map[*session]struct{}
-	closed   bool
-	wg       sync.WaitGroup
+	mu            sync.Mutex
+	sessions      map[*session]struct{}
+	reserved      map[string]int // sessions admitted but not yet tracked, by user
+	reservedTotal int
+	closed        bool
+	wg            sync.WaitGroup
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -150,6 +152,7 @@ func New(cfg Config) (*Server, error) {
 		limiter:  NewFailureLimiter(cfg.LoginFailures, cfg.LoginWindow),
 		byUser:   NewFailureLimiter(3*cfg.LoginFailures, cfg.LoginWindow),
 		sessions: make(map[*session]struct{}),
+		reserved: make(map[string]int),
 		binds:    bindTable{m: make(map[string]*bindLease)},
 		metrics:  cfg.Metrics,
 	}
@@ -217,11 +220,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ysess, err := mux.Accept(w, r, s.cfg.Mux)
 	if err != nil {
+		s.unreserve(user.Name)
 		s.log.Warn("upgrade failed", "user", user.Name, "source", source, "err", err)
 		return
 	}
 	sess := s.newSession(ysess, user, source)
-	if !s.track(sess) {
+	tracked := s.track(sess)
+	s.unreserve(user.Name)
+	if !tracked {
 		ysess.Close()
 		return
 	}
