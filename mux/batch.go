@@ -56,12 +56,15 @@ func (b *batcher) queued() int {
 	return len(*b.pending)
 }
 
-// Write queues a copy of p. It blocks while the queue is full.
+// Write queues a copy of p. It blocks while the queue is full. A write of
+// half the batch size or more is not copied: once everything before it
+// has left, it is flushed from the caller's goroutine.
 func (b *batcher) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	// A write larger than max is still taken whole once the queue is
-	// empty, so progress never depends on the limit.
+	if len(p) >= b.max/2 {
+		return b.writeDirect(p)
+	}
 	for b.queued() > 0 && b.queued()+len(p) > b.max && b.err == nil && !b.closed {
 		b.cond.Wait()
 	}
@@ -76,6 +79,38 @@ func (b *batcher) Write(p []byte) (int, error) {
 	}
 	*b.pending = append(*b.pending, p...)
 	if !b.running {
+		b.running = true
+		go b.loop()
+	}
+	return len(p), nil
+}
+
+// writeDirect flushes p itself, in order after what is queued; b.mu is
+// held and is released during the flush.
+func (b *batcher) writeDirect(p []byte) (int, error) {
+	for (b.queued() > 0 || b.running) && b.err == nil && !b.closed {
+		b.cond.Wait()
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.closed {
+		return 0, errBatcherClosed
+	}
+	b.running = true // keeps other flushes out until this one is done
+	b.mu.Unlock()
+	err := b.flush(p)
+	b.mu.Lock()
+	b.running = false
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+	b.cond.Broadcast()
+	if err != nil {
+		return 0, err
+	}
+	// Small writes that queued meanwhile wait for a flusher.
+	if b.queued() > 0 {
 		b.running = true
 		go b.loop()
 	}

@@ -1122,3 +1122,34 @@ func runTransfer(b *testing.B, w io.Writer, closeWrite func() error, done <-chan
 		b.Fatalf("reader got %d bytes, want %d", n, int64(b.N)*int64(size))
 	}
 }
+
+// BenchmarkTCPBaseline is the same transfer over plain loopback TCP: the
+// ceiling the tunnel is measured against.
+func BenchmarkTCPBaseline(b *testing.B) {
+	b.Run("1MiB", func(b *testing.B) { benchmarkTCP(b, 1<<20) })
+	b.Run("64B", func(b *testing.B) { benchmarkTCP(b, 64) })
+}
+
+func benchmarkTCP(b *testing.B, size int) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- -1
+			return
+		}
+		defer c.Close()
+		drain(c, done)
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	runTransfer(b, c, c.(*net.TCPConn).CloseWrite, done, size)
+}
