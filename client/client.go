@@ -66,6 +66,9 @@ type Config struct {
 	// local listener is bound, with the address it got (useful with port
 	// 0, and for readiness notification).
 	Listening func(r Remote, addr net.Addr)
+	// Connected, when set, is called each time a session is up and its
+	// reverse remotes are bound (for readiness notification).
+	Connected func()
 	// OpenTimeout bounds how long a forwarded connection waits for the
 	// session (while reconnecting) and for the server's answer. Default 30s.
 	OpenTimeout time.Duration
@@ -301,6 +304,9 @@ func (c *Client) serveSession(ctx context.Context, sess *yamux.Session) error {
 		c.log.Info("reverse listening on the server", "addr", r.LocalAddr(), "remote", r.RemoteAddr(), "mode", mode)
 	}
 	c.setSession(sess)
+	if c.cfg.Connected != nil {
+		c.cfg.Connected()
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

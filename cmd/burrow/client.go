@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/burrowtun/burrow/certs"
 	"github.com/burrowtun/burrow/client"
@@ -123,7 +125,13 @@ func runClient(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	notify := notifier{log}
+	var readyOnce sync.Once
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	go notify.watchdog(ctx)
 	cl, err := client.New(client.Config{
+		Connected:        func() { readyOnce.Do(notify.ready) },
 		URL:              serverURL,
 		Username:         user,
 		Password:         password,
@@ -141,7 +149,9 @@ func runClient(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	return cl.Run(c.Context)
+	err = cl.Run(ctx)
+	notify.stopping()
+	return err
 }
 
 // parseServerURL accepts wss:// and https:// URLs (the latter is the same
