@@ -613,3 +613,33 @@ func (c *Client) forward(ctx context.Context, conn net.Conn, r Remote) {
 	log.Info("stream closed", "stream", st.StreamID(), "bytes_out", sent, "bytes_in", received,
 		"duration", time.Since(start).Round(time.Millisecond))
 }
+
+// Session is a connection to the server with no forwards, for commands
+// that only open streams of their own (file transfers).
+type Session struct {
+	sess    *yamux.Session
+	timeout time.Duration
+}
+
+// Connect opens one session to the server described by cfg (whose
+// Remotes are ignored), without retrying.
+func Connect(ctx context.Context, cfg Config) (*Session, error) {
+	cfg.Remotes = nil
+	c, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := c.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Session{sess: sess, timeout: c.cfg.OpenTimeout}, nil
+}
+
+// OpenFile opens a file-transfer stream (mux.KindFile) to the server.
+func (s *Session) OpenFile(ctx context.Context) (*yamux.Stream, error) {
+	return mux.Open(s.sess, mux.Header{Kind: mux.KindFile}, s.timeout)
+}
+
+// Close ends the session.
+func (s *Session) Close() error { return s.sess.Close() }

@@ -39,6 +39,9 @@ const (
 	// KindReverseUDP (server to client) carries one UDP flow received on
 	// the reverse listener Target, framed by WriteDatagram.
 	KindReverseUDP Kind = 5
+	// KindFile (client to server) carries the file-transfer protocol
+	// (package transfer); Target is empty.
+	KindFile Kind = 6
 )
 
 func (k Kind) String() string {
@@ -53,6 +56,8 @@ func (k Kind) String() string {
 		return "reverse-tcp"
 	case KindReverseUDP:
 		return "reverse-udp"
+	case KindFile:
+		return "file"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

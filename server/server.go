@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -25,6 +26,13 @@ type Authenticator interface {
 }
 
 var _ Authenticator = (*Users)(nil)
+
+// FileService serves the file-transfer streams of a session; the
+// transfer package's server implements it. user is the authenticated
+// user, whose permissions and root the service applies.
+type FileService interface {
+	ServeFiles(ctx context.Context, user string, rw io.ReadWriteCloser) error
+}
 
 // Dialer opens the connections that streams ask for. *net.Dialer
 // implements it.
@@ -73,6 +81,8 @@ type Config struct {
 	// HeaderTimeout bounds how long a new stream may take to send its
 	// header. Default 10s.
 	HeaderTimeout time.Duration
+	// Files, when set, serves file-transfer streams (send, fetch, ls).
+	Files FileService
 	// AllowReverse lets clients ask the server to listen for them
 	// (reverse remotes, R:...). Each bind is still checked against the
 	// user's allow list as "R:host:port" ("R:host:port/udp" for UDP).

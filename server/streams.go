@@ -133,6 +133,25 @@ func (s *Server) serveStream(sess *session, st *yamux.Stream) {
 		s.metrics.streamOpened(kind)(stats.Sent, stats.Received)
 		log.Info("udp flow closed", "datagrams_out", stats.Sent, "datagrams_in", stats.Received,
 			"dropped", stats.Dropped, "duration", time.Since(start).Round(time.Millisecond))
+	case mux.KindFile:
+		if s.cfg.Files == nil {
+			refuse(mux.Refuse(mux.CodeUnsupported, "file transfer is not enabled on this server; start it with --files-root DIR"))
+			return
+		}
+		if err := mux.WriteReply(st, nil); err != nil {
+			st.Close()
+			return
+		}
+		done := s.metrics.streamOpened(kind)
+		start := time.Now()
+		err := s.cfg.Files.ServeFiles(sess.ctx, sess.name, st)
+		st.Close()
+		done(0, 0)
+		if err != nil {
+			log.Warn("file transfer failed", "err", err, "duration", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		log.Info("file stream closed", "duration", time.Since(start).Round(time.Millisecond))
 	case mux.KindBind:
 		if err := s.serveBind(sess, st, h.Target, log); err != nil {
 			refuse(err)
