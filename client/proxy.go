@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 
 	"fmt"
@@ -248,6 +249,25 @@ func (d *proxyDialer) connect(ctx context.Context, addr string) (net.Conn, error
 	return conn, nil
 }
 
+// sanitizeNTLMChallenge copes with challenges that curl and browsers
+// accept but go-ntlmssp refuses: squid's helpers send a 49-byte message
+// whose TargetName points past its end and which flags target info it
+// does not carry. Such fields are cleared, and the message padded to the
+// 48 bytes the parser expects; the server challenge itself is untouched.
+func sanitizeNTLMChallenge(c []byte) []byte {
+	if len(c) < 32 {
+		return c
+	}
+	c = append(append([]byte(nil), c...), make([]byte, max(0, 48-len(c)))...)
+	for _, at := range []int{12, 40} { // TargetName, TargetInfo: len(2) maxlen(2) offset(4)
+		end := uint64(binary.LittleEndian.Uint32(c[at+4:])) + uint64(binary.LittleEndian.Uint16(c[at:]))
+		if end > uint64(len(c)) {
+			clear(c[at : at+8])
+		}
+	}
+	return c
+}
+
 func offers(challenges []string, scheme string) bool {
 	for _, c := range challenges {
 		if strings.EqualFold(strings.Fields(c + " ")[0], scheme) {
@@ -309,7 +329,7 @@ func (d *proxyDialer) ntlm(conn net.Conn, br *bufio.Reader, addr, user, pass str
 	if challenge == nil {
 		return resp, nil // a plain refusal: reported by the caller
 	}
-	auth, err := ntlmssp.ProcessChallenge(challenge, user, pass, domain != "")
+	auth, err := ntlmssp.ProcessChallenge(sanitizeNTLMChallenge(challenge), user, pass, domain != "")
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: NTLM: %w", redact(d.proxy), err)
 	}

@@ -2,7 +2,9 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"io"
 	"net"
@@ -10,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/Azure/go-ntlmssp"
 )
 
 func TestProxyFromEnvironment(t *testing.T) {
@@ -91,6 +95,25 @@ func fakeProxy(t *testing.T, answer func(r *http.Request, n int) (int, http.Head
 		}
 	}()
 	return l.Addr().String()
+}
+
+func TestSanitizeNTLMChallenge(t *testing.T) {
+	// squid 5.7's ntlm_fake_auth challenge: TargetName's offset is
+	// garbage and the target-info flag is set with no target info.
+	raw, err := base64.StdEncoding.DecodeString("TlRMTVNTUAACAAAACQAJAK6qqqoBkoigQl5KWYIUBw4AAAAAAAA6AFdPUktHUk9VUA==")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ntlmssp.ProcessChallenge(raw, "bob", "pw", false); err == nil {
+		t.Log("go-ntlmssp now accepts the raw challenge; the sanitizer may be unnecessary")
+	}
+	auth, err := ntlmssp.ProcessChallenge(sanitizeNTLMChallenge(raw), "bob", "pw", false)
+	if err != nil || len(auth) == 0 {
+		t.Fatalf("sanitized challenge: %v", err)
+	}
+	if !bytes.Equal(sanitizeNTLMChallenge(raw)[24:32], raw[24:32]) {
+		t.Fatal("the server challenge itself was changed")
+	}
 }
 
 func TestConnectProxy(t *testing.T) {

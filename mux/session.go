@@ -182,6 +182,9 @@ func handshakeError(resp *http.Response) error {
 		if i := strings.IndexAny(msg, "\r\n"); i >= 0 {
 			msg = strings.TrimSpace(msg[:i])
 		}
+		if strings.HasPrefix(msg, "<") {
+			msg = "" // an HTML error page says nothing a status line does not
+		}
 		e.Message = msg
 	}
 	if s := resp.Header.Get("Retry-After"); s != "" {

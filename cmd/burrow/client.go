@@ -143,6 +143,7 @@ func runClient(c *cli.Context) error {
 		Logger:           log,
 		MaxRetryInterval: c.Duration("max-retry-interval"),
 		MaxRetryCount:    c.Int("max-retry-count"),
+		NoRetry:          c.Int("max-retry-count") == 0,
 		SOCKSAuth:        socksAuth,
 		UDPIdle:          c.Duration("udp-idle"),
 	})
