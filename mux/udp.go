@@ -25,6 +25,11 @@ const (
 	// than its sender; beyond it datagrams are dropped and counted, as a
 	// router would.
 	udpQueueLen = 512
+	// udpQueueBytes bounds the bytes those datagrams may hold.
+	udpQueueBytes = 1 << 20
+	// udpSocketBuffer is asked of the kernel for every UDP socket: a burst
+	// of large datagrams must not overflow the default ~200 KiB.
+	udpSocketBuffer = 4 << 20
 )
 
 // WriteDatagram writes p as one frame, length (2 bytes, big endian) then
@@ -54,7 +59,10 @@ func ReadDatagram(r io.Reader, buf []byte) ([]byte, error) {
 		return nil, fmt.Errorf("datagram of %d bytes does not fit a %d-byte buffer", size, len(buf))
 	}
 	if _, err := io.ReadFull(r, buf[:size]); err != nil {
-		return nil, fmt.Errorf("reading datagram: %w", io.ErrUnexpectedEOF)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // the length said more was coming
+		}
+		return nil, fmt.Errorf("reading datagram: %w", err)
 	}
 	return buf[:size], nil
 }
@@ -62,37 +70,43 @@ func ReadDatagram(r io.Reader, buf []byte) ([]byte, error) {
 var datagramBufs = sync.Pool{New: func() any { b := make([]byte, 2+MaxDatagram); return &b }}
 
 // udpQueue carries datagrams from a socket reader to a stream writer. It
-// never blocks the reader: when full, the datagram is dropped and counted.
+// never blocks the reader: when it holds udpQueueLen datagrams or
+// udpQueueBytes bytes, the datagram is dropped and counted.
 type udpQueue struct {
-	ch      chan *[]byte
+	ch      chan []byte
+	bytes   atomic.Int64
 	dropped atomic.Int64
 }
 
-func newUDPQueue() *udpQueue { return &udpQueue{ch: make(chan *[]byte, udpQueueLen)} }
+func newUDPQueue() *udpQueue { return &udpQueue{ch: make(chan []byte, udpQueueLen)} }
 
 func (q *udpQueue) push(p []byte) bool {
-	bp := datagramBufs.Get().(*[]byte)
-	*bp = append((*bp)[:0], p...)
+	if q.bytes.Add(int64(len(p))) > udpQueueBytes {
+		q.bytes.Add(-int64(len(p)))
+		q.dropped.Add(1)
+		return false
+	}
 	select {
-	case q.ch <- bp:
+	case q.ch <- append([]byte(nil), p...):
 		return true
 	default:
-		datagramBufs.Put(bp)
+		q.bytes.Add(-int64(len(p)))
 		q.dropped.Add(1)
 		return false
 	}
 }
 
+// pop takes a pushed datagram's bytes off the bound.
+func (q *udpQueue) pop(p []byte) { q.bytes.Add(-int64(len(p))) }
+
 // drain writes queued datagrams to st until the queue is closed or a
 // write fails.
 func (q *udpQueue) drain(st io.Writer, touch func()) error {
-	for bp := range q.ch {
-		err := WriteDatagram(st, *bp)
-		*bp = (*bp)[:cap(*bp)]
-		datagramBufs.Put(bp)
-		if err != nil {
-			for bp := range q.ch { // release what is left
-				datagramBufs.Put(bp)
+	for p := range q.ch {
+		q.pop(p)
+		if err := WriteDatagram(st, p); err != nil {
+			for p := range q.ch { // release what is left
+				q.pop(p)
 			}
 			return err
 		}
@@ -126,6 +140,9 @@ func ServeUDP(ctx context.Context, st Stream, dial DialFunc, target string, idle
 		return UDPStats{}, err
 	}
 	defer conn.Close()
+	if uc, ok := conn.(*net.UDPConn); ok {
+		growUDPBuffers(uc)
+	}
 	if err := WriteReply(st, nil); err != nil {
 		st.Close()
 		return UDPStats{}, err
@@ -181,6 +198,9 @@ func ServeUDP(ctx context.Context, st Stream, dial DialFunc, target string, idle
 	}
 	close(q.ch)
 	st.Close()
+	// Close only ends our side of a yamux stream: unblock our reader too,
+	// so the flow ends here even if the opener keeps its side open.
+	st.SetReadDeadline(time.Now())
 	conn.Close()
 	wg.Wait()
 	stats.Sent, stats.Received, stats.Dropped = sent.Load(), received.Load(), q.dropped.Load()
@@ -223,6 +243,7 @@ func (l *UDPListener) Serve(ctx context.Context) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	growUDPBuffers(l.Conn)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { l.Conn.Close() })
@@ -292,13 +313,15 @@ func (l *UDPListener) runFlow(ctx context.Context, from netip.AddrPort, q *udpQu
 			sleepCtx(ctx, idle-act.idleFor())
 		}
 		stats.Dropped = q.dropped.Load() + int64(len(q.ch))
+		for len(q.ch) > 0 {
+			q.pop(<-q.ch)
+		}
 		return stats
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
 	var received atomic.Int64
-	go func() { // stream -> socket
-		defer wg.Done()
+	readDone := make(chan struct{})
+	go func() { // stream -> socket, until the far end ends the flow
+		defer close(readDone)
 		buf := make([]byte, MaxDatagram)
 		for {
 			p, err := ReadDatagram(st, buf)
@@ -311,40 +334,53 @@ func (l *UDPListener) runFlow(ctx context.Context, from netip.AddrPort, q *udpQu
 			}
 		}
 	}()
-	done := make(chan struct{})
-	go func() { // queue -> stream; the queue is never closed, so stop on done
-		defer close(done)
+	stop := make(chan struct{})
+	writeDone := make(chan struct{})
+	go func() { // queue -> stream, until stopped
+		defer close(writeDone)
 		for {
 			select {
-			case bp := <-q.ch:
-				err := WriteDatagram(st, *bp)
-				datagramBufs.Put(bp)
-				if err != nil {
+			case p := <-q.ch:
+				q.pop(p)
+				if err := WriteDatagram(st, p); err != nil {
 					return
 				}
 				stats.Sent++
 				act.touch()
-			case <-ctx.Done():
-				return
-			}
-			if act.idleFor() >= idle {
+			case <-stop:
 				return
 			}
 		}
 	}()
-	// Idle watchdog.
+	// The flow ends when it has been idle, when the far end ends it (its
+	// idle timeout may be shorter), when the stream fails, or with ctx.
 	for {
 		wait := idle - act.idleFor()
 		if wait <= 0 {
 			break
 		}
-		if !sleepCtxDone(ctx, wait, done) {
-			break
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+			continue
+		case <-readDone:
+		case <-writeDone:
+		case <-ctx.Done():
 		}
+		t.Stop()
+		break
 	}
+	close(stop)
 	st.Close()
-	<-done
-	wg.Wait()
+	st.SetReadDeadline(time.Now())
+	<-writeDone
+	<-readDone
+	// What is still queued will not be sent.
+	left := int64(len(q.ch))
+	for len(q.ch) > 0 {
+		q.pop(<-q.ch)
+	}
+	q.dropped.Add(left)
 	stats.Received = received.Load()
 	stats.Dropped = q.dropped.Load()
 	if stats.Dropped > 0 {

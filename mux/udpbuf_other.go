@@ -1,0 +1,11 @@
+//go:build !linux
+
+package mux
+
+import "net"
+
+// growUDPBuffers asks for udpSocketBuffer bytes of kernel buffer each way.
+func growUDPBuffers(c *net.UDPConn) {
+	c.SetReadBuffer(udpSocketBuffer)
+	c.SetWriteBuffer(udpSocketBuffer)
+}
