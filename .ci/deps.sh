@@ -17,6 +17,7 @@ declare -A need=(
   [sshd]=openssh-server
   [ssh]=openssh-client
   [iperf3]=iperf3
+  [systemd-analyze]=systemd
 )
 
 missing=()

@@ -123,7 +123,10 @@ func (a *activity) idleFor() time.Duration { return time.Since(time.Unix(0, a.la
 
 // UDPStats counts what a UDP flow or listener carried and dropped.
 type UDPStats struct {
-	Sent, Received, Dropped int64
+	// Sent and Received count datagrams to and from the target;
+	// SentBytes and ReceivedBytes their payload bytes.
+	Sent, Received, Dropped  int64
+	SentBytes, ReceivedBytes int64
 }
 
 // ServeUDP answers a stream that asked for a UDP flow to target: it dials
@@ -148,12 +151,12 @@ func ServeUDP(ctx context.Context, st Stream, dial DialFunc, target string, idle
 		return UDPStats{}, err
 	}
 	var (
-		act      activity
-		stats    UDPStats
-		sent     atomic.Int64
-		received atomic.Int64
-		q        = newUDPQueue()
-		wg       sync.WaitGroup
+		act                     activity
+		stats                   UDPStats
+		sent, sentBytes         atomic.Int64
+		received, receivedBytes atomic.Int64
+		q                       = newUDPQueue()
+		wg                      sync.WaitGroup
 	)
 	act.touch()
 	stop := context.AfterFunc(ctx, func() { st.Close(); conn.Close() })
@@ -172,6 +175,7 @@ func ServeUDP(ctx context.Context, st Stream, dial DialFunc, target string, idle
 			act.touch()
 			if _, err := conn.Write(p); err == nil {
 				sent.Add(1)
+				sentBytes.Add(int64(len(p)))
 			}
 		}
 	}()
@@ -194,6 +198,7 @@ func ServeUDP(ctx context.Context, st Stream, dial DialFunc, target string, idle
 		act.touch()
 		if q.push(buf[:n]) {
 			received.Add(1)
+			receivedBytes.Add(int64(n))
 		}
 	}
 	close(q.ch)
@@ -204,6 +209,7 @@ func ServeUDP(ctx context.Context, st Stream, dial DialFunc, target string, idle
 	conn.Close()
 	wg.Wait()
 	stats.Sent, stats.Received, stats.Dropped = sent.Load(), received.Load(), q.dropped.Load()
+	stats.SentBytes, stats.ReceivedBytes = sentBytes.Load(), receivedBytes.Load()
 	return stats, nil
 }
 

@@ -344,7 +344,8 @@ func TestServeUDPEcho(t *testing.T) {
 	opener.Close()
 	r := waitServeUDP(t, res)
 	total := int64(len(sizes) + burst)
-	if r.err != nil || r.stats != (UDPStats{Sent: total, Received: total}) {
+	if r.err != nil || r.stats.Sent != total || r.stats.Received != total || r.stats.Dropped != 0 ||
+		r.stats.SentBytes != r.stats.ReceivedBytes || r.stats.SentBytes == 0 {
 		t.Errorf("ServeUDP = %+v, %v; want %d sent and received, none dropped", r.stats, r.err, total)
 	}
 }
@@ -377,7 +378,8 @@ func TestServeUDPIdle(t *testing.T) {
 		t.Errorf("the flow ended %v after the last datagram, want about %v", d, idle)
 	}
 	r := waitServeUDP(t, res)
-	if r.err != nil || r.stats != (UDPStats{Sent: n, Received: n}) {
+	if r.err != nil || r.stats.Sent != n || r.stats.Received != n || r.stats.Dropped != 0 ||
+		r.stats.SentBytes != r.stats.ReceivedBytes {
 		t.Errorf("ServeUDP = %+v, %v; want %d sent and received", r.stats, r.err, n)
 	}
 }

@@ -662,6 +662,9 @@ func writeFileAtomic(path string, data []byte) (err error) {
 	if err := tmp.Chmod(0o600); err != nil {
 		return err
 	}
+	// The file keeps its owner: root editing a service's users file must
+	// not leave it unreadable to the service.
+	keepOwner(tmp, path)
 	if _, err := tmp.Write(data); err != nil {
 		return err
 	}

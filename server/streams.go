@@ -130,7 +130,7 @@ func (s *Server) serveStream(sess *session, st *yamux.Stream) {
 			s.metrics.streamRefused(kind)
 			return
 		}
-		s.metrics.streamOpened(kind)(stats.Sent, stats.Received)
+		s.metrics.streamOpened(kind)(stats.SentBytes, stats.ReceivedBytes)
 		log.Info("udp flow closed", "datagrams_out", stats.Sent, "datagrams_in", stats.Received,
 			"dropped", stats.Dropped, "duration", time.Since(start).Round(time.Millisecond))
 	case mux.KindFile:

@@ -78,6 +78,11 @@ func runServer(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("server takes no arguments, got %q; flags go before arguments", c.Args().Slice())
 	}
+	// Taken at once: Go's default for SIGHUP is to exit, and a reload
+	// may come as soon as systemd hears READY.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	if _, err := applyConfig(c, "server"); err != nil {
 		return err
 	}
@@ -241,9 +246,6 @@ func runServer(c *cli.Context) error {
 			log.Error("reload failed; keeping the previous configuration where it failed", "err", err)
 		}
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	// Certificates renewed in place (certbot) are picked up without a
 	// signal: the files are checked every minute.
 	watch := time.NewTicker(time.Minute)
