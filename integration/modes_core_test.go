@@ -330,3 +330,64 @@ func bigBuffers(c *net.UDPConn) {
 		}
 	})
 }
+
+// TestACLPerMode: a user whose allow list does not cover a mode's target
+// is refused in that mode, with a message saying so, and the session
+// stays up for what is allowed.
+func TestACLPerMode(t *testing.T) {
+	t.Parallel()
+	echo := startEcho(t)
+	_, echoPort, _ := net.SplitHostPort(echo)
+	udpEcho := startUDPEcho(t)
+	// Allowed: TCP to the echo only. Not UDP, not other targets, no
+	// reverse binds.
+	srv := startTestServer(t, []string{regexp.QuoteMeta(echo)}, "--reverse")
+	client := startProc(t, "client", "", []string{"BURROW_AUTH=" + testUser + ":" + testPass},
+		"client", "--fingerprint", srv.cert.fingerprint, srv.url,
+		"127.0.0.1:0:"+echo, "127.0.0.1:0:socks", "127.0.0.1:0:"+udpEcho+"/udp")
+	lines := client.waitLogCount(t, forwardLine, 3, startTimeout)
+	tcpLocal, socksLocal, udpLocal := lines[0][1], lines[1][1], lines[2][1]
+	client.waitLog(t, connectedLine, startTimeout)
+	notAllowed := regexp.MustCompile(`not allowed for user ` + testUser)
+
+	t.Run("tcp allowed", func(t *testing.T) { echoRoundTrip(t, tcpLocal, []byte("allowed")) })
+	t.Run("socks target", func(t *testing.T) {
+		before := client.countLog(notAllowed)
+		d, _ := proxy.SOCKS5("tcp", socksLocal, nil, &net.Dialer{Timeout: ioTimeout})
+		if _, err := d.Dial("tcp", "localhost:"+echoPort); err == nil || !strings.Contains(err.Error(), "not allowed") {
+			t.Fatalf("socks to a target outside the allow list: %v, want 'not allowed by ruleset'", err)
+		}
+		client.waitLogCount(t, notAllowed, before+1, ioTimeout)
+	})
+	t.Run("udp", func(t *testing.T) {
+		before := client.countLog(notAllowed)
+		c, err := net.Dial("udp", udpLocal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte("denied datagram"))
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := c.Read(make([]byte, 64)); err == nil {
+			t.Fatal("a datagram came back through a flow the allow list refuses")
+		}
+		client.waitLogCount(t, notAllowed, before+1, ioTimeout)
+		srv.waitLog(t, regexp.MustCompile(`kind=udp .*not allowed`), ioTimeout)
+	})
+	t.Run("reverse bind", func(t *testing.T) {
+		_, line := runFailing(t, []string{"BURROW_AUTH=" + testUser + ":" + testPass},
+			"client", "--fingerprint", srv.cert.fingerprint, srv.url, "R:127.0.0.1:"+freeishPort(t)+":"+echo)
+		if !strings.Contains(line, "not allowed") || !strings.Contains(line, "R:127.0.0.1:") {
+			t.Errorf("reverse bind outside the allow list: %q", line)
+		}
+	})
+	t.Run("reverse disabled", func(t *testing.T) {
+		plain := startTestServer(t, nil)
+		_, line := runFailing(t, []string{"BURROW_AUTH=" + testUser + ":" + testPass},
+			"client", "--fingerprint", plain.cert.fingerprint, plain.url, "R:127.0.0.1:"+freeishPort(t)+":"+echo)
+		if !strings.Contains(line, "--reverse") {
+			t.Errorf("reverse remote on a server without --reverse: %q", line)
+		}
+	})
+	t.Run("session survived", func(t *testing.T) { echoRoundTrip(t, tcpLocal, []byte("still up")) })
+}
