@@ -146,10 +146,21 @@ func TestSOCKS(t *testing.T) {
 		t.Fatalf("socks to a closed port: %v, want connection refused", err)
 	}
 	if _, err := exec.LookPath("curl"); err == nil {
-		out, err := exec.Command("curl", "-sS", "--max-time", "10", "--socks5-hostname", "sock:s3cret@"+locals[0],
-			"http://localhost:"+strconv.Itoa(startHTTP(t, "hello through socks"))+"/").CombinedOutput()
-		if err != nil || string(out) != "hello through socks" {
-			t.Fatalf("curl --socks5-hostname: %v %q", err, out)
+		for _, tc := range []struct{ name, proxy string }{
+			{"socks", "sock:s3cret@" + locals[0]},
+			{"R:socks", "127.0.0.1:" + rport},
+		} {
+			page := "hello through " + tc.name
+			out, err := exec.Command("curl", "-sS", "--max-time", "10", "--socks5-hostname", tc.proxy,
+				"http://localhost:"+strconv.Itoa(startHTTP(t, page))+"/").CombinedOutput()
+			if err != nil || string(out) != page {
+				t.Fatalf("curl --socks5-hostname through %s: %v %q", tc.name, err, out)
+			}
+		}
+		out, err := exec.Command("curl", "-sS", "--max-time", "10", "--socks5-hostname", "sock:nope@"+locals[0],
+			"http://localhost:"+strconv.Itoa(startHTTP(t, "secret page"))+"/").CombinedOutput()
+		if err == nil || strings.Contains(string(out), "secret page") {
+			t.Fatalf("curl with a wrong SOCKS password got through: %q", out)
 		}
 	}
 }
