@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin/burrow
 PKGS    := ./...
 
-.PHONY: all build deps test vet fmt-check unit integration demo bench fuzz dist clean
+.PHONY: all build deps test vet fmt-check unit integration demo bench fuzz dist install clean
 
 all: build
 
@@ -53,6 +53,11 @@ fuzz:
 	    out=$$($(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg 2>&1) || { echo "$$out"; exit 1; }; \
 	  done; \
 	done
+
+# The binary, the systemd units and sample configs (never overwriting a
+# config); DESTDIR and PREFIX as usual.
+install: build
+	BURROW_BIN=$(BIN) bash deploy/install.sh
 
 # Static binaries for the platforms people run tunnels on.
 DIST_TARGETS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
