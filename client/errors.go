@@ -1,0 +1,56 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/burrowtun/burrow/certs"
+	"github.com/burrowtun/burrow/mux"
+)
+
+// ErrUnauthorized is wrapped by the error Run returns when the server
+// rejects the credentials.
+var ErrUnauthorized = errors.New("credentials rejected")
+
+// permanentError marks a connection failure that retrying cannot fix.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) bool {
+	var p *permanentError
+	return errors.As(err, &p)
+}
+
+// explain turns a failed dial into one line saying what went wrong and
+// what to do, and marks the failures that retrying cannot fix.
+func (c *Client) explain(err error) error {
+	var he *mux.HandshakeError
+	switch {
+	case errors.As(err, &he):
+		switch he.StatusCode {
+		case http.StatusUnauthorized:
+			return &permanentError{fmt.Errorf("%w for user %q by %s (HTTP 401); check --auth", ErrUnauthorized, c.cfg.Username, c.cfg.URL)}
+		case http.StatusBadRequest, http.StatusNotFound, http.StatusForbidden:
+			return &permanentError{fmt.Errorf("%s (server %s); check the URL and that both ends run compatible burrow versions", he, c.cfg.URL)}
+		}
+		return err
+	case errors.Is(err, mux.ErrNotNegotiated):
+		return &permanentError{fmt.Errorf("%w at %s; is it a burrow server of a compatible version?", err, c.cfg.URL)}
+	case errors.As(err, new(*ProxyError)):
+		var pe *ProxyError
+		errors.As(err, &pe)
+		if pe.StatusCode == http.StatusProxyAuthRequired || pe.StatusCode == http.StatusForbidden {
+			return &permanentError{pe}
+		}
+		return pe
+	case errors.Is(err, http.ErrSchemeMismatch):
+		return &permanentError{fmt.Errorf("%s answered in plain HTTP, not TLS; check the port, or put TLS in front of a --tls off server", c.cfg.URL)}
+	}
+	if explained := certs.Explain(err); explained != err {
+		return &permanentError{fmt.Errorf("cannot connect to %s: %w", c.cfg.URL, explained)}
+	}
+	return err
+}

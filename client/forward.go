@@ -1,0 +1,96 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/burrowtun/burrow/mux"
+)
+
+// forwardStdio carries stdin/stdout as one connection to the remote's
+// target, over whichever session is live when it starts. It returns when
+// the far end has finished sending: the program that reads stdout (ssh,
+// for a ProxyCommand) has then all it will get. The copy from stdin is
+// not waited for, since a read from a terminal or pipe cannot be
+// interrupted; the process exits after a stdio forward.
+func (c *Client) forwardStdio(ctx context.Context, r Remote) {
+	log := c.log.With("local", "stdio", "remote", r.RemoteAddr())
+	st, err := c.open(ctx, mux.Header{Kind: mux.KindTCP, Target: r.RemoteAddr()})
+	if err != nil {
+		log.Error("stdio forward refused", "err", err)
+		return
+	}
+	stop := context.AfterFunc(ctx, func() { st.Close() })
+	defer stop()
+	var sent atomic.Int64
+	go func() {
+		n, _ := io.Copy(st, c.cfg.Stdin)
+		sent.Store(n)
+		st.Close() // half-close: the target sees EOF
+	}()
+	received, _ := io.Copy(c.cfg.Stdout, st)
+	c.cfg.Stdout.Close()
+	log.Info("stdio forward closed", "bytes_out", sent.Load(), "bytes_in", received)
+}
+
+func (c *Client) serveListener(ctx context.Context, l net.Listener, r Remote, wg *sync.WaitGroup) {
+	go func() {
+		<-ctx.Done()
+		l.Close()
+	}()
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+				c.log.Error("listener failed", "local", l.Addr().String(), "err", err)
+			}
+			return
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.forward(ctx, conn, r)
+		}()
+	}
+}
+
+func (c *Client) forward(ctx context.Context, conn net.Conn, r Remote) {
+	log := c.log.With("local", conn.LocalAddr().String(), "remote", r.RemoteAddr(), "peer", conn.RemoteAddr().String())
+	// Until the stream is open, closing conn is how ctx's end reaches us.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	target := r.RemoteAddr()
+	if r.Socks {
+		var err error
+		conn.SetDeadline(time.Now().Add(c.cfg.OpenTimeout))
+		target, err = mux.SOCKSHandshake(conn, c.cfg.SOCKSAuth)
+		conn.SetDeadline(time.Time{})
+		if err != nil {
+			log.Warn("socks request failed", "err", err)
+			conn.Close()
+			return
+		}
+		log = log.With("target", target)
+	}
+	openCtx, cancel := context.WithTimeoutCause(ctx, c.cfg.OpenTimeout, errors.New("timed out waiting for the server"))
+	defer cancel()
+	st, err := c.open(openCtx, mux.Header{Kind: mux.KindTCP, Target: target})
+	if r.Socks {
+		mux.SOCKSReply(conn, err)
+	}
+	if err != nil {
+		log.Warn("forward refused", "err", err)
+		conn.Close()
+		return
+	}
+	start := time.Now()
+	log.Info("stream opened", "stream", st.StreamID())
+	sent, received := mux.Pipe(conn, st)
+	log.Info("stream closed", "stream", st.StreamID(), "bytes_out", sent, "bytes_in", received,
+		"duration", time.Since(start).Round(time.Millisecond))
+}

@@ -1,0 +1,94 @@
+package client
+
+import (
+	"context"
+	"net"
+	"time"
+
+	"github.com/burrowtun/burrow/mux"
+	"github.com/hashicorp/yamux"
+)
+
+// serveStream answers a stream the server opened for a reverse remote.
+// The client dials only what its own remotes name: a KindReverseTCP or
+// KindReverseUDP stream names the bind address, and the client dials that
+// remote's target; a KindTCP stream (from an R:socks listener) is served
+// only when an R:socks remote was asked for.
+func (c *Client) serveStream(ctx context.Context, st *yamux.Stream) {
+	h, err := mux.ReadHeaderTimeout(st, c.cfg.OpenTimeout)
+	if err != nil {
+		st.Close()
+		return
+	}
+	log := c.log.With("stream", st.StreamID(), "kind", h.Kind.String(), "target", h.Target)
+	refuse := func(err error) {
+		log.Warn("reverse stream refused", "err", err)
+		mux.WriteReply(st, err)
+		st.Close()
+	}
+	dialer := &net.Dialer{Timeout: c.cfg.DialTimeout}
+	start := time.Now()
+	switch h.Kind {
+	case mux.KindReverseTCP, mux.KindReverseUDP:
+		proto := "tcp"
+		if h.Kind == mux.KindReverseUDP {
+			proto = "udp"
+		}
+		r, ok := c.reverseRemote(h.Target, proto)
+		if !ok {
+			refuse(mux.Refuse(mux.CodeDenied, "the client has no reverse remote %s/%s", h.Target, proto))
+			return
+		}
+		if proto == "udp" {
+			stats, err := mux.ServeUDP(ctx, st, dialer.DialContext, r.RemoteAddr(), c.cfg.UDPIdle, c.cfg.DialTimeout)
+			if err != nil {
+				log.Warn("reverse stream refused", "err", err)
+				return
+			}
+			log.Info("reverse udp flow closed", "remote", r.RemoteAddr(), "datagrams_out", stats.Sent,
+				"datagrams_in", stats.Received, "dropped", stats.Dropped)
+			return
+		}
+		sent, received, err := mux.ServeTCP(ctx, st, dialer.DialContext, r.RemoteAddr(), c.cfg.DialTimeout,
+			func() { log.Info("reverse stream opened", "remote", r.RemoteAddr()) })
+		if err != nil {
+			log.Warn("reverse stream refused", "err", err)
+			return
+		}
+		log.Info("reverse stream closed", "remote", r.RemoteAddr(), "bytes_out", sent, "bytes_in", received,
+			"duration", time.Since(start).Round(time.Millisecond))
+	case mux.KindTCP:
+		if !c.hasReverseSOCKS() {
+			refuse(mux.Refuse(mux.CodeDenied, "the client has no R:socks remote"))
+			return
+		}
+		sent, received, err := mux.ServeTCP(ctx, st, dialer.DialContext, h.Target, c.cfg.DialTimeout,
+			func() { log.Info("reverse stream opened") })
+		if err != nil {
+			log.Warn("reverse stream refused", "err", err)
+			return
+		}
+		log.Info("reverse stream closed", "bytes_out", sent, "bytes_in", received,
+			"duration", time.Since(start).Round(time.Millisecond))
+	default:
+		refuse(mux.Refuse(mux.CodeUnsupported, "stream kind %d is not served by the client", h.Kind))
+	}
+}
+
+func (c *Client) reverseRemote(bind, proto string) (Remote, bool) {
+	for _, r := range c.cfg.Remotes {
+		if r.Reverse && !r.Socks && r.Proto == proto && r.LocalAddr() == bind {
+			return r, true
+		}
+	}
+	return Remote{}, false
+}
+
+func (c *Client) hasReverseSOCKS() bool {
+	for _, r := range c.cfg.Remotes {
+		if r.Reverse && r.Socks {
+			return true
+		}
+	}
+	return false
+}
