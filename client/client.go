@@ -60,6 +60,8 @@ type Config struct {
 	Stdout io.WriteCloser
 	// UDPIdle ends a UDP flow after this long without a datagram.
 	UDPIdle time.Duration
+	// UDPMaxFlows bounds the flows of one local UDP listener.
+	UDPMaxFlows int
 	// Listening, when set, is called once for each remote as soon as its
 	// local listener is bound, with the address it got (useful with port
 	// 0, and for readiness notification).
@@ -178,8 +180,9 @@ func (c *Client) Run(ctx context.Context) error {
 				Open: func(ctx context.Context) (mux.Stream, error) {
 					return c.open(ctx, mux.Header{Kind: mux.KindUDP, Target: r.RemoteAddr()})
 				},
-				Idle:   c.cfg.UDPIdle,
-				Logger: c.log.With("local", pc.LocalAddr().String(), "remote", r.RemoteAddr()),
+				Idle:     c.cfg.UDPIdle,
+				MaxFlows: c.cfg.UDPMaxFlows,
+				Logger:   c.log.With("local", pc.LocalAddr().String(), "remote", r.RemoteAddr()),
 			}
 			serve = append(serve, func() { ul.Serve(ctx) })
 			continue

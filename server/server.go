@@ -90,6 +90,9 @@ type Config struct {
 	// UDPIdle ends a UDP flow after this long without a datagram.
 	// Default mux.DefaultUDPIdle.
 	UDPIdle time.Duration
+	// UDPMaxFlows bounds the flows of one reverse UDP listener.
+	// Default mux.DefaultUDPMaxFlows.
+	UDPMaxFlows int
 	// Metrics, when set, records sessions, streams, bytes and logins.
 	Metrics *Metrics
 	// LoginFailures is how many failed logins a source address may make

@@ -254,8 +254,9 @@ func (s *Server) serveBind(sess *session, st *yamux.Stream, target string, log *
 			Open: func(ctx context.Context) (mux.Stream, error) {
 				return mux.Open(sess.Session, mux.Header{Kind: mux.KindReverseUDP, Target: addr}, s.cfg.HeaderTimeout)
 			},
-			Idle:   s.cfg.UDPIdle,
-			Logger: log,
+			Idle:     s.cfg.UDPIdle,
+			MaxFlows: s.cfg.UDPMaxFlows,
+			Logger:   log,
 		}
 		listener = pc
 		serve = func() error { return ul.Serve(ctx) }

@@ -146,6 +146,7 @@ func runClient(c *cli.Context) error {
 		NoRetry:          c.Int("max-retry-count") == 0,
 		SOCKSAuth:        socksAuth,
 		UDPIdle:          c.Duration("udp-idle"),
+		UDPMaxFlows:      c.Int("udp-max-flows"),
 	})
 	if err != nil {
 		return err

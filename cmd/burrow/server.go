@@ -56,6 +56,7 @@ func serverCommand() *cli.Command {
 			&cli.IntFlag{Name: "max-sessions", Value: 10000, Usage: "most sessions of all users together", EnvVars: []string{"BURROW_MAX_SESSIONS"}},
 			&cli.IntFlag{Name: "max-sessions-per-user", Value: 100, Usage: "most sessions of one user", EnvVars: []string{"BURROW_MAX_SESSIONS_PER_USER"}},
 			&cli.IntFlag{Name: "max-streams", Value: 16384, Usage: "most streams open at once on one session", EnvVars: []string{"BURROW_MAX_STREAMS"}},
+			&cli.DurationFlag{Name: "header-timeout", Value: 10 * time.Second, Usage: "how long a connection may take to send its HTTP request headers, and a stream its header", EnvVars: []string{"BURROW_HEADER_TIMEOUT"}},
 			&cli.DurationFlag{Name: "shutdown-timeout", Value: 30 * time.Second, Usage: "on SIGTERM, how long to wait for open streams", EnvVars: []string{"BURROW_SHUTDOWN_TIMEOUT"}},
 		}, concat(muxFlags(), adminFlags(), logFlags())...),
 		Action: runServer,
@@ -165,6 +166,8 @@ func runServer(c *cli.Context) error {
 		Logger:               log,
 		AllowReverse:         c.Bool("reverse"),
 		UDPIdle:              c.Duration("udp-idle"),
+		UDPMaxFlows:          c.Int("udp-max-flows"),
+		HeaderTimeout:        c.Duration("header-timeout"),
 		Metrics:              metrics,
 	})
 	if err != nil {
@@ -177,7 +180,7 @@ func runServer(c *cli.Context) error {
 	hs := &http.Server{
 		Handler:           srv,
 		TLSConfig:         tc.config,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: c.Duration("header-timeout"),
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelDebug),
