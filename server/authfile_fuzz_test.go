@@ -20,6 +20,7 @@ func FuzzParseUsers(f *testing.F) {
 		`{"users": {"alice": {"password": "$argon2id$v=19$m=4294967295,t=2,p=1$c29tZXNhbHQ$nf65EOgLrQMR/uIPnA4rEsF5h7TKyQwu9U1bMCHGi/4"}}}`,
 		`{"users": {"alice": {"password": "$2b$10$short"}}}`,
 		`{"users": {"alice": {"password": "` + hash + `", "allow": ["a)|(b", "(", "\\Q"]}}}`,
+		`{"users": {"alice": {"password": "` + hash + `", "allow": ["a)|(b"]}}}`,
 		`{"users": {"alice": {"password": "` + hash + `"}, "Alice": {"password": "` + hash + `"}}}`,
 		`{"users": {"al ice": {"password": "` + hash + `"}}}`,
 		`{"users": {"alice": {"password": "` + hash + `", "alow": []}}}`,
