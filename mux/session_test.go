@@ -241,8 +241,12 @@ func echoOnce(sess *yamux.Session, payload []byte) error {
 func TestSessionEcho(t *testing.T) {
 	t.Parallel()
 	forEachTransport(t, func(t *testing.T, tr transport) {
-		ts := startTunnelServer(t, serverOptions{tr: tr})
-		client, server := ts.dial(t, nil)
+		// 50 streams of up to 1 MiB under the race detector on two
+		// cores can wait on the send queue longer than the default 15 s
+		// write timeout; the test is about data, not about that limit.
+		patient := &Config{KeepAliveTimeout: time.Minute}
+		ts := startTunnelServer(t, serverOptions{tr: tr, cfg: patient})
+		client, server := ts.dial(t, patient)
 		serveStreams(t, server, echo)
 
 		var seed [32]byte
