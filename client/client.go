@@ -157,13 +157,14 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 	}()
 	var serve []func()
+	var stdioErr error
 	for _, r := range c.cfg.Remotes {
 		if r.Reverse {
 			continue
 		}
 		if r.Stdio {
 			serve = append(serve, func() {
-				c.forwardStdio(ctx, r)
+				stdioErr = c.forwardStdio(ctx, r)
 				cancel(errStdioDone)
 			})
 			continue
@@ -203,7 +204,12 @@ func (c *Client) Run(ctx context.Context) error {
 		}()
 	}
 	err := c.connectLoop(ctx)
+	cancel(nil) // a no-op if the stdio forward already ended the run
+	wg.Wait()   // stdioErr is written by the stdio goroutine
 	if errors.Is(context.Cause(ctx), errStdioDone) {
+		if stdioErr != nil {
+			return stdioErr
+		}
 		return nil
 	}
 	return err

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -18,12 +19,12 @@ import (
 // for a ProxyCommand) has then all it will get. The copy from stdin is
 // not waited for, since a read from a terminal or pipe cannot be
 // interrupted; the process exits after a stdio forward.
-func (c *Client) forwardStdio(ctx context.Context, r Remote) {
+func (c *Client) forwardStdio(ctx context.Context, r Remote) error {
 	log := c.log.With("local", "stdio", "remote", r.RemoteAddr())
 	st, err := c.open(ctx, mux.Header{Kind: mux.KindTCP, Target: r.RemoteAddr()})
 	if err != nil {
 		log.Error("stdio forward refused", "err", err)
-		return
+		return fmt.Errorf("stdio remote %s: %w", r, err)
 	}
 	stop := context.AfterFunc(ctx, func() { st.Close() })
 	defer stop()
@@ -36,6 +37,7 @@ func (c *Client) forwardStdio(ctx context.Context, r Remote) {
 	received, _ := io.Copy(c.cfg.Stdout, st)
 	c.cfg.Stdout.Close()
 	log.Info("stdio forward closed", "bytes_out", sent.Load(), "bytes_in", received)
+	return nil
 }
 
 func (c *Client) serveListener(ctx context.Context, l net.Listener, r Remote, wg *sync.WaitGroup) {
