@@ -1,0 +1,297 @@
+package transfer
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// deadliner is implemented by streams that support deadlines (net.Conn,
+// yamux streams); others are closed when a timeout passes.
+type deadliner interface {
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+}
+
+// conn frames one stream. Reads and writes may run in parallel; writes
+// are serialized. Every Read and Write of the underlying stream is bounded
+// by the idle timeout (timeout 0 turns it off for reads, as for a reader
+// that waits on the peer's work), and cancelling ctx aborts both.
+type conn struct {
+	rw       io.ReadWriteCloser
+	dl       deadliner
+	br       *bufio.Reader
+	rtimeout atomic.Int64 // time.Duration
+	wtimeout time.Duration
+	timedOut atomic.Bool
+	canceled atomic.Bool
+	stop     func() bool
+	rtimer   *time.Timer
+	wtimer   *time.Timer
+	closeMu  sync.Once
+	maxChunk int // largest chunk frame accepted, per the transfer's chunk size
+	rbuf     []byte
+
+	wmu  sync.Mutex
+	wenc enc
+}
+
+func newConn(ctx context.Context, rw io.ReadWriteCloser, timeout time.Duration) *conn {
+	c := &conn{rw: rw, wtimeout: timeout, maxChunk: MinChunkSize}
+	c.rtimeout.Store(int64(timeout))
+	c.dl, _ = rw.(deadliner)
+	if c.dl == nil {
+		// Timers that close the stream when a read or write overruns.
+		c.rtimer = time.AfterFunc(time.Hour, c.expire)
+		c.rtimer.Stop()
+		c.wtimer = time.AfterFunc(time.Hour, c.expire)
+		c.wtimer.Stop()
+	}
+	c.br = bufio.NewReaderSize(readerFunc(c.read), 64<<10)
+	c.stop = context.AfterFunc(ctx, func() {
+		c.canceled.Store(true)
+		c.abort()
+	})
+	return c
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// abort unblocks pending reads and writes.
+func (c *conn) abort() {
+	if c.dl != nil {
+		past := time.Unix(1, 0)
+		c.dl.SetReadDeadline(past)
+		c.dl.SetWriteDeadline(past)
+	}
+	c.closeMu.Do(func() { c.rw.Close() })
+}
+
+// close releases the stream. Safe to call more than once.
+func (c *conn) close() {
+	c.stop()
+	c.closeMu.Do(func() { c.rw.Close() })
+	if c.rtimer != nil {
+		c.rtimer.Stop()
+	}
+	if c.wtimer != nil {
+		c.wtimer.Stop()
+	}
+}
+
+func (c *conn) setReadTimeout(d time.Duration) { c.rtimeout.Store(int64(d)) }
+
+func (c *conn) read(p []byte) (int, error) {
+	d := time.Duration(c.rtimeout.Load())
+	switch {
+	case d > 0 && c.dl != nil:
+		c.dl.SetReadDeadline(time.Now().Add(d))
+	case d > 0:
+		c.rtimer.Reset(d)
+		defer c.rtimer.Stop()
+	case c.dl != nil:
+		c.dl.SetReadDeadline(time.Time{})
+	}
+	n, err := c.rw.Read(p)
+	return n, c.mapErr(err)
+}
+
+func (c *conn) expire() {
+	c.timedOut.Store(true)
+	c.closeMu.Do(func() { c.rw.Close() })
+}
+
+func (c *conn) mapErr(err error) error {
+	switch {
+	case err == nil || err == io.EOF:
+		return err
+	case c.canceled.Load():
+		return context.Canceled
+	case c.timedOut.Load() || errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("%w: the peer sent nothing for %v; the connection may be down", ErrTimeout, time.Duration(c.rtimeout.Load()))
+	}
+	return err
+}
+
+// write sends bufs as one frame's bytes.
+func (c *conn) write(bufs ...[]byte) error {
+	switch {
+	case c.wtimeout > 0 && c.dl != nil:
+		c.dl.SetWriteDeadline(time.Now().Add(c.wtimeout))
+	case c.wtimeout > 0:
+		c.wtimer.Reset(c.wtimeout)
+		defer c.wtimer.Stop()
+	}
+	for _, b := range bufs {
+		if len(b) == 0 {
+			continue
+		}
+		if _, err := c.rw.Write(b); err != nil {
+			if c.timedOut.Load() || errors.Is(err, os.ErrDeadlineExceeded) {
+				return fmt.Errorf("%w: the peer read nothing for %v; the connection may be down", ErrTimeout, c.wtimeout)
+			}
+			if c.canceled.Load() {
+				return context.Canceled
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// send writes one frame whose payload is built by fill.
+func (c *conn) send(typ byte, fill func(e *enc)) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	e := &c.wenc
+	e.b = append(e.b[:0], typ, 0, 0, 0, 0)
+	if fill != nil {
+		fill(e)
+	}
+	binary.BigEndian.PutUint32(e.b[1:5], uint32(len(e.b)-frameHeaderLen))
+	err := c.write(e.b)
+	if cap(e.b) > 4*batchBytes {
+		e.b = nil // do not keep a large manifest buffer around
+	}
+	return err
+}
+
+// sendChunk writes a Chunk frame without copying data.
+func (c *conn) sendChunk(h *chunkHeader, data []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	e := &c.wenc
+	e.b = append(e.b[:0], frameChunk, 0, 0, 0, 0)
+	e.b = encodeChunkHeader(e.b, h)
+	binary.BigEndian.PutUint32(e.b[1:5], uint32(len(e.b)-frameHeaderLen+len(data)))
+	return c.write(e.b, data)
+}
+
+func (c *conn) sendError(err error) error {
+	return c.send(frameError, func(e *enc) { encodeError(e, err) })
+}
+
+// recv reads the next frame other than a keepalive. The payload is valid
+// until the next call. An Error frame is returned as the error it
+// carries; so is EOF before a frame ("the peer closed the stream").
+func (c *conn) recv() (byte, []byte, error) {
+	for {
+		var hdr [frameHeaderLen]byte
+		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+			if err == io.EOF {
+				return 0, nil, fmt.Errorf("%w: the peer closed the stream", io.ErrUnexpectedEOF)
+			}
+			return 0, nil, err
+		}
+		typ, n := hdr[0], binary.BigEndian.Uint32(hdr[1:])
+		lim := frameLimit(typ, c.maxChunk)
+		if lim < 0 {
+			return 0, nil, protoErr("unknown frame type %d", typ)
+		}
+		if int64(n) > int64(lim) {
+			return 0, nil, fmt.Errorf("%w: frame of type %d is %d bytes, more than %d", ErrLimit, typ, n, lim)
+		}
+		if cap(c.rbuf) < int(n) {
+			c.rbuf = make([]byte, n)
+		}
+		p := c.rbuf[:n]
+		if _, err := io.ReadFull(c.br, p); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, nil, err
+		}
+		if cap(c.rbuf) > 4*maxControlFrame && typ != frameChunk {
+			c.rbuf = nil
+		}
+		switch typ {
+		case frameKeepalive:
+			continue
+		case frameError:
+			return typ, nil, decodeError(p)
+		}
+		return typ, p, nil
+	}
+}
+
+// reason returns the peer's explanation for a failed write, when it sent
+// one before closing: an Error frame waiting to be read. Otherwise it
+// returns err.
+func (c *conn) reason(err error) error {
+	var re *RemoteError
+	if err == nil || errors.As(err, &re) || c.canceled.Load() {
+		return err
+	}
+	c.setReadTimeout(errorWriteTimeout)
+	for range 64 {
+		typ, _, rerr := c.recv()
+		if errors.As(rerr, &re) {
+			return rerr
+		}
+		if rerr != nil || typ == frameEnd {
+			break
+		}
+	}
+	return err
+}
+
+// writeWhile runs write in its own goroutine while read runs in this one,
+// so that a peer refusing what it is being sent (a manifest over its
+// limits) can say so, and stop the writing, without reading the rest.
+func (c *conn) writeWhile(write, read func() error) error {
+	werr := make(chan error, 1)
+	go func() { werr <- write() }()
+	if err := read(); err != nil {
+		c.abort()
+		<-werr
+		return err
+	}
+	return <-werr
+}
+
+// expect reads a frame of type want (a keepalive is skipped, an Error
+// returned as an error).
+func (c *conn) expect(want byte) ([]byte, error) {
+	typ, p, err := c.recv()
+	if err != nil {
+		return nil, err
+	}
+	if typ != want {
+		return nil, protoErr("got frame type %d, expected %d", typ, want)
+	}
+	return p, nil
+}
+
+// keepalive sends Keepalive frames every interval until the returned
+// function is called; it returns once the sender has stopped.
+func (c *conn) keepalive(every time.Duration) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if c.send(frameKeepalive, nil) != nil {
+					return
+				}
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}

@@ -1,0 +1,714 @@
+package transfer
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sync"
+	"time"
+)
+
+// Endpoint is what one user may do with files on the server.
+type Endpoint struct {
+	// User names the owner. A data stream can only join a transfer that
+	// a stream of the same User (and Root) started.
+	User string
+	// Root is the directory every path of this user is relative to;
+	// nothing outside it is ever read or written.
+	Root string
+	// Read allows fetch and ls; Write allows send.
+	Read, Write bool
+	// MaxBytes and MaxFiles, when positive, bound the total size of the
+	// regular files and the number of entries under Root; a send that
+	// would pass them is refused before any data moves.
+	MaxBytes, MaxFiles int64
+	// Reserve is the free space a send must leave on Root's filesystem.
+	// Zero means DefaultReserve; negative means no free-space check.
+	Reserve int64
+}
+
+// errorWriteTimeout bounds the wait to deliver a final error frame.
+const errorWriteTimeout = 5 * time.Second
+
+// DefaultReserve is the free space a receiver leaves by default.
+const DefaultReserve = 64 << 20
+
+// ServerConfig configures a Server. The zero value serves no one through
+// ServeFiles (Lookup is nil) but ServeStream works with defaults.
+type ServerConfig struct {
+	// Lookup maps an authenticated user to their Endpoint, for
+	// ServeFiles. An error refuses the stream with its text.
+	Lookup func(user string) (Endpoint, error)
+	// Limits bound what a client may ask; zero fields mean defaults.
+	Limits Limits
+	// MaxTransfers bounds the transfers (send or fetch) in progress at
+	// once, over all users; MaxTransfersPerUser, those of one user.
+	// Defaults 64 and 8.
+	MaxTransfers, MaxTransfersPerUser int
+	// Statfs reports the bytes available to the server on the
+	// filesystem holding dir; nil means the operating system's
+	// (unavailable on some platforms, where the check is skipped).
+	Statfs func(dir string) (avail int64, err error)
+
+	wrap func(name string, f partFile) partFile // tests: wrap partial files
+}
+
+// Server serves the file-transfer streams of every user and session. A
+// transfer spans several streams (a control stream and data streams),
+// which find each other through the Server; it holds no other state and
+// forgets a transfer when its control stream ends.
+type Server struct {
+	cfg ServerConfig
+
+	mu        sync.Mutex
+	transfers map[transferID]*transfer
+	perUser   map[string]int
+	busy      map[string]bool // destination files being written, by root and path
+}
+
+// NewServer returns a Server; cfg is copied.
+func NewServer(cfg ServerConfig) *Server {
+	cfg.Limits = cfg.Limits.withDefaults()
+	if cfg.MaxTransfers <= 0 {
+		cfg.MaxTransfers = 64
+	}
+	if cfg.MaxTransfersPerUser <= 0 {
+		cfg.MaxTransfersPerUser = 8
+	}
+	if cfg.Statfs == nil {
+		cfg.Statfs = statfs
+	}
+	return &Server{cfg: cfg, transfers: make(map[transferID]*transfer), perUser: make(map[string]int), busy: make(map[string]bool)}
+}
+
+// transfer is the state that a control stream shares with its data
+// streams.
+type transfer struct {
+	id      transferID
+	owner   string
+	ctx     context.Context
+	cancel  context.CancelFunc
+	ready   chan struct{} // closed once data may flow
+	recv    *receiver     // push
+	send    *sender       // pull
+	cs      int
+	comp    bool
+	streams chan struct{} // data stream slots
+	wg      sync.WaitGroup
+	closing bool
+}
+
+func owner(ep *Endpoint) string { return ep.User + "\x00" + ep.Root }
+
+// ServeFiles serves one stream of user's session, looking the user up
+// with cfg.Lookup. It implements the server package's FileService.
+func (s *Server) ServeFiles(ctx context.Context, user string, rw io.ReadWriteCloser) error {
+	if s.cfg.Lookup == nil {
+		err := fmt.Errorf("%w: file transfer has no users configured", ErrPermission)
+		refuse(ctx, rw, s.cfg.Limits.IdleTimeout, err)
+		return err
+	}
+	ep, err := s.cfg.Lookup(user)
+	if err != nil {
+		refuse(ctx, rw, s.cfg.Limits.IdleTimeout, err)
+		return err
+	}
+	if ep.User == "" {
+		ep.User = user
+	}
+	return s.ServeStream(ctx, ep, rw)
+}
+
+// refuse answers a stream's Hello with an error.
+func refuse(ctx context.Context, rw io.ReadWriteCloser, timeout time.Duration, err error) {
+	c := newConn(ctx, rw, timeout)
+	defer c.close()
+	if _, rerr := c.expect(frameHello); rerr == nil {
+		c.sendError(err)
+	}
+}
+
+// ServeStream serves one stream opened by a client for ep: a listing, the
+// control stream of a send or fetch, or one of its data streams. It
+// returns when the stream's work is done, with the error it reported to
+// the client, if any. It does not close rw; the caller does, after it
+// returns.
+func (s *Server) ServeStream(ctx context.Context, ep Endpoint, rw io.ReadWriteCloser) (err error) {
+	lim := &s.cfg.Limits
+	c := newConn(ctx, rw, lim.IdleTimeout)
+	defer c.close()
+	p, err := c.expect(frameHello)
+	if err != nil {
+		return err
+	}
+	h, err := decodeHello(p, lim)
+	if err != nil {
+		c.sendError(err)
+		return err
+	}
+	switch h.op {
+	case opList:
+		err = s.serveList(c, &ep, h)
+	case opPush:
+		err = s.servePush(ctx, c, &ep, h)
+	case opPull:
+		err = s.servePull(ctx, c, &ep, h)
+	case opData:
+		err = s.serveData(ctx, c, &ep, h)
+	}
+	var re *RemoteError
+	if err != nil && ctx.Err() == nil && !errors.As(err, &re) {
+		// Errors the client reported are not echoed back. The client may
+		// not be reading (it may be writing a manifest we refused): do
+		// not wait long for it.
+		c.wtimeout = min(c.wtimeout, errorWriteTimeout)
+		c.sendError(err)
+	}
+	return err
+}
+
+func (s *Server) serveList(c *conn, ep *Endpoint, h *hello) error {
+	if !ep.Read {
+		return fmt.Errorf("%w: user %s may not read files on this server", ErrPermission, ep.User)
+	}
+	name, err := cleanRemote(h.dest)
+	if err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(ep.Root)
+	if err != nil {
+		return fmt.Errorf("opening the files root: %w", err)
+	}
+	defer root.Close()
+	return list(c, root, name, s.cfg.Limits.MaxEntries)
+}
+
+// checkOptions validates a push or pull request's settings.
+func (s *Server) checkOptions(h *hello) error {
+	lim := &s.cfg.Limits
+	if h.chunkSize < MinChunkSize || int64(h.chunkSize) > int64(lim.MaxChunkSize) {
+		return fmt.Errorf("%w: chunk size %d; this server accepts %d to %d", ErrLimit, h.chunkSize, MinChunkSize, lim.MaxChunkSize)
+	}
+	if h.flags&^(flagCompress|flagStream) != 0 {
+		return protoErr("unknown request flags %#x", h.flags)
+	}
+	return nil
+}
+
+// admit counts a new transfer against the limits and registers it.
+func (s *Server) admit(ctx context.Context, ep *Endpoint, h *hello) (*transfer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.transfers) >= s.cfg.MaxTransfers {
+		return nil, fmt.Errorf("%w: the server is busy with %d transfers; try again later", ErrBusy, len(s.transfers))
+	}
+	if s.perUser[ep.User] >= s.cfg.MaxTransfersPerUser {
+		return nil, fmt.Errorf("%w: user %s already has %d transfers in progress; wait for one to finish", ErrBusy, ep.User, s.perUser[ep.User])
+	}
+	t := &transfer{owner: owner(ep), ready: make(chan struct{}), cs: int(h.chunkSize), comp: h.flags&flagCompress != 0}
+	rand.Read(t.id[:])
+	t.ctx, t.cancel = context.WithCancel(ctx)
+	t.streams = make(chan struct{}, min(max(int(h.streams), 1), s.cfg.Limits.MaxStreams))
+	s.transfers[t.id] = t
+	s.perUser[ep.User]++
+	return t, nil
+}
+
+// retire ends a transfer: its data streams are cancelled and waited for.
+func (s *Server) retire(t *transfer, ep *Endpoint) {
+	s.mu.Lock()
+	t.closing = true
+	delete(s.transfers, t.id)
+	if s.perUser[ep.User]--; s.perUser[ep.User] <= 0 {
+		delete(s.perUser, ep.User)
+	}
+	s.mu.Unlock()
+	t.cancel()
+	t.wg.Wait()
+}
+
+// lockPaths reserves destination files against concurrent transfers. A
+// transfer that was just interrupted may still be winding down when its
+// rerun arrives, so a busy path is retried for a few seconds.
+func (s *Server) lockPaths(ctx context.Context, root string) func([]string) (func(), error) {
+	return func(paths []string) (func(), error) {
+		for wait := 0; ; wait++ {
+			unlock, busy := s.tryLock(root, paths)
+			if busy == "" {
+				return unlock, nil
+			}
+			if wait >= 100 {
+				return nil, fmt.Errorf("%w: another transfer is writing %s; wait for it to finish", ErrBusy, busy)
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func (s *Server) tryLock(root string, paths []string) (func(), string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range paths {
+		if s.busy[root+"\x00"+p] {
+			return nil, p
+		}
+	}
+	for _, p := range paths {
+		s.busy[root+"\x00"+p] = true
+	}
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, p := range paths {
+			delete(s.busy, root+"\x00"+p)
+		}
+	}, ""
+}
+
+func (s *Server) servePush(ctx context.Context, c *conn, ep *Endpoint, h *hello) error {
+	if !ep.Write {
+		return fmt.Errorf("%w: user %s may not write files on this server", ErrPermission, ep.User)
+	}
+	if err := s.checkOptions(h); err != nil {
+		return err
+	}
+	dest, err := cleanRemote(h.dest)
+	if err != nil {
+		return err
+	}
+	t, err := s.admit(ctx, ep, h)
+	if err != nil {
+		return err
+	}
+	defer s.retire(t, ep)
+	root, err := os.OpenRoot(ep.Root)
+	if err != nil {
+		return fmt.Errorf("opening the files root: %w", err)
+	}
+	defer root.Close()
+	c.maxChunk = t.cs
+	lim := s.cfg.Limits
+	reserve := ep.Reserve
+	if reserve == 0 {
+		reserve = DefaultReserve
+	}
+	cfg := recvConfig{
+		root: root, dest: dest, overwrite: h.overwrite, links: h.links, chunkSize: t.cs,
+		stream: h.flags&flagStream != 0, limits: lim, reserve: reserve,
+		quotaBytes: ep.MaxBytes, quotaFiles: ep.MaxFiles,
+		lock: s.lockPaths(t.ctx, ep.Root), wrap: s.cfg.wrap,
+	}
+	if reserve > 0 {
+		cfg.statfs = s.cfg.Statfs
+	}
+	r := newReceiver(cfg)
+	defer r.close()
+	if r.entries, err = readManifest(c, &lim, nil); err != nil {
+		return err
+	}
+	stop := c.keepalive(lim.IdleTimeout / 4)
+	recs, err := r.plan(t.ctx)
+	stop()
+	if err != nil {
+		return err
+	}
+	t.recv = r
+	close(t.ready)
+	if err := writePlan(c, recs, &planEnd{id: t.id, streams: uint16(cap(t.streams))}); err != nil {
+		return err
+	}
+	if err := waitDone(c); err != nil {
+		return err
+	}
+	// The client saw every data stream end; a stream still open now is
+	// not the honest client's.
+	t.cancel()
+	t.wg.Wait()
+	stop = c.keepalive(lim.IdleTimeout / 4)
+	err = r.finish()
+	stop()
+	if err != nil {
+		return err
+	}
+	return c.send(frameEnd, nil)
+}
+
+func (s *Server) servePull(ctx context.Context, c *conn, ep *Endpoint, h *hello) error {
+	if !ep.Read {
+		return fmt.Errorf("%w: user %s may not read files on this server", ErrPermission, ep.User)
+	}
+	if err := s.checkOptions(h); err != nil {
+		return err
+	}
+	if len(h.paths) == 0 {
+		return protoErr("a fetch names no paths")
+	}
+	stream := h.flags&flagStream != 0
+	if stream && len(h.paths) != 1 {
+		return protoErr("a fetch to a writer names one file")
+	}
+	t, err := s.admit(ctx, ep, h)
+	if err != nil {
+		return err
+	}
+	defer s.retire(t, ep)
+	root, err := os.OpenRoot(ep.Root)
+	if err != nil {
+		return fmt.Errorf("opening the files root: %w", err)
+	}
+	defer root.Close()
+	lim := s.cfg.Limits
+	w := &walker{fsys: rootFS{root}, links: h.links, limit: lim.MaxEntries}
+	for _, p := range h.paths {
+		name, err := cleanRemote(p)
+		if err != nil {
+			return err
+		}
+		if name == "" {
+			return fmt.Errorf("%w: fetch names the whole root; name files or directories under it", ErrUnsafePath)
+		}
+		if err := w.add(name, path.Base(name)); err != nil {
+			return err
+		}
+	}
+	if h.links == LinksKeep {
+		w.dropOutsideLinks()
+	}
+	if err := dupCheck(w.entries); err != nil {
+		return err
+	}
+	if stream && (len(w.entries) != 1 || w.entries[0].Type != TypeFile) {
+		return fmt.Errorf("%w: %s is not a regular file; only a file can be fetched to standard output", ErrUnsafePath, h.paths[0])
+	}
+	for i := range w.entries {
+		if e := &w.entries[i]; e.Type == TypeFile && chunkCount(e.Size, t.cs) > maxChunksPerFile {
+			return fmt.Errorf("%w: %s is too large for %d-byte chunks; use a larger chunk size", ErrLimit, e.Path, t.cs)
+		}
+	}
+	names := w.names
+	t.send = newSender(w.entries, t.cs, func(i int) (source, error) { return root.Open(names[i]) })
+	var recs []planRec
+	err = c.writeWhile(func() error {
+		return writeManifest(c, w.entries, &manifestEnd{count: uint64(len(w.entries)), id: t.id, streams: uint16(cap(t.streams))})
+	}, func() (err error) {
+		recs, _, err = readPlan(c)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := t.send.setPlan(recs); err != nil {
+		return err
+	}
+	close(t.ready)
+	if err := waitDone(c); err != nil {
+		return err
+	}
+	t.cancel()
+	t.wg.Wait()
+	return c.send(frameEnd, nil)
+}
+
+// waitDone reads the control stream until the client's Done; the client
+// sends keepalives meanwhile.
+func waitDone(c *conn) error {
+	_, err := c.expect(frameDone)
+	return err
+}
+
+// serveData serves a data stream of a transfer started on another stream.
+func (s *Server) serveData(ctx context.Context, c *conn, ep *Endpoint, h *hello) error {
+	s.mu.Lock()
+	t := s.transfers[h.id]
+	if t == nil || t.owner != owner(ep) || t.closing {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: no such transfer in progress (it ended, or timed out); run the command again", ErrNotFound)
+	}
+	select {
+	case t.streams <- struct{}{}:
+	default:
+		s.mu.Unlock()
+		return fmt.Errorf("%w: more than %d data streams for one transfer", ErrLimit, cap(t.streams))
+	}
+	t.wg.Add(1)
+	s.mu.Unlock()
+	defer func() {
+		<-t.streams
+		t.wg.Done()
+	}()
+	stop := context.AfterFunc(t.ctx, func() {
+		c.canceled.Store(true)
+		c.abort()
+	})
+	defer stop()
+	select {
+	case <-t.ready:
+	case <-t.ctx.Done():
+		return fmt.Errorf("%w: the transfer ended before this stream could join it", ErrNotFound)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	c.maxChunk = t.cs
+	b := newStreamBufs(t.cs, t.comp, s.cfg.Limits.IdleTimeout)
+	defer b.close()
+	if t.recv != nil {
+		return serveRecvData(c, b, t.recv)
+	}
+	return serveSendData(c, b, t.send)
+}
+
+// serveRecvData reads a push's data stream: chunks and file ends, each
+// committed file acknowledged, until End.
+func serveRecvData(c *conn, b *streamBufs, r *receiver) error {
+	for {
+		typ, p, err := c.recv()
+		if err != nil {
+			return err
+		}
+		file, status := -1, byte(0)
+		switch typ {
+		case frameChunk:
+			file, status, err = recvChunk(b, r, p)
+		case frameFileEnd:
+			file, status, err = recvEnd(r, p)
+		case frameEnd:
+			return c.send(frameEnd, nil)
+		default:
+			err = protoErr("unexpected frame type %d on a data stream", typ)
+		}
+		if err != nil {
+			return err
+		}
+		if file >= 0 {
+			if err := c.send(frameCommitted, func(e *enc) { encodeCommitted(e, uint32(file), status) }); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// serveSendData answers a pull's data stream: the chunks each Want asks
+// for, then WantDone, until End.
+func serveSendData(c *conn, b *streamBufs, s *sender) error {
+	var spans []span
+	for {
+		typ, p, err := c.recv()
+		if err != nil {
+			return err
+		}
+		switch typ {
+		case frameWant:
+			if spans, err = decodeWant(spans[:0], p); err != nil {
+				return err
+			}
+			for _, sp := range spans {
+				if err := s.checkSpan(sp); err != nil {
+					return err
+				}
+				if err := s.sendSpan(c, b, sp); err != nil {
+					return err
+				}
+			}
+			if err := c.send(frameWantDone, nil); err != nil {
+				return err
+			}
+		case frameEnd:
+			return c.send(frameEnd, nil)
+		default:
+			return protoErr("unexpected frame type %d on a data stream", typ)
+		}
+	}
+}
+
+// list sends the entries of a directory (or the one entry of a file) as
+// Entries frames, then End.
+func list(c *conn, root *os.Root, name string, limit int) error {
+	dir := name
+	if dir == "" {
+		dir = "."
+	}
+	fi, err := root.Lstat(dir)
+	if err != nil {
+		return srcErr(name, err)
+	}
+	var e enc
+	flush := func() error {
+		if len(e.b) == 0 {
+			return nil
+		}
+		err := c.send(frameEntries, func(x *enc) { x.raw(e.b) })
+		e.b = e.b[:0]
+		return err
+	}
+	add := func(p, full string, fi os.FileInfo) error {
+		x := listEntry(p, fi)
+		if x.Type == TypeSymlink {
+			x.Target, _ = root.Readlink(full)
+		}
+		encodeEntry(&e, &x)
+		if len(e.b) >= batchBytes {
+			return flush()
+		}
+		return nil
+	}
+	if !fi.IsDir() {
+		if err := add(path.Base(dir), dir, fi); err != nil {
+			return err
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		return c.send(frameEnd, nil)
+	}
+	d, err := root.Open(dir)
+	if err != nil {
+		return srcErr(name, err)
+	}
+	defer d.Close()
+	n := 0
+	for {
+		batch, err := d.ReadDir(256)
+		for _, k := range batch {
+			if n++; n > limit {
+				return fmt.Errorf("%w: %s holds more than %d entries", ErrLimit, name, limit)
+			}
+			fi, err := k.Info()
+			if err != nil {
+				continue
+			}
+			if err := add(k.Name(), path.Join(dir, k.Name()), fi); err != nil {
+				return err
+			}
+		}
+		if err != nil || len(batch) == 0 {
+			break
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	return c.send(frameEnd, nil)
+}
+
+func listEntry(name string, fi os.FileInfo) Entry {
+	x := Entry{Path: name, Mode: fi.Mode() & (os.ModePerm | os.ModeSetuid | os.ModeSetgid | os.ModeSticky), ModTime: fi.ModTime()}
+	switch {
+	case fi.Mode().IsRegular():
+		x.Type, x.Size = TypeFile, fi.Size()
+	case fi.IsDir():
+		x.Type = TypeDir
+	case fi.Mode()&os.ModeSymlink != 0:
+		x.Type = TypeSymlink
+	default:
+		x.Type = TypeOther
+	}
+	return x
+}
+
+// readManifest reads Entries frames up to ManifestEnd, checking every
+// entry as it comes and the count at the end.
+func readManifest(c *conn, lim *Limits, end *manifestEnd) ([]Entry, error) {
+	var entries []Entry
+	for {
+		typ, p, err := c.recv()
+		if err != nil {
+			return nil, err
+		}
+		switch typ {
+		case frameEntries:
+			if entries, err = decodeEntries(entries, p, lim, false); err != nil {
+				return nil, err
+			}
+		case frameManifestEnd:
+			m, err := decodeManifestEnd(p)
+			if err != nil {
+				return nil, err
+			}
+			if m.count != uint64(len(entries)) {
+				return nil, protoErr("manifest ends claiming %d entries after %d", m.count, len(entries))
+			}
+			if end != nil {
+				*end = m
+			}
+			return entries, nil
+		default:
+			return nil, protoErr("unexpected frame type %d in a manifest", typ)
+		}
+	}
+}
+
+func writeManifest(c *conn, entries []Entry, end *manifestEnd) error {
+	var e enc
+	for i := range entries {
+		encodeEntry(&e, &entries[i])
+		if len(e.b) >= batchBytes || i == len(entries)-1 {
+			if err := c.send(frameEntries, func(x *enc) { x.raw(e.b) }); err != nil {
+				return err
+			}
+			e.b = e.b[:0]
+		}
+	}
+	return c.send(frameManifestEnd, func(x *enc) { encodeManifestEnd(x, end) })
+}
+
+// writePlan sends plan records in batches; a long list of resumed chunks
+// is split over several records for the same file.
+func writePlan(c *conn, recs []planRec, end *planEnd) error {
+	var e enc
+	const maxHave = 8192
+	for i := range recs {
+		r := recs[i]
+		for {
+			part := r
+			if len(part.have) > maxHave {
+				part.have = part.have[:maxHave]
+			}
+			encodePlanRec(&e, &part)
+			if len(e.b) >= batchBytes {
+				if err := c.send(framePlan, func(x *enc) { x.raw(e.b) }); err != nil {
+					return err
+				}
+				e.b = e.b[:0]
+			}
+			if len(r.have) <= maxHave {
+				break
+			}
+			r.have = r.have[maxHave:]
+		}
+	}
+	if len(e.b) > 0 {
+		if err := c.send(framePlan, func(x *enc) { x.raw(e.b) }); err != nil {
+			return err
+		}
+	}
+	return c.send(framePlanEnd, func(x *enc) { encodePlanEnd(x, end) })
+}
+
+func readPlan(c *conn) ([]planRec, planEnd, error) {
+	var recs []planRec
+	for {
+		typ, p, err := c.recv()
+		if err != nil {
+			return nil, planEnd{}, err
+		}
+		switch typ {
+		case framePlan:
+			if recs, err = decodePlan(recs, p); err != nil {
+				return nil, planEnd{}, err
+			}
+		case framePlanEnd:
+			pe, err := decodePlanEnd(p)
+			return recs, pe, err
+		default:
+			return nil, planEnd{}, protoErr("unexpected frame type %d in a plan", typ)
+		}
+	}
+}
