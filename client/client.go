@@ -69,6 +69,10 @@ type Config struct {
 	// Connected, when set, is called each time a session is up and its
 	// reverse remotes are bound (for readiness notification).
 	Connected func()
+	// Control, when set, is the path of a Unix socket (mode 0600) through
+	// which local commands open file-transfer streams on this client's
+	// session (burrow send/fetch/ls --control).
+	Control string
 	// OpenTimeout bounds how long a forwarded connection waits for the
 	// session (while reconnecting) and for the server's answer. Default 30s.
 	OpenTimeout time.Duration
@@ -195,6 +199,15 @@ func (c *Client) Run(ctx context.Context) error {
 		closers = append(closers, l)
 		c.listening(r, l.Addr())
 		serve = append(serve, func() { c.serveListener(ctx, l, r, &wg) })
+	}
+	if c.cfg.Control != "" {
+		l, err := listenControl(c.cfg.Control)
+		if err != nil {
+			return err
+		}
+		closers = append(closers, l)
+		defer os.Remove(c.cfg.Control)
+		serve = append(serve, func() { c.serveControl(ctx, l, &wg) })
 	}
 	for _, f := range serve {
 		wg.Add(1)

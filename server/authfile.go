@@ -65,6 +65,7 @@ type User struct {
 	Name  string
 	hash  string
 	allow []*regexp.Regexp
+	files *FileAccess // nil: the server's shared files root, if any
 }
 
 // Allowed reports whether one of the user's allow patterns matches the whole target, such as
@@ -217,7 +218,12 @@ func newUser(name string, fu fileUser) (*User, error) {
 	if err := checkHash(fu.Password); err != nil {
 		return nil, fmt.Errorf("user %s: malformed password hash: %w", name, err)
 	}
-	u := &User{Name: name, hash: fu.Password}
+	u := &User{Name: name, hash: fu.Password, files: fu.Files}
+	if fu.Files != nil {
+		if err := fu.Files.check(); err != nil {
+			return nil, fmt.Errorf("user %s: %w", name, err)
+		}
+	}
 	for _, pat := range fu.Allow {
 		re, err := compileAllow(pat)
 		if err != nil {
@@ -257,8 +263,9 @@ type authFile struct {
 }
 
 type fileUser struct {
-	Password string   `json:"password"`
-	Allow    []string `json:"allow,omitempty"`
+	Password string      `json:"password"`
+	Allow    []string    `json:"allow,omitempty"`
+	Files    *FileAccess `json:"files,omitempty"`
 }
 
 // decodeAuthFile decodes data strictly: unknown fields, trailing data and duplicate keys are errors, and
@@ -568,7 +575,8 @@ func parseArgon2id(encoded string) (p argonParams, salt, key []byte, err error) 
 	return p, salt, key, nil
 }
 
-// AddUser adds the user to the authfile at path, or replaces the user's password and allow list, creating
+// AddUser adds the user to the authfile at path, or replaces the user's password and allow list (keeping
+// any "files" entry), creating
 // the file with mode 0600 if it does not exist. Other users are kept; formatting and key order are not.
 // allow holds regular expressions, each anchored at both ends; with none, the user may reach nothing.
 func AddUser(path, name, password string, allow []string) error {
@@ -593,7 +601,8 @@ func AddUser(path, name, password string, allow []string) error {
 		if f.Users == nil {
 			f.Users = make(map[string]fileUser)
 		}
-		f.Users[name] = fileUser{Password: hash, Allow: allow}
+		// Keep the user's files entry: it is edited by hand.
+		f.Users[name] = fileUser{Password: hash, Allow: allow, Files: f.Users[name].Files}
 		return nil
 	})
 }

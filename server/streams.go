@@ -144,9 +144,10 @@ func (s *Server) serveStream(sess *session, st *yamux.Stream) {
 		}
 		done := s.metrics.streamOpened(kind)
 		start := time.Now()
-		err := s.cfg.Files.ServeFiles(sess.ctx, sess.name, st)
+		cst := &countingStream{Stream: st}
+		err := s.cfg.Files.ServeFiles(sess.ctx, sess.name, cst)
 		st.Close()
-		done(0, 0)
+		done(cst.in.Load(), cst.out.Load())
 		if err != nil {
 			log.Warn("file transfer failed", "err", err, "duration", time.Since(start).Round(time.Millisecond))
 			return
@@ -352,4 +353,23 @@ func (s *Server) serveReverseTCP(ctx context.Context, sess *session, l net.Liste
 				"duration", time.Since(start).Round(time.Millisecond))
 		}()
 	}
+}
+
+// countingStream counts the bytes of a file-transfer stream for the
+// metrics: in is what the client sent, out what it received.
+type countingStream struct {
+	*yamux.Stream
+	in, out atomic.Int64
+}
+
+func (c *countingStream) Read(p []byte) (int, error) {
+	n, err := c.Stream.Read(p)
+	c.in.Add(int64(n))
+	return n, err
+}
+
+func (c *countingStream) Write(p []byte) (int, error) {
+	n, err := c.Stream.Write(p)
+	c.out.Add(int64(n))
+	return n, err
 }

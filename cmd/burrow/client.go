@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -29,24 +30,31 @@ func clientCommand() *cli.Command {
 			"  R:socks, R:port:socks          a SOCKS5 proxy on the server whose connections leave from the client\n" +
 			"  ...:host:port/udp              UDP datagrams, forward or reverse\n" +
 			"  stdio:host:port                stdin/stdout as one connection (ssh ProxyCommand)",
-		Flags: append([]cli.Flag{
-			configFlag(),
-			&cli.StringFlag{Name: "auth-file", Usage: "read USER:PASSWORD from the first line of `FILE` (keeps it out of argv and the environment)", EnvVars: []string{"BURROW_AUTH_FILE"}},
-			&cli.StringFlag{Name: "auth", Usage: "credentials as `USER:PASSWORD` (prefer the BURROW_AUTH variable: argv is visible to other users)", EnvVars: []string{"BURROW_AUTH"}},
-			&cli.StringFlag{Name: "fingerprint", Usage: "trust the server whose certificate key has this SHA-256 (from 'burrow cert')", EnvVars: []string{"BURROW_FINGERPRINT"}},
-			&cli.StringFlag{Name: "ca", Usage: "trust server certificates signed by the CAs in `FILE` instead of the system roots", EnvVars: []string{"BURROW_CA"}},
-			&cli.BoolFlag{Name: "insecure", Usage: "do not verify the server at all (anyone on the path can read and change the traffic)", EnvVars: []string{"BURROW_INSECURE"}},
-			&cli.StringFlag{Name: "tls-cert", Usage: "client certificate `FILE` for servers that require one (mTLS)", EnvVars: []string{"BURROW_TLS_CERT"}},
-			&cli.StringFlag{Name: "tls-key", Usage: "client private key `FILE`", EnvVars: []string{"BURROW_TLS_KEY"}},
-			&cli.StringFlag{Name: "proxy", Usage: "reach the server through `URL`: http://[user:pass@]host:port (CONNECT; Basic or NTLM, user may be DOMAIN\\user), socks5:// or socks5h://; default from HTTPS_PROXY/ALL_PROXY unless NO_PROXY, as curl does", EnvVars: []string{"BURROW_PROXY"}},
-			&cli.StringFlag{Name: "hostname", Usage: "Host header to send, instead of the URL's host", EnvVars: []string{"BURROW_HOSTNAME"}},
-			&cli.StringFlag{Name: "sni", Usage: "server name to send and verify, instead of the URL's host", EnvVars: []string{"BURROW_SNI"}},
-			&cli.StringSliceFlag{Name: "header", Usage: "extra `'NAME: VALUE'` header on the upgrade request (repeatable)", EnvVars: []string{"BURROW_HEADER"}},
+		Flags: append(append([]cli.Flag{configFlag()}, connectionFlags()...), append([]cli.Flag{
+			&cli.StringFlag{Name: "control", Usage: "serve file transfers of local 'burrow send/fetch/ls --control PATH' over this session, through a Unix socket at `PATH` (mode 0600)", EnvVars: []string{"BURROW_CONTROL"}},
 			&cli.StringFlag{Name: "socks-auth", Usage: "require `USER:PASSWORD` from clients of local SOCKS listeners", EnvVars: []string{"BURROW_SOCKS_AUTH"}},
 			&cli.DurationFlag{Name: "max-retry-interval", Value: 0, DefaultText: "30s", Usage: "longest wait between reconnection attempts", EnvVars: []string{"BURROW_MAX_RETRY_INTERVAL"}},
 			&cli.IntFlag{Name: "max-retry-count", Value: -1, Usage: "give up after this many failed attempts in a row (-1: never)", EnvVars: []string{"BURROW_MAX_RETRY_COUNT"}},
-		}, append(muxFlags(), logFlags()...)...),
+		}, append(muxFlags(), logFlags()...)...)...),
 		Action: runClient,
+	}
+}
+
+// connectionFlags are how a command reaches and authenticates to a
+// server: client, send, fetch and ls take them all.
+func connectionFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "auth-file", Usage: "read USER:PASSWORD from the first line of `FILE` (keeps it out of argv and the environment)", EnvVars: []string{"BURROW_AUTH_FILE"}},
+		&cli.StringFlag{Name: "auth", Usage: "credentials as `USER:PASSWORD` (prefer the BURROW_AUTH variable: argv is visible to other users)", EnvVars: []string{"BURROW_AUTH"}},
+		&cli.StringFlag{Name: "fingerprint", Usage: "trust the server whose certificate key has this SHA-256 (from 'burrow cert')", EnvVars: []string{"BURROW_FINGERPRINT"}},
+		&cli.StringFlag{Name: "ca", Usage: "trust server certificates signed by the CAs in `FILE` instead of the system roots", EnvVars: []string{"BURROW_CA"}},
+		&cli.BoolFlag{Name: "insecure", Usage: "do not verify the server at all (anyone on the path can read and change the traffic)", EnvVars: []string{"BURROW_INSECURE"}},
+		&cli.StringFlag{Name: "tls-cert", Usage: "client certificate `FILE` for servers that require one (mTLS)", EnvVars: []string{"BURROW_TLS_CERT"}},
+		&cli.StringFlag{Name: "tls-key", Usage: "client private key `FILE`", EnvVars: []string{"BURROW_TLS_KEY"}},
+		&cli.StringFlag{Name: "proxy", Usage: "reach the server through `URL`: http://[user:pass@]host:port (CONNECT; Basic or NTLM, user may be DOMAIN\\user), socks5:// or socks5h://; default from HTTPS_PROXY/ALL_PROXY unless NO_PROXY, as curl does", EnvVars: []string{"BURROW_PROXY"}},
+		&cli.StringFlag{Name: "hostname", Usage: "Host header to send, instead of the URL's host", EnvVars: []string{"BURROW_HOSTNAME"}},
+		&cli.StringFlag{Name: "sni", Usage: "server name to send and verify, instead of the URL's host", EnvVars: []string{"BURROW_SNI"}},
+		&cli.StringSliceFlag{Name: "header", Usage: "extra `'NAME: VALUE'` header on the upgrade request (repeatable)", EnvVars: []string{"BURROW_HEADER"}},
 	}
 }
 
@@ -74,34 +82,9 @@ func runClient(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	auth, err := credentials(c)
+	cfg, err := connectionConfig(c, serverURL, log)
 	if err != nil {
 		return err
-	}
-	user, password, err := splitAuth(auth)
-	if err != nil {
-		return err
-	}
-	header, err := parseHeaders(c.StringSlice("header"))
-	if err != nil {
-		return err
-	}
-	if h := c.String("hostname"); h != "" {
-		header.Set("Host", h)
-	}
-	var proxyURL *url.URL
-	if p := c.String("proxy"); p != "" {
-		if proxyURL, err = client.ParseProxyURL(p); err != nil {
-			return err
-		}
-	} else {
-		u, _ := url.Parse(serverURL)
-		if proxyURL, err = client.ProxyFromEnvironment(os.Getenv, u.Host); err != nil {
-			return err
-		}
-	}
-	if proxyURL != nil {
-		log.Info("using proxy", "proxy", proxyURL.Redacted())
 	}
 	var socksAuth *mux.SOCKSAuth
 	if s := c.String("socks-auth"); s != "" {
@@ -114,6 +97,63 @@ func runClient(c *cli.Context) error {
 	if c.Bool("insecure") {
 		log.Warn("--insecure: the server's certificate is NOT verified; anyone on the network path can impersonate it and read the tunnel")
 	}
+	notify := notifier{log}
+	var readyOnce sync.Once
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	go notify.watchdog(ctx)
+	cfg.Connected = func() { readyOnce.Do(notify.ready) }
+	cfg.Remotes = remotes
+	cfg.Mux = muxConfig(c)
+	cfg.MaxRetryInterval = c.Duration("max-retry-interval")
+	cfg.MaxRetryCount = c.Int("max-retry-count")
+	cfg.NoRetry = c.Int("max-retry-count") == 0
+	cfg.SOCKSAuth = socksAuth
+	cfg.UDPIdle = c.Duration("udp-idle")
+	cfg.UDPMaxFlows = c.Int("udp-max-flows")
+	cfg.Control = c.String("control")
+	cl, err := client.New(cfg)
+	if err != nil {
+		return err
+	}
+	err = cl.Run(ctx)
+	notify.stopping()
+	return err
+}
+
+// connectionConfig is the part of a client configuration that the
+// connection flags describe.
+func connectionConfig(c *cli.Context, serverURL string, log *slog.Logger) (client.Config, error) {
+	var cfg client.Config
+	auth, err := credentials(c)
+	if err != nil {
+		return cfg, err
+	}
+	user, password, err := splitAuth(auth)
+	if err != nil {
+		return cfg, err
+	}
+	header, err := parseHeaders(c.StringSlice("header"))
+	if err != nil {
+		return cfg, err
+	}
+	if h := c.String("hostname"); h != "" {
+		header.Set("Host", h)
+	}
+	var proxyURL *url.URL
+	if p := c.String("proxy"); p != "" {
+		if proxyURL, err = client.ParseProxyURL(p); err != nil {
+			return cfg, err
+		}
+	} else {
+		u, _ := url.Parse(serverURL)
+		if proxyURL, err = client.ProxyFromEnvironment(os.Getenv, u.Host); err != nil {
+			return cfg, err
+		}
+	}
+	if proxyURL != nil {
+		log.Info("using proxy", "proxy", proxyURL.Redacted())
+	}
 	tlsConfig, err := certs.ClientConfig(certs.ClientOptions{
 		CAFile:      c.String("ca"),
 		Fingerprint: c.String("fingerprint"),
@@ -123,37 +163,15 @@ func runClient(c *cli.Context) error {
 		KeyFile:     c.String("tls-key"),
 	})
 	if err != nil {
-		return err
+		return cfg, err
 	}
-	notify := notifier{log}
-	var readyOnce sync.Once
-	ctx, cancel := context.WithCancel(c.Context)
-	defer cancel()
-	go notify.watchdog(ctx)
-	cl, err := client.New(client.Config{
-		Connected:        func() { readyOnce.Do(notify.ready) },
-		URL:              serverURL,
-		Username:         user,
-		Password:         password,
-		TLS:              tlsConfig,
-		Header:           header,
-		Proxy:            proxyURL,
-		Remotes:          remotes,
-		Mux:              muxConfig(c),
-		Logger:           log,
-		MaxRetryInterval: c.Duration("max-retry-interval"),
-		MaxRetryCount:    c.Int("max-retry-count"),
-		NoRetry:          c.Int("max-retry-count") == 0,
-		SOCKSAuth:        socksAuth,
-		UDPIdle:          c.Duration("udp-idle"),
-		UDPMaxFlows:      c.Int("udp-max-flows"),
-	})
-	if err != nil {
-		return err
-	}
-	err = cl.Run(ctx)
-	notify.stopping()
-	return err
+	cfg.URL = serverURL
+	cfg.Username, cfg.Password = user, password
+	cfg.TLS = tlsConfig
+	cfg.Header = header
+	cfg.Proxy = proxyURL
+	cfg.Logger = log
+	return cfg, nil
 }
 
 // parseServerURL accepts wss:// and https:// URLs (the latter is the same

@@ -225,6 +225,7 @@ func configCommand() *cli.Command {
 				}
 				if err := checkConfig(c.Args().First(), map[string]*cli.Command{
 					"server": serverCommand(), "client": clientCommand(),
+					"send": sendCommand(), "fetch": fetchCommand(), "ls": lsCommand(),
 				}); err != nil {
 					return err
 				}

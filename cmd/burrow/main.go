@@ -47,6 +47,9 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			serverCommand(),
 			clientCommand(),
+			sendCommand(),
+			fetchCommand(),
+			lsCommand(),
 			certCommand(),
 			userCommand(),
 			statusCommand(),

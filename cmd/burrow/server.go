@@ -15,12 +15,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/burrowtun/burrow/certs"
 	"github.com/burrowtun/burrow/mux"
 	"github.com/burrowtun/burrow/server"
+	"github.com/burrowtun/burrow/transfer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/urfave/cli/v2"
@@ -53,6 +55,10 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "backend", Usage: "serve every non-tunnel request from this website `URL` (reverse proxy), so the server looks like it", EnvVars: []string{"BURROW_BACKEND"}},
 			&cli.BoolFlag{Name: "reverse", Usage: "let clients ask the server to listen for them (R: remotes), within their allow lists", EnvVars: []string{"BURROW_REVERSE"}},
 			&cli.BoolFlag{Name: "allow-link-local", Usage: "let streams reach link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254)", EnvVars: []string{"BURROW_ALLOW_LINK_LOCAL"}},
+			&cli.StringFlag{Name: "files-root", Usage: "serve burrow send/fetch/ls in `DIR` for every user (a user's \"files\" entry in the authfile overrides it)", EnvVars: []string{"BURROW_FILES_ROOT"}},
+			&cli.IntFlag{Name: "max-transfers", Value: 64, Usage: "most file transfers in progress at once", EnvVars: []string{"BURROW_MAX_TRANSFERS"}},
+			&cli.IntFlag{Name: "max-transfers-per-user", Value: 8, Usage: "most file transfers of one user in progress at once", EnvVars: []string{"BURROW_MAX_TRANSFERS_PER_USER"}},
+			&cli.IntFlag{Name: "max-manifest-entries", Value: 100000, Usage: "most files and directories in one transfer or listing", EnvVars: []string{"BURROW_MAX_MANIFEST_ENTRIES"}},
 			&cli.IntFlag{Name: "max-sessions", Value: 10000, Usage: "most sessions of all users together", EnvVars: []string{"BURROW_MAX_SESSIONS"}},
 			&cli.IntFlag{Name: "max-sessions-per-user", Value: 100, Usage: "most sessions of one user", EnvVars: []string{"BURROW_MAX_SESSIONS_PER_USER"}},
 			&cli.IntFlag{Name: "max-streams", Value: 16384, Usage: "most streams open at once on one session", EnvVars: []string{"BURROW_MAX_STREAMS"}},
@@ -135,6 +141,23 @@ func runServer(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	filesRoot := c.String("files-root")
+	if filesRoot != "" {
+		if filesRoot, err = filepath.Abs(filesRoot); err != nil {
+			return fmt.Errorf("--files-root: %w", err)
+		}
+		if fi, err := os.Stat(filesRoot); err != nil || !fi.IsDir() {
+			return fmt.Errorf("--files-root %s is not a directory; create it (mkdir -p %s) or point at another", filesRoot, filesRoot)
+		}
+	}
+	var liveUsers atomic.Pointer[server.Users]
+	liveUsers.Store(users)
+	files := transfer.NewServer(transfer.ServerConfig{
+		Lookup:              server.FileRoots{Shared: filesRoot, Users: liveUsers.Load}.Lookup,
+		Limits:              transfer.Limits{MaxEntries: c.Int("max-manifest-entries")},
+		MaxTransfers:        c.Int("max-transfers"),
+		MaxTransfersPerUser: c.Int("max-transfers-per-user"),
+	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := server.NewMetrics(reg)
@@ -169,6 +192,7 @@ func runServer(c *cli.Context) error {
 		UDPMaxFlows:          c.Int("udp-max-flows"),
 		HeaderTimeout:        c.Duration("header-timeout"),
 		Metrics:              metrics,
+		Files:                files,
 	})
 	if err != nil {
 		return err
@@ -232,6 +256,7 @@ func runServer(c *cli.Context) error {
 		if fresh, err := server.LoadUsers(c.String("authfile")); err != nil {
 			errs = append(errs, err)
 		} else {
+			liveUsers.Store(fresh)
 			closed := srv.SetAuth(fresh)
 			log.Info("users reloaded", "users", fresh.Len(), "sessions_closed", closed)
 		}

@@ -1,0 +1,413 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/burrowtun/burrow/client"
+	"github.com/burrowtun/burrow/transfer"
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+)
+
+// transferFlags are the flags of send, fetch and ls besides the
+// connection flags.
+func transferFlags(extra ...cli.Flag) []cli.Flag {
+	fl := append([]cli.Flag{configFlag()}, connectionFlags()...)
+	fl = append(fl,
+		&cli.StringFlag{Name: "control", Usage: "ride the session of a running 'burrow client --control PATH' instead of connecting (no server URL then)", EnvVars: []string{"BURROW_CONTROL"}},
+		&cli.BoolFlag{Name: "json", Usage: "report progress as JSON lines (on stdout, or stderr when the data goes to stdout)"},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing but errors"},
+	)
+	fl = append(fl, extra...)
+	return append(fl, logFlags()...)
+}
+
+func moveFlags(toUsage string) []cli.Flag {
+	return transferFlags(
+		&cli.StringFlag{Name: "to", Value: ".", Usage: toUsage},
+		&cli.IntFlag{Name: "parallel", Value: 4, Usage: "data streams per transfer (files and chunks in flight at once)"},
+		&cli.BoolFlag{Name: "compress", Usage: "compress chunks with zstd where that makes them smaller"},
+		&cli.StringFlag{Name: "overwrite", Value: "never", Usage: "files that exist at the destination: never (refuse, listing them), newer (replace older ones), always, rename (keep both)"},
+		&cli.StringFlag{Name: "links", Value: "skip", Usage: "symbolic links inside directories: skip, or keep (only those that stay inside the tree)"},
+	)
+}
+
+func sendCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "send",
+		Usage:     "copy local files and folders to the server",
+		ArgsUsage: "wss://SERVER[:PORT][/PATH] PATH...   ('-' sends standard input as the file --to names)",
+		Description: "Files are hashed chunk by chunk and verified as written; a file appears under its\n" +
+			"final name only when complete. Run the same command again after an interruption:\n" +
+			"only what is missing moves.",
+		Flags:  moveFlags("remote `DIR` to copy into (with '-': the remote file to write)"),
+		Action: runSend,
+	}
+}
+
+func fetchCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "fetch",
+		Usage:     "copy files and folders from the server",
+		ArgsUsage: "wss://SERVER[:PORT][/PATH] REMOTE-PATH...",
+		Description: "Files are verified chunk by chunk and committed atomically; an interrupted fetch\n" +
+			"resumes when run again. --to - writes one remote file to standard output.",
+		Flags:  moveFlags("local `DIR` to copy into ('-': standard output, one file)"),
+		Action: runFetch,
+	}
+}
+
+func lsCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "ls",
+		Usage:     "list files on the server",
+		ArgsUsage: "wss://SERVER[:PORT][/PATH] [REMOTE-PATH]",
+		Flags:     transferFlags(),
+		Action:    runList,
+	}
+}
+
+// transferSetup is what every file command needs: a transfer client whose
+// streams go to the server, the remaining arguments, and a way to close.
+type transferSetup struct {
+	tc    *transfer.Client
+	args  []string
+	log   *slog.Logger
+	close func()
+}
+
+func setupTransfer(c *cli.Context, section string) (*transferSetup, error) {
+	if _, err := applyConfig(c, section); err != nil {
+		return nil, err
+	}
+	log, err := newLogger(c, c.App.ErrWriter)
+	if err != nil {
+		return nil, err
+	}
+	args := c.Args().Slice()
+	ts := &transferSetup{log: log, close: func() {}, tc: &transfer.Client{}}
+	if path := c.String("control"); path != "" {
+		ts.args = args
+		ts.tc.Open = func(ctx context.Context) (io.ReadWriteCloser, error) {
+			var d net.Dialer
+			conn, err := d.DialContext(ctx, "unix", path)
+			if err != nil {
+				return nil, fmt.Errorf("control socket %s: %w; is 'burrow client --control %s' running?", path, err, path)
+			}
+			return conn, nil
+		}
+		return ts, nil
+	}
+	if len(args) == 0 {
+		return nil, fmt.Errorf("%s needs a server URL first (or --control PATH of a running client)", c.Command.Name)
+	}
+	serverURL, err := parseServerURL(args[0])
+	if err != nil {
+		return nil, err
+	}
+	ts.args = args[1:]
+	cfg, err := connectionConfig(c, serverURL, log)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := client.Connect(c.Context, cfg)
+	if err != nil {
+		return nil, err
+	}
+	ts.close = func() { sess.Close() }
+	ts.tc.Open = func(ctx context.Context) (io.ReadWriteCloser, error) { return sess.OpenFile(ctx) }
+	return ts, nil
+}
+
+// moveOptions applies the flags shared by send and fetch.
+func (ts *transferSetup) moveOptions(c *cli.Context) error {
+	ow, err := transfer.ParseOverwrite(c.String("overwrite"))
+	if err != nil {
+		return fmt.Errorf("--overwrite: %w", err)
+	}
+	links, err := transfer.ParseLinks(c.String("links"))
+	if err != nil {
+		return fmt.Errorf("--links: %w", err)
+	}
+	if p := c.Int("parallel"); p < 1 || p > 64 {
+		return fmt.Errorf("--parallel %d: want 1 to 64", p)
+	}
+	ts.tc.Overwrite = ow
+	ts.tc.Links = links
+	ts.tc.Parallel = c.Int("parallel")
+	ts.tc.Compress = c.Bool("compress")
+	return nil
+}
+
+func runSend(c *cli.Context) error {
+	ts, err := setupTransfer(c, "send")
+	if err != nil {
+		return err
+	}
+	defer ts.close()
+	if err := ts.moveOptions(c); err != nil {
+		return err
+	}
+	if len(ts.args) == 0 {
+		return errors.New("send needs the local files or folders to send, e.g. 'burrow send --to inbox/ wss://host:8443 ./report.pdf'")
+	}
+	to := c.String("to")
+	stdin := len(ts.args) == 1 && ts.args[0] == "-"
+	p := newProgress(c, "sent", c.App.Writer, c.App.ErrWriter, stdin)
+	ts.tc.Progress = p.event
+	var st transfer.Stats
+	if stdin {
+		if to == "." || strings.HasSuffix(to, "/") {
+			return errors.New("send - needs --to naming the remote file to write, e.g. --to inbox/dir.tar")
+		}
+		st, err = ts.tc.SendStream(c.Context, c.App.Reader, to)
+	} else {
+		for _, a := range ts.args {
+			if a == "-" {
+				return errors.New("send: '-' (standard input) cannot be mixed with other paths")
+			}
+		}
+		st, err = ts.tc.Send(c.Context, ts.args, to)
+	}
+	return p.finish(st, err)
+}
+
+func runFetch(c *cli.Context) error {
+	ts, err := setupTransfer(c, "fetch")
+	if err != nil {
+		return err
+	}
+	defer ts.close()
+	if err := ts.moveOptions(c); err != nil {
+		return err
+	}
+	if len(ts.args) == 0 {
+		return errors.New("fetch needs the remote paths to fetch, e.g. 'burrow fetch --to ./ wss://host:8443 inbox/photos'")
+	}
+	to := c.String("to")
+	stdout := to == "-"
+	p := newProgress(c, "received", c.App.Writer, c.App.ErrWriter, stdout)
+	ts.tc.Progress = p.event
+	var st transfer.Stats
+	if stdout {
+		if len(ts.args) != 1 {
+			return errors.New("fetch --to - writes one file to standard output; name exactly one remote file")
+		}
+		st, err = ts.tc.FetchStream(c.Context, ts.args[0], c.App.Writer)
+	} else {
+		st, err = ts.tc.Fetch(c.Context, ts.args, to)
+	}
+	return p.finish(st, err)
+}
+
+func runList(c *cli.Context) error {
+	ts, err := setupTransfer(c, "ls")
+	if err != nil {
+		return err
+	}
+	defer ts.close()
+	if len(ts.args) > 1 {
+		return errors.New("ls takes at most one remote path")
+	}
+	dir := "."
+	if len(ts.args) == 1 {
+		dir = ts.args[0]
+	}
+	entries, err := ts.tc.List(c.Context, dir)
+	if err != nil {
+		return err
+	}
+	w := c.App.Writer
+	if c.Bool("json") {
+		enc := json.NewEncoder(w)
+		for _, e := range entries {
+			if err := enc.Encode(jsonEntry(e)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, e := range entries {
+		name := e.Path
+		if e.Type == transfer.TypeDir {
+			name += "/"
+		}
+		if e.Target != "" {
+			name += " -> " + e.Target
+		}
+		fmt.Fprintf(w, "%s %12d %s %s\n", typeMode(e), e.Size, e.ModTime.Local().Format("2006-01-02 15:04"), name)
+	}
+	return nil
+}
+
+func typeMode(e transfer.Entry) string {
+	m := e.Mode.Perm()
+	switch e.Type {
+	case transfer.TypeDir:
+		m |= os.ModeDir
+	case transfer.TypeSymlink:
+		m |= os.ModeSymlink
+	}
+	return m.String()
+}
+
+func jsonEntry(e transfer.Entry) map[string]any {
+	out := map[string]any{
+		"path": e.Path, "type": e.Type.String(), "size": e.Size,
+		"mode": fmt.Sprintf("%04o", e.Mode.Perm()), "mtime": e.ModTime.UTC().Format(time.RFC3339Nano),
+	}
+	if e.Target != "" {
+		out["target"] = e.Target
+	}
+	return out
+}
+
+// progress shows a transfer's Events: a bar on a terminal, a line every
+// few seconds otherwise, JSON lines with --json, nothing with --quiet.
+type progress struct {
+	verb    string
+	quiet   bool
+	json    *json.Encoder
+	bar     *progressbar.ProgressBar
+	lines   io.Writer // plain periodic lines, when not a terminal
+	last    time.Time
+	start   time.Time
+	summary io.Writer
+}
+
+func newProgress(c *cli.Context, verb string, stdout, stderr io.Writer, dataOnStdout bool) *progress {
+	p := &progress{verb: verb, quiet: c.Bool("quiet"), start: time.Now(), summary: stderr}
+	switch {
+	case p.quiet:
+	case c.Bool("json"):
+		w := stdout
+		if dataOnStdout {
+			w = stderr
+		}
+		p.json = json.NewEncoder(w)
+		p.summary = nil
+	case isTerminal(stderr):
+		p.bar = progressbar.NewOptions64(-1,
+			progressbar.OptionSetWriter(stderr),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionShowElapsedTimeOnFinish(),
+			progressbar.OptionOnCompletion(func() { fmt.Fprintln(stderr) }),
+		)
+	default:
+		p.lines = stderr
+	}
+	return p
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func (p *progress) event(ev transfer.Event) {
+	switch {
+	case p.json != nil:
+		rec := map[string]any{"event": ev.Kind.String(), "bytes": ev.Bytes, "total_bytes": ev.TotalBytes,
+			"files": ev.Files, "total_files": ev.TotalFiles}
+		if ev.Path != "" {
+			rec["path"], rec["size"], rec["done"] = ev.Path, ev.Size, ev.Done
+		}
+		if ev.Resumed > 0 {
+			rec["resumed"] = ev.Resumed
+		}
+		if ev.Reason != "" {
+			rec["reason"] = ev.Reason
+		}
+		p.json.Encode(rec)
+	case p.bar != nil:
+		if ev.Kind == transfer.EventPlan {
+			p.bar.ChangeMax64(ev.TotalBytes)
+		}
+		if ev.Path != "" {
+			p.bar.Describe(fmt.Sprintf("%d/%d %s", ev.Files, ev.TotalFiles, shorten(ev.Path, 30)))
+		}
+		p.bar.Set64(ev.Bytes)
+	case p.lines != nil:
+		if ev.Kind == transfer.EventFileSkipped {
+			fmt.Fprintf(p.lines, "skipped %s: %s\n", ev.Path, ev.Reason)
+			return
+		}
+		if now := time.Now(); now.Sub(p.last) >= 2*time.Second || ev.Kind == transfer.EventPlan {
+			p.last = now
+			fmt.Fprintf(p.lines, "%s %s of %s, %d/%d files, %s/s\n", p.verb, size(ev.Bytes), size(ev.TotalBytes),
+				ev.Files, ev.TotalFiles, size(int64(float64(ev.Bytes)/max(now.Sub(p.start).Seconds(), 0.001))))
+		}
+	}
+}
+
+// finish prints the summary, or turns err into the one-line error a user
+// can act on.
+func (p *progress) finish(st transfer.Stats, err error) error {
+	if p.bar != nil {
+		if err == nil {
+			p.bar.Finish()
+		} else {
+			p.bar.Exit()
+			fmt.Fprintln(p.summary)
+		}
+	}
+	if err != nil {
+		if errors.Is(err, context.Canceled) || errors.Is(err, transfer.ErrIncomplete) {
+			return fmt.Errorf("%w; partial files are kept: run the same command again to resume", err)
+		}
+		return err
+	}
+	if p.json != nil {
+		p.json.Encode(map[string]any{"event": "summary", "files": st.Files, "dirs": st.Dirs, "links": st.Links,
+			"skipped": st.Skipped, "bytes": st.Bytes, "bytes_sent": st.BytesSent, "bytes_resumed": st.BytesResumed,
+			"seconds": st.Duration.Seconds()})
+		return nil
+	}
+	if p.quiet {
+		return nil
+	}
+	rate := float64(st.Bytes) / max(st.Duration.Seconds(), 0.001)
+	fmt.Fprintf(p.summary, "%s %d files (%s) in %s, %s/s", p.verb, st.Files, size(st.Bytes), st.Duration.Round(time.Millisecond), size(int64(rate)))
+	if st.BytesResumed > 0 {
+		fmt.Fprintf(p.summary, "; %s already there from an earlier run", size(st.BytesResumed))
+	}
+	if st.Skipped > 0 {
+		fmt.Fprintf(p.summary, "; %d skipped (identical or kept)", st.Skipped)
+	}
+	fmt.Fprintln(p.summary)
+	return nil
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n+1:]
+}
+
+// size formats a byte count in binary units.
+func size(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
