@@ -57,7 +57,7 @@ type Stream interface {
 
 // ServeTCP answers a stream that asked for a TCP connection to target:
 // it dials, replies, calls opened (when not nil), and splices until both
-// sides are done. It returns the bytes carried each way (stream to
+// sides are done or ctx ends. It returns the bytes carried each way (stream to
 // target, target to stream), or the error it replied with.
 func ServeTCP(ctx context.Context, st Stream, dial DialFunc, target string, timeout time.Duration, opened func()) (sent, received int64, err error) {
 	conn, err := DialTarget(ctx, dial, "tcp", target, timeout)
@@ -66,6 +66,10 @@ func ServeTCP(ctx context.Context, st Stream, dial DialFunc, target string, time
 		st.Close()
 		return 0, 0, err
 	}
+	// The end of ctx (the session) interrupts a copy blocked writing to a
+	// target that stopped reading: nothing else would.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
 	if err := WriteReply(st, nil); err != nil {
 		conn.Close()
 		st.Close()

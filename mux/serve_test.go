@@ -391,3 +391,70 @@ func TestServeTCPOpenerGone(t *testing.T) {
 		t.Fatalf("target read = %d, %v; want EOF: the connection was left open", n, err)
 	}
 }
+
+// TestServeTCPEndsWithContext checks that a stream whose target stopped
+// reading does not outlive its context (the session): the copy blocked
+// writing to the target must be interrupted, or the session that owns the
+// stream could never finish.
+func TestServeTCPEndsWithContext(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			accepted <- c
+		}
+		close(accepted)
+	}()
+	opener, st := net.Pipe()
+	defer opener.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var dialer net.Dialer
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := ServeTCP(ctx, st, dialer.DialContext, l.Addr().String(), testTimeout, nil)
+		done <- err
+	}()
+	if err := ReadReply(opener); err != nil {
+		t.Fatal(err)
+	}
+	c, ok := <-accepted
+	if !ok {
+		t.Fatal("the target never saw the connection")
+	}
+	defer c.Close() // and never read
+
+	// Write until the target's socket buffers are full and a write has
+	// waited 200 ms.
+	var written int64
+	buf := make([]byte, 64<<10)
+	for {
+		opener.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		n, err := opener.Write(buf)
+		written += int64(n)
+		if isTimeout(err) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("write after %d bytes: %v", written, err)
+		}
+		if written > 1<<30 {
+			t.Fatal("a target that never reads took 1 GiB")
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("ServeTCP = %v after carrying %d bytes, want nil", err, written)
+		}
+	case <-time.After(testTimeout):
+		t.Fatalf("ServeTCP still blocked %v after its context ended (%d bytes written to a target that does not read)", testTimeout, written)
+	}
+}
