@@ -333,3 +333,28 @@ func TestSessionAndStreamLimits(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestStreamLimitCountsHeaderlessStreams checks that a stream counts
+// against MaxStreamsPerSession from the moment it is accepted: streams
+// that never send their header may not hold more than the limit between
+// them.
+func TestStreamLimitCountsHeaderlessStreams(t *testing.T) {
+	f := newFixture(t, server.Config{MaxStreamsPerSession: 2, HeaderTimeout: time.Minute}, ".*")
+	target := echoTarget(t)
+	sess, err := f.dial(t, "alice", "alice-secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	for range 2 {
+		st, err := sess.OpenStream() // and no header
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+	}
+	_, err = mux.Open(sess, mux.Header{Kind: mux.KindTCP, Target: target}, 5*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "too many streams") {
+		t.Fatalf("a stream beside 2 headerless ones: %v, want the stream limit of 2", err)
+	}
+}

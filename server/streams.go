@@ -62,12 +62,30 @@ func (s *Server) serveSession(sess *session) {
 		if err != nil {
 			return
 		}
+		// Counted from here, not from its header: a stream waiting for
+		// its header holds a goroutine too.
+		if n := sess.streams.Add(1); n > int64(s.cfg.MaxStreamsPerSession) {
+			sess.streams.Add(-1)
+			s.refuseStream(sess, st)
+			continue
+		}
 		streams.Add(1)
 		go func() {
 			defer streams.Done()
+			defer sess.streams.Add(-1)
 			s.serveStream(sess, st)
 		}()
 	}
+}
+
+// refuseStream answers a stream over MaxStreamsPerSession without reading
+// its header and closes it.
+func (s *Server) refuseStream(sess *session, st *yamux.Stream) {
+	s.metrics.limitHit("streams_per_session")
+	err := mux.Refuse(mux.CodeFailed, "too many streams on this session (limit %d); close some connections", s.cfg.MaxStreamsPerSession)
+	sess.log.Warn("stream refused", "stream", st.StreamID(), "err", err)
+	mux.WriteReply(st, err)
+	st.Close()
 }
 
 func (s *Server) serveStream(sess *session, st *yamux.Stream) {
@@ -91,13 +109,6 @@ func (s *Server) serveStream(sess *session, st *yamux.Stream) {
 		s.active.Add(1)
 		defer s.active.Add(-1)
 	}
-	if n := sess.streams.Add(1); n > int64(s.cfg.MaxStreamsPerSession) {
-		sess.streams.Add(-1)
-		s.metrics.limitHit("streams_per_session")
-		refuse(mux.Refuse(mux.CodeFailed, "too many streams on this session (limit %d); close some connections", s.cfg.MaxStreamsPerSession))
-		return
-	}
-	defer sess.streams.Add(-1)
 	switch h.Kind {
 	case mux.KindTCP:
 		if err := user.CheckTarget(h.Target); err != nil {
