@@ -256,7 +256,15 @@ func (c *Client) pushWorker(ctx context.Context, id transferID, compress bool, u
 	defer cn.close()
 	cn.setReadTimeout(0) // acknowledgements come only as files commit
 	acks := make(chan error, 1)
-	go func() { acks <- readAcks(cn, snd.entries, tr) }()
+	go func() {
+		err := readAcks(cn, snd.entries, tr)
+		if err != nil {
+			// The server gave up on this stream (a full disk, say) and no
+			// longer reads it: unblock the chunk writer below.
+			cn.abort()
+		}
+		acks <- err
+	}()
 	b := newStreamBufs(snd.cs, compress, c.Limits.IdleTimeout)
 	defer b.close()
 	err = func() error {

@@ -201,8 +201,15 @@ func protoErr(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrProtocol}, args...)...)
 }
 
-// wrapNoSpace marks an out-of-space write error with ErrNoSpace.
+// wrapWriteErr names the file a write failed on, by its path in the
+// transfer: the error travels to the peer, which has no business knowing
+// where the receiver keeps its files. An out-of-space error is marked
+// with ErrNoSpace.
 func wrapWriteErr(name string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		return fmt.Errorf("%w writing %s: %v; free some space and run the same command again to resume", ErrNoSpace, name, err)
 	}

@@ -365,7 +365,7 @@ func (p *progress) finish(st transfer.Stats, err error) error {
 		}
 	}
 	if err != nil {
-		if errors.Is(err, context.Canceled) || errors.Is(err, transfer.ErrIncomplete) {
+		if resumable(err) && !strings.Contains(err.Error(), "run the same command again") {
 			return fmt.Errorf("%w; partial files are kept: run the same command again to resume", err)
 		}
 		return err
@@ -389,6 +389,19 @@ func (p *progress) finish(st transfer.Stats, err error) error {
 	}
 	fmt.Fprintln(p.summary)
 	return nil
+}
+
+// resumable reports whether running the same command again can get
+// further: not for a refusal that stays true until someone changes
+// something.
+func resumable(err error) bool {
+	for _, e := range []error{transfer.ErrConflict, transfer.ErrPermission, transfer.ErrUnsafePath,
+		transfer.ErrNotFound, transfer.ErrLimit, transfer.ErrQuota, transfer.ErrProtocol} {
+		if errors.Is(err, e) {
+			return false
+		}
+	}
+	return true
 }
 
 func shorten(s string, n int) string {
