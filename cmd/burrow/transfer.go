@@ -345,7 +345,12 @@ func (p *progress) event(ev transfer.Event) {
 			fmt.Fprintf(p.lines, "skipped %s: %s\n", ev.Path, ev.Reason)
 			return
 		}
-		if now := time.Now(); now.Sub(p.last) >= 2*time.Second || ev.Kind == transfer.EventPlan {
+		if ev.Kind == transfer.EventPlan {
+			p.last = time.Now()
+			fmt.Fprintf(p.lines, "%d files (%s) to move\n", ev.TotalFiles, size(ev.TotalBytes))
+			return
+		}
+		if now := time.Now(); now.Sub(p.last) >= 2*time.Second {
 			p.last = now
 			fmt.Fprintf(p.lines, "%s %s of %s, %d/%d files, %s/s\n", p.verb, size(ev.Bytes), size(ev.TotalBytes),
 				ev.Files, ev.TotalFiles, size(int64(float64(ev.Bytes)/max(now.Sub(p.start).Seconds(), 0.001))))
