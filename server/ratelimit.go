@@ -21,8 +21,9 @@ const (
 // passed in, so tests need not sleep.
 //
 // Blocking by user name lets anyone lock a user out for a window; blocking by address does not stop an
-// attacker with many addresses, so IPv6 sources are best keyed by prefix. Clearing an address with
-// Succeed lets an attacker who holds one valid account reset its count between guesses at others.
+// attacker with many addresses, so IPv6 sources are best keyed by prefix. The server clears only user
+// names with Succeed: clearing an address would let an attacker who holds one valid account reset its
+// count between guesses at others.
 type FailureLimiter struct {
 	maxFailures int
 	window      time.Duration

@@ -222,7 +222,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		unauthorized(w)
 		return
 	}
-	s.limiter.Succeed(source)
+	// The source's failures are not forgiven: someone holding one valid
+	// account could otherwise reset the count between guesses at others.
 	s.byUser.Succeed(name)
 	if err := s.admit(user.Name); err != nil {
 		s.log.Warn("session refused", "user", user.Name, "source", source, "err", err)

@@ -212,6 +212,26 @@ func TestLogin(t *testing.T) {
 	}
 }
 
+// A valid login does not forgive its address's failures: one good
+// account must not let an address keep guessing at others.
+func TestLoginSuccessKeepsSourceFailures(t *testing.T) {
+	f := newFixture(t, server.Config{LoginFailures: 3, LoginWindow: time.Minute}, ".*")
+	// Each guess at another name, so the per-user limit stays out of it.
+	f.dial(t, "alice", "guess")
+	f.dial(t, "carol", "guess")
+	sess, err := f.dial(t, "bob", "bob-secret")
+	if err != nil {
+		t.Fatalf("bob's good login: %v", err)
+	}
+	sess.Close()
+	f.dial(t, "dave", "guess")
+	_, err = f.dial(t, "erin", "guess")
+	var he *mux.HandshakeError
+	if !errors.As(err, &he) || he.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("fourth guess after a good login in between: %v, want HTTP 429", err)
+	}
+}
+
 func TestNotTunnelRequests(t *testing.T) {
 	f := newFixture(t, server.Config{Path: "/tunnel"}, ".*")
 	for _, path := range []string{"/", "/tunnel", "/other"} {
