@@ -114,6 +114,9 @@ func LoadUsers(path string) (*Users, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read authfile: %w", err)
 	}
+	if fi, err := os.Stat(path); err == nil && othersMayWrite(fi) {
+		return nil, fmt.Errorf("authfile %s is writable by every user (mode %v), who could add themselves; chmod o-w %s", path, fi.Mode().Perm(), path)
+	}
 	us, err := ParseUsers(data)
 	if err != nil {
 		return nil, fmt.Errorf("authfile %s: %w", path, err)
@@ -626,6 +629,11 @@ func rewriteAuthFile(path string, create bool, edit func(*authFile) error) error
 	if p, err := filepath.EvalSymlinks(path); err == nil {
 		path = p
 	}
+	unlock, err := lockFile(path)
+	if err != nil {
+		return fmt.Errorf("lock authfile %s: %w", path, err)
+	}
+	defer unlock()
 	var f authFile
 	data, err := os.ReadFile(path)
 	switch {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,5 +70,39 @@ func TestAddUserKeepsFiles(t *testing.T) {
 	}
 	if f := us.Lookup("a").files; f == nil || f.Root != "a" || f.Access != "r" {
 		t.Fatalf("files entry after a password change: %+v; want it kept", f)
+	}
+}
+
+// Concurrent edits of the users file each take the lock: none is lost.
+func TestAddUserConcurrent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users.json")
+	const n = 6
+	errs := make(chan error, n)
+	for i := range n {
+		go func() { errs <- AddUser(path, fmt.Sprintf("user%d", i), "password", nil) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	us, err := LoadUsers(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if us.Len() != n {
+		t.Fatalf("%d users after %d concurrent adds, want all of them", us.Len(), n)
+	}
+}
+
+func TestWorldWritableAuthfileRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users.json")
+	if err := AddUser(path, "a", "password", nil); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, 0o666)
+	_, err := LoadUsers(path)
+	if err == nil || !strings.Contains(err.Error(), "chmod o-w") {
+		t.Fatalf("loading a world-writable users file: %v; want it refused with the fix", err)
 	}
 }

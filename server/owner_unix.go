@@ -4,6 +4,7 @@ package server
 
 import (
 	"os"
+	"path/filepath"
 	"syscall"
 )
 
@@ -19,3 +20,23 @@ func keepOwner(tmp *os.File, path string) {
 		tmp.Chown(int(st.Uid), int(st.Gid))
 	}
 }
+
+// lockFile takes an exclusive lock on the directory holding path, so
+// that two edits of the users file at the same moment do not lose one
+// (the file itself is replaced by a rename, so it cannot hold the lock);
+// the returned function releases it.
+func lockFile(path string) (func(), error) {
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return func() { d.Close() }, nil
+}
+
+// othersMayWrite reports whether users other than the owner and group
+// may change the file at path.
+func othersMayWrite(fi os.FileInfo) bool { return fi.Mode().Perm()&0o002 != 0 }
