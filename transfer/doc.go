@@ -27,7 +27,7 @@
 //     tree shape, conflicts under the [Overwrite] policy (listed, all of
 //     them, in one error), quotas and free space.
 //   - Files move in chunks (4 MiB by default), each hashed with
-//     BLAKE2b-256 by the sender as it reads and verified by the receiver
+//     SHA-256 by the sender as it reads and verified by the receiver
 //     before it is written; a whole-file hash over the chunk hashes is
 //     checked before the file is committed. Several data streams move
 //     chunks at once, and small files travel in batches.

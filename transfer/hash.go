@@ -1,18 +1,19 @@
 package transfer
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
-
-	"golang.org/x/crypto/blake2b"
 )
 
-// chunkHash is the BLAKE2b-256 of a chunk's data.
-func chunkHash(b []byte) hash { return blake2b.Sum256(b) }
+// chunkHash is the SHA-256 of a chunk's data. SHA-256 rather than
+// BLAKE2b: with the SHA extensions of current x86 and ARM processors it
+// runs at about twice BLAKE2b's speed, and both ends hash every byte.
+func chunkHash(b []byte) hash { return sha256.Sum256(b) }
 
-// rootHash is a file's whole-file hash: BLAKE2b-256 over a domain tag,
+// rootHash is a file's whole-file hash: SHA-256 over a domain tag,
 // the file's size and chunk size, and its chunk hashes in order.
 func rootHash(size int64, cs int, hashes []hash) hash {
-	h, _ := blake2b.New256(nil)
+	h := sha256.New()
 	var hdr [len(rootTag) + 12]byte
 	copy(hdr[:], rootTag)
 	binary.BigEndian.PutUint64(hdr[len(rootTag):], uint64(size))
@@ -33,7 +34,7 @@ const rootTag = "burrow transfer v1 file"
 // so that rerunning the same transfer finds its partial files and a
 // different source never reuses them.
 func resumeID(e *Entry, cs int) string {
-	h, _ := blake2b.New256(nil)
+	h := sha256.New()
 	var b enc
 	b.raw([]byte("burrow transfer v1 resume"))
 	b.str(e.Path)

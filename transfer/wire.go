@@ -405,7 +405,7 @@ type chunkHeader struct {
 	index uint32
 	flags byte
 	size  uint32 // uncompressed length
-	hash  hash   // BLAKE2b-256 of the uncompressed data
+	hash  hash   // SHA-256 of the uncompressed data
 }
 
 func encodeChunkHeader(b []byte, c *chunkHeader) []byte {
