@@ -480,6 +480,11 @@ func serveRecvData(c *conn, b *streamBufs, r *receiver) error {
 		case frameFileEnd:
 			file, status, err = recvEnd(r, p)
 		case frameEnd:
+			// Every file that ended on this stream is committed before
+			// its End: flush the batch of small files it may be in.
+			if err := flushAcks(c, r, true); err != nil {
+				return err
+			}
 			return c.send(frameEnd, nil)
 		default:
 			err = protoErr("unexpected frame type %d on a data stream", typ)
@@ -492,7 +497,26 @@ func serveRecvData(c *conn, b *streamBufs, r *receiver) error {
 				return err
 			}
 		}
+		if err := flushAcks(c, r, false); err != nil {
+			return err
+		}
 	}
+}
+
+// flushAcks commits the receiver's batch of small files, when it is full
+// or always, and acknowledges them on c (any data stream of the transfer
+// will do: the client counts commits, not where they arrive).
+func flushAcks(c *conn, r *receiver, always bool) error {
+	if !always && !r.batchFull() {
+		return nil
+	}
+	done, err := r.flush()
+	for _, file := range done {
+		if serr := c.send(frameCommitted, func(e *enc) { encodeCommitted(e, uint32(file), committedWritten) }); serr != nil {
+			return serr
+		}
+	}
+	return err
 }
 
 // serveSendData answers a pull's data stream: the chunks each Want asks
