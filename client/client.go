@@ -321,6 +321,11 @@ func (c *Client) serveSession(ctx context.Context, sess *yamux.Session) error {
 		}
 		// The bind stream is the lease; it closes with the session.
 		defer st.Close()
+		if r.Socks {
+			if err := mux.WriteBindAuth(st, c.cfg.SOCKSAuth); err != nil {
+				return nil // the session died: reconnect
+			}
+		}
 		c.log.Info("reverse listening on the server", "addr", r.LocalAddr(), "remote", r.RemoteAddr(), "mode", mode)
 	}
 	c.setSession(sess)

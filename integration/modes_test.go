@@ -161,7 +161,7 @@ func wantSOCKSRefusal(t *testing.T, curl, why string, args ...string) {
 
 // TestSOCKSCurl drives a real curl through a local socks remote that
 // requires --socks-auth, and through an R:socks remote from the server's
-// side. The URL names localhost, which curl passes on unresolved
+// side, which requires the same credentials. The URL names localhost, which curl passes on unresolved
 // (--socks5-hostname): the log lines show the far side dialing the name.
 func TestSOCKSCurl(t *testing.T) {
 	t.Parallel()
@@ -215,8 +215,18 @@ func TestSOCKSCurl(t *testing.T) {
 		})
 	}
 
+	// The client's --socks-auth guards its R:socks listener on the server
+	// too: without it any local user of the server could reach the
+	// client's network.
+	t.Run("R:socks without credentials", func(t *testing.T) {
+		logged := regexp.MustCompile(`msg="reverse socks request failed" .*does not offer username/password`)
+		before := srv.countLog(logged)
+		wantSOCKSRefusal(t, curl, `No authentication method was acceptable`, "--proxy", "socks5h://"+socksReverse, url)
+		srv.waitLogCount(t, logged, before+1, ioTimeout)
+	})
+
 	t.Run("R:socks from the server side", func(t *testing.T) {
-		res := runCurl(t, curl, "--proxy", "socks5h://"+socksReverse, url)
+		res := runCurl(t, curl, "--proxy", "socks5h://"+socksUser+":"+socksPass+"@"+socksReverse, url)
 		if res.code != 0 || res.stdout != page {
 			t.Fatalf("curl through R:socks exited %d, body %q, stderr %q; want body %q", res.code, res.stdout, res.stderr, page)
 		}

@@ -49,6 +49,44 @@ const (
 	socksRepAtypUnsupported = 8
 )
 
+// WriteBindAuth sends, on a socks bind stream once the server accepted
+// it, the credentials its listener must require: user length (1), user,
+// password length (1), password, as in RFC 1929. nil sends an empty
+// user, which means no authentication.
+func WriteBindAuth(w io.Writer, a *SOCKSAuth) error {
+	var u, p string
+	if a != nil {
+		u, p = a.Username, a.Password
+	}
+	if len(u) > 255 || len(p) > 255 {
+		return errors.New("socks username and password are at most 255 bytes each")
+	}
+	b := make([]byte, 0, 2+len(u)+len(p))
+	b = append(append(append(b, byte(len(u))), u...), byte(len(p)))
+	b = append(b, p...)
+	_, err := w.Write(b)
+	return err
+}
+
+// ReadBindAuth reads what WriteBindAuth sent: nil for no authentication.
+func ReadBindAuth(r io.Reader) (*SOCKSAuth, error) {
+	var field [2][]byte
+	for i := range field {
+		var n [1]byte
+		if _, err := io.ReadFull(r, n[:]); err != nil {
+			return nil, fmt.Errorf("reading socks bind credentials: %w", err)
+		}
+		field[i] = make([]byte, n[0])
+		if _, err := io.ReadFull(r, field[i]); err != nil {
+			return nil, fmt.Errorf("reading socks bind credentials: %w", err)
+		}
+	}
+	if len(field[0]) == 0 {
+		return nil, nil
+	}
+	return &SOCKSAuth{Username: string(field[0]), Password: string(field[1])}, nil
+}
+
 // SOCKSHandshake reads a SOCKS5 greeting, authenticates the client when
 // auth is non-nil, and reads its request. It returns the requested target
 // as "host:port" (IPv6 in brackets). On failure it has already answered

@@ -139,3 +139,32 @@ func checkSOCKSOutput(t *testing.T, out []byte, withAuth, ok bool) {
 		t.Fatalf("failure reply % x is not host unreachable, command or address type not supported", rest)
 	}
 }
+
+// FuzzReadBindAuth feeds arbitrary bytes to ReadBindAuth: it must never
+// panic, and credentials it returns must encode back to the bytes read.
+func FuzzReadBindAuth(f *testing.F) {
+	var b bytes.Buffer
+	WriteBindAuth(&b, &SOCKSAuth{Username: "alice", Password: "s3cret"})
+	f.Add(b.Bytes())
+	f.Add([]byte{0, 0})
+	f.Add([]byte{0, 3, 'x', 'y', 'z'})
+	f.Add([]byte{5, 'a'})
+	f.Add([]byte{255})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		a, err := ReadBindAuth(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		if a != nil && a.Username == "" {
+			t.Fatalf("credentials with an empty user from %x", data)
+		}
+		var out bytes.Buffer
+		if err := WriteBindAuth(&out, a); err != nil {
+			t.Fatal(err)
+		}
+		if a != nil && !bytes.HasPrefix(data, out.Bytes()) {
+			t.Fatalf("%x read as %+v, which encodes as %x", data, a, out.Bytes())
+		}
+	})
+}

@@ -253,8 +253,9 @@ func (s *Server) serveBind(sess *session, st *yamux.Stream, target string, log *
 	ctx := lease.ctx
 	defer lease.release()
 	var (
-		serve    func() error
-		listener io.Closer
+		serve     func() error
+		listener  io.Closer
+		socksAuth *mux.SOCKSAuth // what the client sends for a socks bind
 	)
 	if network == "udp" {
 		pc, err := net.ListenPacket("udp", addr)
@@ -278,7 +279,7 @@ func (s *Server) serveBind(sess *session, st *yamux.Stream, target string, log *
 			return bindError(addr, err)
 		}
 		listener = l
-		serve = func() error { return s.serveReverseTCP(ctx, sess, l, addr, mode == "socks", log) }
+		serve = func() error { return s.serveReverseTCP(ctx, sess, l, addr, mode == "socks", socksAuth, log) }
 	}
 	// The listener is closed synchronously before the lease is dropped,
 	// so that a successor of the same user can bind the address at once.
@@ -287,6 +288,22 @@ func (s *Server) serveBind(sess *session, st *yamux.Stream, target string, log *
 	defer stop()
 	if err := mux.WriteReply(st, nil); err != nil {
 		return nil
+	}
+	if mode == "socks" {
+		// The client sends the credentials its SOCKS listener requires;
+		// connections wait in the backlog until they are known.
+		st.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
+		a, err := mux.ReadBindAuth(st)
+		st.SetReadDeadline(time.Time{})
+		if err != nil {
+			log.Warn("reverse socks bind failed", "addr", addr, "err", err)
+			st.Close()
+			return nil
+		}
+		socksAuth = a
+		if a == nil {
+			log.Warn("reverse socks listener without authentication: any local user of this server can use it; give the client --socks-auth", "addr", addr)
+		}
 	}
 	log.Info("reverse listening", "addr", addr, "mode", mode)
 	// The bind stream is the lease: the client never writes on it, so a
@@ -317,7 +334,7 @@ func bindError(addr string, err error) error {
 // each to the client: as a KindReverseTCP stream naming the bind, or, for
 // a SOCKS bind, as a KindTCP stream to the target the SOCKS client asked
 // for (which the client dials).
-func (s *Server) serveReverseTCP(ctx context.Context, sess *session, l net.Listener, addr string, socks bool, log *slog.Logger) error {
+func (s *Server) serveReverseTCP(ctx context.Context, sess *session, l net.Listener, addr string, socks bool, auth *mux.SOCKSAuth, log *slog.Logger) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -336,7 +353,7 @@ func (s *Server) serveReverseTCP(ctx context.Context, sess *session, l net.Liste
 			h := mux.Header{Kind: mux.KindReverseTCP, Target: addr}
 			if socks {
 				conn.SetDeadline(time.Now().Add(s.cfg.HeaderTimeout))
-				target, err := mux.SOCKSHandshake(conn, nil)
+				target, err := mux.SOCKSHandshake(conn, auth)
 				conn.SetDeadline(time.Time{})
 				if err != nil {
 					log.Warn("reverse socks request failed", "peer", conn.RemoteAddr().String(), "err", err)

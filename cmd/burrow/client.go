@@ -32,7 +32,7 @@ func clientCommand() *cli.Command {
 			"  stdio:host:port                stdin/stdout as one connection (ssh ProxyCommand)",
 		Flags: append(append([]cli.Flag{configFlag()}, connectionFlags()...), append([]cli.Flag{
 			&cli.StringFlag{Name: "control", Usage: "serve file transfers of local 'burrow send/fetch/ls --control PATH' over this session, through a Unix socket at `PATH` (mode 0600)", EnvVars: []string{"BURROW_CONTROL"}},
-			&cli.StringFlag{Name: "socks-auth", Usage: "require `USER:PASSWORD` from clients of local SOCKS listeners", EnvVars: []string{"BURROW_SOCKS_AUTH"}},
+			&cli.StringFlag{Name: "socks-auth", Usage: "require `USER:PASSWORD` from clients of SOCKS listeners: local ones and R:socks on the server", EnvVars: []string{"BURROW_SOCKS_AUTH"}},
 			&cli.DurationFlag{Name: "max-retry-interval", Value: 0, DefaultText: "30s", Usage: "longest wait between reconnection attempts", EnvVars: []string{"BURROW_MAX_RETRY_INTERVAL"}},
 			&cli.IntFlag{Name: "max-retry-count", Value: -1, Usage: "give up after this many failed attempts in a row (-1: never)", EnvVars: []string{"BURROW_MAX_RETRY_COUNT"}},
 		}, append(muxFlags(), logFlags()...)...)...),
