@@ -507,6 +507,13 @@ func TestTransferSharesSession(t *testing.T) {
 	if n := m.value("burrow_streams_total", "kind", "tcp", "result", "ok"); n < 1 {
 		t.Errorf("tcp streams served: %v, want the forward's", n)
 	}
+	if n := m.value("burrow_transfers_total", "op", "send", "result", "ok"); n != 1 {
+		t.Errorf("burrow_transfers_total{op=send,result=ok} = %v, want 1", n)
+	}
+	if n := m.value("burrow_transfer_bytes_total", "op", "send"); n != 256<<20 {
+		t.Errorf("burrow_transfer_bytes_total{op=send} = %v, want the file's %d bytes", n, 256<<20)
+	}
+	fsrv.waitLog(t, regexp.MustCompile(`msg="transfer finished" user=`+testUser+` op=send files=1 bytes=268435456 `), ioTimeout)
 }
 
 // mountTmpfs mounts a tmpfs of size bytes on a new directory, or skips

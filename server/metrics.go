@@ -1,6 +1,7 @@
 package server
 
 import (
+	"github.com/burrowtun/burrow/transfer"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -17,6 +18,9 @@ type Metrics struct {
 	handshake    prometheus.Histogram
 	reloads      *prometheus.CounterVec
 	limits       *prometheus.CounterVec
+	transfers    *prometheus.CounterVec
+	xferFiles    *prometheus.CounterVec
+	xferBytes    *prometheus.CounterVec
 }
 
 // NewMetrics creates the server's instruments and registers them on reg.
@@ -51,9 +55,35 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "burrow_limit_hits_total", Help: "Requests refused because a limit was reached, by limit.",
 		}, []string{"limit"}),
+		transfers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "burrow_transfers_total", Help: "File transfers and listings, by operation (send, fetch, list) and result (ok, failed).",
+		}, []string{"op", "result"}),
+		xferFiles: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "burrow_transfer_files_total", Help: "Files committed (send) or sent (fetch), by operation.",
+		}, []string{"op"}),
+		xferBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "burrow_transfer_bytes_total", Help: "File data received (send) or sent (fetch), uncompressed, by operation.",
+		}, []string{"op"}),
 	}
-	reg.MustRegister(m.sessions, m.sessionsAll, m.streams, m.streamsOpen, m.bytes, m.authFailures, m.handshake, m.reloads, m.limits)
+	reg.MustRegister(m.sessions, m.sessionsAll, m.streams, m.streamsOpen, m.bytes, m.authFailures, m.handshake, m.reloads, m.limits,
+		m.transfers, m.xferFiles, m.xferBytes)
 	return m
+}
+
+// Transferred records a finished transfer or listing.
+func (m *Metrics) Transferred(r transfer.Report) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if r.Err != nil {
+		result = "failed"
+	}
+	m.transfers.WithLabelValues(r.Op, result).Inc()
+	if r.Op != "list" {
+		m.xferFiles.WithLabelValues(r.Op).Add(float64(r.Files))
+		m.xferBytes.WithLabelValues(r.Op).Add(float64(r.Bytes))
+	}
 }
 
 func (m *Metrics) sessionOpened(seconds float64) {

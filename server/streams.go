@@ -159,11 +159,9 @@ func (s *Server) serveStream(sess *session, st *yamux.Stream) {
 		err := s.cfg.Files.ServeFiles(sess.ctx, sess.name, cst)
 		st.Close()
 		done(cst.in.Load(), cst.out.Load())
-		if err != nil {
-			log.Warn("file transfer failed", "err", err, "duration", time.Since(start).Round(time.Millisecond))
-			return
-		}
-		log.Info("file stream closed", "duration", time.Since(start).Round(time.Millisecond))
+		// Each transfer is logged once, as a whole, by the file service.
+		log.Debug("file stream closed", "err", err, "bytes_in", cst.in.Load(), "bytes_out", cst.out.Load(),
+			"duration", time.Since(start).Round(time.Millisecond))
 	case mux.KindBind:
 		if err := s.serveBind(sess, st, h.Target, log); err != nil {
 			refuse(err)

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -97,6 +98,9 @@ type receiver struct {
 	dirty    map[string]bool // directories whose entries changed, to fsync
 	unlock   func()
 	quotaUse int64 // bytes in use under the root, when a quota applies
+
+	// For the server's report: file data written, and files committed.
+	dataBytes, committed atomic.Int64
 
 	pmu          sync.Mutex
 	pending      []*rfile // small files sealed, waiting for one sync and their rename
@@ -572,6 +576,7 @@ func (r *receiver) write(h *chunkHeader, data []byte, wire int) (int, byte, erro
 	if _, err := f.f.WriteAt(data, off); err != nil {
 		return -1, 0, r.fail(f, wrapWriteErr(f.e.Path, err))
 	}
+	r.dataBytes.Add(int64(len(data)))
 	if f.nchunks < 0 {
 		f.hashes = append(f.hashes, h.hash)
 		f.written += int64(len(data))
@@ -750,6 +755,7 @@ func (r *receiver) maybeCommit(f *rfile) (int, byte, error) {
 	if err := r.commit(f); err != nil {
 		return -1, 0, r.fail(f, err)
 	}
+	r.committed.Add(1)
 	f.state = fileDone
 	if t := r.cfg.track; t != nil {
 		t.fileDone(f.idx, max(f.e.Size, f.written))
@@ -856,6 +862,7 @@ func (r *receiver) flush() ([]int, error) {
 			first = cmp.Or(first, f.err)
 		} else {
 			f.state = fileDone
+			r.committed.Add(1)
 			if t := r.cfg.track; t != nil {
 				t.fileDone(f.idx, f.e.Size)
 			}

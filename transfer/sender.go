@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +31,9 @@ type sender struct {
 
 	mu    sync.Mutex
 	files map[uint32]*sfile
+
+	// For the server's report: file data sent, and files ended.
+	dataBytes, ended atomic.Int64
 }
 
 // sfile gathers a file's chunk hashes, from whichever streams read them,
@@ -172,6 +176,7 @@ func (s *sender) sendSpan(c *conn, b *streamBufs, sp span) error {
 			if err := c.sendChunk(&chunkHeader{file: sp.file, index: idx, flags: flags, size: uint32(n), hash: h}, data); err != nil {
 				return err
 			}
+			s.dataBytes.Add(int64(n))
 			if s.track != nil {
 				s.track.progress(int(sp.file), int64(n), int64(len(data)), false)
 			}
@@ -204,6 +209,7 @@ func (s *sender) sendEnd(c *conn, file uint32, root hash) error {
 	s.mu.Lock()
 	delete(s.files, file)
 	s.mu.Unlock()
+	s.ended.Add(1)
 	return c.send(frameFileEnd, func(e *enc) { encodeFileEnd(e, &fileEnd{file: file, size: uint64(size), root: root}) })
 }
 

@@ -54,7 +54,23 @@ type ServerConfig struct {
 	// (unavailable on some platforms, where the check is skipped).
 	Statfs func(dir string) (avail int64, err error)
 
+	// Report, if set, is called when a listing or the control stream of
+	// a send or fetch ends, for logs and metrics.
+	Report func(Report)
+
 	wrap func(name string, f partFile) partFile // tests: wrap partial files
+}
+
+// Report describes a finished transfer as the server saw it.
+type Report struct {
+	User string
+	// Op is "send" (the client pushed files), "fetch" or "list".
+	Op string
+	// Files counts the files committed (send) or sent (fetch); Bytes the
+	// file data received or sent, uncompressed, resumed data excluded.
+	Files, Bytes int64
+	Duration     time.Duration
+	Err          error // nil when the transfer completed
 }
 
 // Server serves the file-transfer streams of every user and session. A
@@ -150,15 +166,24 @@ func (s *Server) ServeStream(ctx context.Context, ep Endpoint, rw io.ReadWriteCl
 		c.sendError(err)
 		return err
 	}
+	rep := Report{User: ep.User}
+	start := time.Now()
 	switch h.op {
 	case opList:
+		rep.Op = "list"
 		err = s.serveList(c, &ep, h)
 	case opPush:
-		err = s.servePush(ctx, c, &ep, h)
+		rep.Op = "send"
+		err = s.servePush(ctx, c, &ep, h, &rep)
 	case opPull:
-		err = s.servePull(ctx, c, &ep, h)
+		rep.Op = "fetch"
+		err = s.servePull(ctx, c, &ep, h, &rep)
 	case opData:
 		err = s.serveData(ctx, c, &ep, h)
+	}
+	if rep.Op != "" && s.cfg.Report != nil {
+		rep.Duration, rep.Err = time.Since(start), err
+		s.cfg.Report(rep)
 	}
 	var re *RemoteError
 	if err != nil && ctx.Err() == nil && !errors.As(err, &re) {
@@ -273,7 +298,7 @@ func (s *Server) tryLock(root string, paths []string) (func(), string) {
 	}, ""
 }
 
-func (s *Server) servePush(ctx context.Context, c *conn, ep *Endpoint, h *hello) error {
+func (s *Server) servePush(ctx context.Context, c *conn, ep *Endpoint, h *hello, rep *Report) error {
 	if !ep.Write {
 		return fmt.Errorf("%w: user %s may not write files on this server", ErrPermission, ep.User)
 	}
@@ -311,6 +336,7 @@ func (s *Server) servePush(ctx context.Context, c *conn, ep *Endpoint, h *hello)
 	}
 	r := newReceiver(cfg)
 	defer r.close()
+	defer func() { rep.Files, rep.Bytes = r.committed.Load(), r.dataBytes.Load() }()
 	if r.entries, err = readManifest(c, &lim, nil); err != nil {
 		return err
 	}
@@ -341,7 +367,7 @@ func (s *Server) servePush(ctx context.Context, c *conn, ep *Endpoint, h *hello)
 	return c.send(frameEnd, nil)
 }
 
-func (s *Server) servePull(ctx context.Context, c *conn, ep *Endpoint, h *hello) error {
+func (s *Server) servePull(ctx context.Context, c *conn, ep *Endpoint, h *hello, rep *Report) error {
 	if !ep.Read {
 		return fmt.Errorf("%w: user %s may not read files on this server", ErrPermission, ep.User)
 	}
@@ -395,6 +421,7 @@ func (s *Server) servePull(ctx context.Context, c *conn, ep *Endpoint, h *hello)
 	}
 	names := w.names
 	t.send = newSender(w.entries, t.cs, func(i int) (source, error) { return root.Open(names[i]) })
+	defer func() { rep.Files, rep.Bytes = t.send.ended.Load(), t.send.dataBytes.Load() }()
 	var recs []planRec
 	err = c.writeWhile(func() error {
 		return writeManifest(c, w.entries, &manifestEnd{count: uint64(len(w.entries)), id: t.id, streams: uint16(cap(t.streams))})

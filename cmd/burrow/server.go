@@ -152,12 +152,6 @@ func runServer(c *cli.Context) error {
 	}
 	var liveUsers atomic.Pointer[server.Users]
 	liveUsers.Store(users)
-	files := transfer.NewServer(transfer.ServerConfig{
-		Lookup:              server.FileRoots{Shared: filesRoot, Users: liveUsers.Load}.Lookup,
-		Limits:              transfer.Limits{MaxEntries: c.Int("max-manifest-entries")},
-		MaxTransfers:        c.Int("max-transfers"),
-		MaxTransfersPerUser: c.Int("max-transfers-per-user"),
-	})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := server.NewMetrics(reg)
@@ -175,6 +169,21 @@ func runServer(c *cli.Context) error {
 			forbidden = append(forbidden, ap)
 		}
 	}
+	files := transfer.NewServer(transfer.ServerConfig{
+		Lookup:              server.FileRoots{Shared: filesRoot, Users: liveUsers.Load}.Lookup,
+		Limits:              transfer.Limits{MaxEntries: c.Int("max-manifest-entries")},
+		MaxTransfers:        c.Int("max-transfers"),
+		MaxTransfersPerUser: c.Int("max-transfers-per-user"),
+		Report: func(r transfer.Report) {
+			metrics.Transferred(r)
+			attrs := []any{"user", r.User, "op", r.Op, "files", r.Files, "bytes", r.Bytes, "duration", r.Duration.Round(time.Millisecond)}
+			if r.Err != nil {
+				log.Warn("transfer failed", append(attrs, "err", r.Err)...)
+				return
+			}
+			log.Info("transfer finished", attrs...)
+		},
+	})
 	srv, err := server.New(server.Config{
 		Auth:                 users,
 		Backend:              backend,
