@@ -21,7 +21,8 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newApp(os.Stdin, os.Stdout, os.Stderr).RunContext(ctx, os.Args)
+	app := newApp(os.Stdin, os.Stdout, os.Stderr)
+	err := app.RunContext(ctx, hoistFlags(app, os.Args))
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "burrow: %v\n", err)
