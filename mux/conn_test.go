@@ -189,7 +189,7 @@ func TestWSConnBatches(t *testing.T) {
 	t.Parallel()
 	client, server := wsPair(t)
 	const maxBatch = 4096
-	c := newWSConn(context.Background(), client, maxBatch)
+	c := newWSConn(context.Background(), client, nil, maxBatch)
 	msgs := readMessages(server)
 
 	var want bytes.Buffer
@@ -232,7 +232,7 @@ func TestWSConnBatches(t *testing.T) {
 func TestWSConnConcurrentWrites(t *testing.T) {
 	t.Parallel()
 	client, server := wsPair(t)
-	c := newWSConn(context.Background(), client, 1024)
+	c := newWSConn(context.Background(), client, nil, 1024)
 	msgs := readMessages(server)
 
 	const writers, records, size = 4, 500, 64
@@ -285,7 +285,7 @@ func TestWSConnConcurrentWrites(t *testing.T) {
 func TestWSConnWriteAfterFlushError(t *testing.T) {
 	t.Parallel()
 	client, _ := wsPair(t)
-	c := newWSConn(context.Background(), client, 1024)
+	c := newWSConn(context.Background(), client, nil, 1024)
 	client.CloseNow() // the network fails under the conn
 
 	var err error
@@ -321,7 +321,7 @@ func TestWSConnWriteAfterFlushError(t *testing.T) {
 func TestWSConnCloseTwice(t *testing.T) {
 	t.Parallel()
 	client, server := wsPair(t)
-	c := newWSConn(context.Background(), client, 1024)
+	c := newWSConn(context.Background(), client, nil, 1024)
 	msgs := readMessages(server) // answers the closing handshake
 	if _, err := c.Write([]byte("last words")); err != nil {
 		t.Fatal(err)
@@ -363,7 +363,7 @@ func TestWSConnCloseTwice(t *testing.T) {
 func TestWSConnCloseSilentPeer(t *testing.T) {
 	t.Parallel()
 	client, _ := wsPair(t) // the server end is never read
-	c := newWSConn(context.Background(), client, 64<<10)
+	c := newWSConn(context.Background(), client, nil, 64<<10)
 
 	var queued atomic.Int64
 	writeErr := make(chan error, 1)

@@ -1,13 +1,16 @@
 package mux
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -29,6 +32,16 @@ const (
 	DefaultAcceptBacklog     = 256
 	DefaultMaxBatch          = 256 << 10
 	minStreamWindow          = 256 << 10
+
+	// sendTimeout bounds how long yamux lets a frame wait to be sent.
+	// It is only a safety valve: on a slow link a frame may wait behind
+	// megabytes of queued data, and a peer that stops sending is caught
+	// by keepAlive, which closes the session and so every send.
+	sendTimeout = 5 * time.Minute
+	// maxPingsInFlight bounds the pings waiting for an answer, and so
+	// keepAlive's goroutines, on a link where answers take many
+	// intervals to come back.
+	maxPingsInFlight = 64
 )
 
 // Config tunes a session. The zero value, or nil, means the defaults.
@@ -36,11 +49,13 @@ type Config struct {
 	// StreamWindow is the largest receive window of a stream in bytes
 	// (at least 256 KiB). Default DefaultStreamWindow.
 	StreamWindow uint32
-	// KeepAliveInterval is how often an idle peer is pinged.
+	// KeepAliveInterval is how often the peer is pinged.
 	KeepAliveInterval time.Duration
-	// KeepAliveTimeout is how long a ping may go unanswered, and a frame
-	// may wait to be sent, before the session is declared dead. A silent
-	// peer is noticed within KeepAliveInterval+KeepAliveTimeout.
+	// KeepAliveTimeout is how long past KeepAliveInterval the peer may
+	// stay silent before the session is declared dead: a silent peer is
+	// noticed within about KeepAliveInterval+KeepAliveTimeout. Anything
+	// received from the peer proves it alive, not only the answer to a
+	// ping, which may wait behind the data queued before it.
 	KeepAliveTimeout time.Duration
 	// AcceptBacklog bounds the streams opened by the peer and not yet
 	// accepted.
@@ -83,9 +98,12 @@ func (c Config) yamux() (*yamux.Config, error) {
 	}
 	y := yamux.DefaultConfig()
 	y.AcceptBacklog = c.AcceptBacklog
-	y.EnableKeepAlive = true
+	// yamux's keepalive wants each ping answered within its timeout,
+	// which a live peer cannot do when the ping waits behind seconds of
+	// data queued on a slow link; keepAlive runs instead.
+	y.EnableKeepAlive = false
 	y.KeepAliveInterval = c.KeepAliveInterval
-	y.ConnectionWriteTimeout = c.KeepAliveTimeout
+	y.ConnectionWriteTimeout = sendTimeout
 	y.MaxStreamWindowSize = c.StreamWindow
 	// A stream the peer has not acknowledged in this long ends the whole
 	// session in yamux: keep it well above any stall a busy peer may have.
@@ -153,8 +171,18 @@ func Dial(ctx context.Context, url string, opts *DialOptions) (*yamux.Session, e
 	if err != nil {
 		return nil, err
 	}
+	hc := http.DefaultClient
+	if o.HTTPClient != nil {
+		hc = o.HTTPClient
+	}
+	rec := &upgradeRecorder{base: hc.Transport}
+	if rec.base == nil {
+		rec.base = http.DefaultTransport
+	}
+	withRec := *hc
+	withRec.Transport = rec
 	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{
-		HTTPClient:      o.HTTPClient,
+		HTTPClient:      &withRec,
 		HTTPHeader:      o.Header,
 		Host:            o.Host,
 		Subprotocols:    []string{Subprotocol},
@@ -170,7 +198,110 @@ func Dial(ctx context.Context, url string, opts *DialOptions) (*yamux.Session, e
 		ws.CloseNow()
 		return nil, fmt.Errorf("%w (it answered %q)", ErrNotNegotiated, ws.Subprotocol())
 	}
-	return yamux.Client(newWSConn(context.WithoutCancel(ctx), ws, cfg.MaxBatch), ycfg)
+	return startSession(yamux.Client, newWSConn(context.WithoutCancel(ctx), ws, rec.raw, cfg.MaxBatch), ycfg, cfg)
+}
+
+// upgradeRecorder remembers the connection a WebSocket upgrade leaves open
+// (the body of the 101 response), so that wsConn can close it when
+// coder/websocket cannot.
+type upgradeRecorder struct {
+	base http.RoundTripper
+	raw  io.Closer
+}
+
+func (u *upgradeRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := u.base.RoundTrip(r)
+	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+		u.raw = resp.Body
+	}
+	return resp, err
+}
+
+// hijackRecorder remembers the connection websocket.Accept hijacks, for
+// the same reason.
+type hijackRecorder struct {
+	http.ResponseWriter
+	raw net.Conn
+}
+
+func (h *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	h.raw = c
+	return c, brw, err
+}
+
+func (h *hijackRecorder) Unwrap() http.ResponseWriter { return h.ResponseWriter }
+
+// canHijack reports whether w, or a writer it wraps, is an http.Hijacker,
+// as websocket.Accept looks for one.
+func canHijack(w http.ResponseWriter) bool {
+	for {
+		switch t := w.(type) {
+		case http.Hijacker:
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return false
+		}
+	}
+}
+
+// startSession starts a yamux session on conn with its keepalive.
+func startSession(start func(io.ReadWriteCloser, *yamux.Config) (*yamux.Session, error), conn *wsConn, ycfg *yamux.Config, cfg Config) (*yamux.Session, error) {
+	sess, err := start(conn, ycfg)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	go keepAlive(sess, conn, cfg.KeepAliveInterval, cfg.KeepAliveTimeout, cfg.Logger)
+	return sess, nil
+}
+
+// keepAlive pings the peer every interval and ends the session once
+// nothing at all has arrived from it for interval+timeout, aborting the
+// connection rather than waiting on a peer that no longer answers. It
+// returns when the session ends.
+//
+// Any byte counts as proof of life. yamux's own keepalive wants each ping
+// answered within the timeout, but on a slow or congested link a ping
+// waits behind the data queued before it, and busy sessions that were
+// alive were declared dead. Both ends ping every interval whatever they
+// receive, so that a peer only receiving a bulk transfer, which sends
+// nothing else until its window needs updating, still hears from this end.
+func keepAlive(sess *yamux.Session, conn *wsConn, interval, timeout time.Duration, log *slog.Logger) {
+	tick := time.NewTicker(max(min(interval, timeout)/4, time.Millisecond))
+	defer tick.Stop()
+	var pinging atomic.Int32 // pings waiting for their answer
+	reads, heard, pinged := conn.reads.Load(), time.Now(), time.Now()
+	for {
+		select {
+		case <-sess.CloseChan():
+			return
+		case <-tick.C:
+		}
+		now := time.Now()
+		if n := conn.reads.Load(); n != reads {
+			reads, heard = n, now
+		} else if silent := now.Sub(heard); silent > interval+timeout {
+			log.Debug("keepalive: nothing from the peer; closing the session", "silent", silent.Round(time.Millisecond))
+			conn.abort()
+			sess.Close()
+			return
+		}
+		// A ping is sent every interval even while earlier ones wait for
+		// their answers behind queued data: the peer may hear nothing
+		// else from this end. Ping waits for its answer or the end of the
+		// session; what matters here is only that the peer hears a ping.
+		if now.Sub(pinged) >= interval && pinging.Load() < maxPingsInFlight {
+			pinged = now
+			pinging.Add(1)
+			go func() {
+				defer pinging.Add(-1)
+				sess.Ping()
+			}()
+		}
+	}
 }
 
 func handshakeError(resp *http.Response) error {
@@ -214,6 +345,10 @@ func Accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*yamux.Session
 		http.Error(w, "wire version mismatch: this server speaks "+Subprotocol+"; upgrade the client", http.StatusBadRequest)
 		return nil, ErrWrongVersion
 	}
+	rec := &hijackRecorder{ResponseWriter: w}
+	if canHijack(w) {
+		w = rec // else websocket.Accept refuses w before writing anything
+	}
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:    []string{Subprotocol},
 		CompressionMode: websocket.CompressionDisabled,
@@ -221,7 +356,11 @@ func Accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*yamux.Session
 	if err != nil {
 		return nil, err
 	}
-	return yamux.Server(newWSConn(context.WithoutCancel(r.Context()), ws, c.MaxBatch), ycfg)
+	var raw io.Closer
+	if rec.raw != nil {
+		raw = rec.raw
+	}
+	return startSession(yamux.Server, newWSConn(context.WithoutCancel(r.Context()), ws, raw, c.MaxBatch), ycfg, c)
 }
 
 func offersSubprotocol(r *http.Request) bool {

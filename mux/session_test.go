@@ -657,7 +657,7 @@ func TestConfigDefaults(t *testing.T) {
 			if err != nil {
 				t.Fatalf("yamux config: %v", err)
 			}
-			if !y.EnableKeepAlive || y.KeepAliveInterval != tt.want.KeepAliveInterval ||
+			if y.EnableKeepAlive || y.KeepAliveInterval != tt.want.KeepAliveInterval ||
 				y.MaxStreamWindowSize != tt.want.StreamWindow || y.AcceptBacklog != tt.want.AcceptBacklog {
 				t.Errorf("yamux config %+v does not follow %+v", y, tt.want)
 			}
@@ -748,12 +748,101 @@ func TestKeepAliveSilentPeer(t *testing.T) {
 	})
 }
 
+// TestKeepAliveBusySlowLink uploads through a link far slower than the
+// sender, so that each of the client's pings waits behind a second or more
+// of queued data, with the same keepalive as TestKeepAliveSilentPeer: the
+// session must survive, since the server keeps receiving data and the
+// client keeps hearing the server's own pings.
+func TestKeepAliveBusySlowLink(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		cfg := &Config{KeepAliveInterval: 100 * time.Millisecond, KeepAliveTimeout: 200 * time.Millisecond}
+		ts := startTunnelServer(t, serverOptions{tr: tr, cfg: cfg})
+		const rate, size = 256 << 10, 512 << 10 // bytes a second client to server, bytes sent
+		proxy := startSlowProxy(t, ts.Listener.Addr().String(), rate)
+		url := strings.Replace(ts.wsURL(), ts.Listener.Addr().String(), proxy.addr(), 1)
+		client, server := ts.dialURL(t, url, cfg)
+		received := make(chan int64, 1)
+		serveStreams(t, server, func(st *yamux.Stream) {
+			st.SetDeadline(time.Now().Add(testTimeout))
+			n, _ := io.Copy(io.Discard, st)
+			received <- n
+		})
+
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		start := time.Now()
+		if _, err := st.Write(make([]byte, size)); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+		st.Close()
+		select {
+		case n := <-received:
+			if n != size {
+				t.Fatalf("the server received %d bytes, want %d", n, size)
+			}
+			t.Logf("%d KiB through %d KiB/s in %v", size>>10, rate>>10, time.Since(start).Round(time.Millisecond))
+		case <-client.CloseChan():
+			t.Fatalf("the session closed %v into a transfer over a slow link", time.Since(start).Round(time.Millisecond))
+		case <-time.After(testTimeout):
+			t.Fatal("the transfer did not finish")
+		}
+		select {
+		case <-client.CloseChan():
+			t.Fatal("the session closed during the transfer")
+		case <-server.CloseChan():
+			t.Fatal("the server's session closed during the transfer")
+		default:
+		}
+	})
+}
+
+// TestCloseSilentPeerMidMessage closes a session whose peer went silent
+// halfway through a WebSocket message while its connection stays open (a
+// frozen process, a blackholed path): Close must give up on the closing
+// handshake within its bound, where coder/websocket alone waits 5 s, or,
+// caught between two reads of a message, for as long as the connection
+// stays open. Nothing is queued, so no drain time is allowed for.
+func TestCloseSilentPeerMidMessage(t *testing.T) {
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		cfg := &Config{KeepAliveInterval: time.Minute} // keepalive stays out of it
+		ts := startTunnelServer(t, serverOptions{tr: tr, cfg: cfg})
+		// 64 KiB/s: a message of up to 256 KiB takes seconds to arrive.
+		proxy := startSlowProxy(t, ts.Listener.Addr().String(), 64<<10)
+		url := strings.Replace(ts.wsURL(), ts.Listener.Addr().String(), proxy.addr(), 1)
+		client, server := ts.dialURL(t, url, cfg)
+		serveStreams(t, server, func(st *yamux.Stream) {
+			st.SetDeadline(time.Now().Add(testTimeout))
+			io.Copy(io.Discard, st)
+		})
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		go st.Write(make([]byte, 1<<20)) // ends with the client session
+		time.Sleep(500 * time.Millisecond)
+		proxy.freeze()
+
+		start := time.Now()
+		server.Close()
+		took := time.Since(start)
+		t.Logf("Close took %v", took.Round(time.Millisecond))
+		if bound := closeHandshakeTimeout + time.Second; took > bound {
+			t.Errorf("Close of a session whose peer froze mid-message took %v, want at most %v", took, bound)
+		}
+	})
+}
+
 // freezeProxy forwards TCP connections to a target until frozen; frozen, it
 // stops reading and forwarding in both directions but keeps every
-// connection open.
+// connection open. With upRate set it also forwards towards the target at
+// most that many bytes a second.
 type freezeProxy struct {
 	ln     net.Listener
 	target string
+	upRate int
 
 	mu     sync.Mutex
 	cond   sync.Cond
@@ -764,11 +853,16 @@ type freezeProxy struct {
 }
 
 func startFreezeProxy(tb testing.TB, target string) *freezeProxy {
+	return startSlowProxy(tb, target, 0)
+}
+
+// startSlowProxy is startFreezeProxy with upRate.
+func startSlowProxy(tb testing.TB, target string, upRate int) *freezeProxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p := &freezeProxy{ln: ln, target: target}
+	p := &freezeProxy{ln: ln, target: target, upRate: upRate}
 	p.cond.L = &p.mu
 	p.wg.Go(p.acceptLoop)
 	tb.Cleanup(p.close)
@@ -797,14 +891,19 @@ func (p *freezeProxy) acceptLoop() {
 		}
 		p.conns = append(p.conns, down, up)
 		p.mu.Unlock()
-		p.wg.Go(func() { p.pump(up, down) })
-		p.wg.Go(func() { p.pump(down, up) })
+		p.wg.Go(func() { p.pump(up, down, p.upRate) })
+		p.wg.Go(func() { p.pump(down, up, 0) })
 	}
 }
 
-// pump copies src to dst, holding still while the proxy is frozen.
-func (p *freezeProxy) pump(dst, src net.Conn) {
+// pump copies src to dst, holding still while the proxy is frozen, at
+// most rate bytes a second unless rate is 0.
+func (p *freezeProxy) pump(dst, src net.Conn, rate int) {
 	buf := make([]byte, 32<<10)
+	if rate > 0 {
+		buf = buf[:min(len(buf), rate/20)] // pace in steps of 50 ms or less
+	}
+	start, sent := time.Now(), 0
 	for {
 		if !p.waitThawed() {
 			return
@@ -816,6 +915,10 @@ func (p *freezeProxy) pump(dst, src net.Conn) {
 			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
+			}
+			if rate > 0 {
+				sent += n
+				time.Sleep(time.Until(start.Add(time.Duration(sent) * time.Second / time.Duration(rate))))
 			}
 		}
 		if err != nil {
