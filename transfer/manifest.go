@@ -350,9 +350,15 @@ func linkOutside(p, t string, entries []Entry, index map[string]int) string {
 	return ""
 }
 
-// chunkCount is the number of chunks of a file of size n.
+// chunkCount is the number of chunks of a file of size n. It is written
+// not to overflow: a size near 2^63 must count as very many chunks, not
+// as a negative number that passes every limit.
 func chunkCount(n int64, cs int) int64 {
-	return (n + int64(cs) - 1) / int64(cs)
+	c := n / int64(cs)
+	if n%int64(cs) > 0 {
+		c++
+	}
+	return c
 }
 
 // chunkLen is the length of chunk i of a file of size n.
