@@ -173,22 +173,17 @@ func (c *Client) push(ctx context.Context, h *hello, snd *sender, tr *tracker, s
 		return err
 	}
 	defer cc.close()
-	var (
-		recs []planRec
-		pe   planEnd
-	)
+	var pe planEnd
 	err = cc.writeWhile(func() error {
 		return writeManifest(cc, snd.entries, &manifestEnd{count: uint64(len(snd.entries))})
 	}, func() (err error) {
-		recs, pe, err = readPlan(cc)
+		_, pe, err = readPlan(cc, snd.addPlan)
 		return err
 	})
 	if err != nil {
 		return c.fail(ctx, cc, err)
 	}
-	if err := snd.setPlan(recs); err != nil {
-		return c.fail(ctx, cc, err)
-	}
+	snd.sortPlan()
 	var (
 		files int
 		bytes int64
@@ -200,9 +195,9 @@ func (c *Client) push(ctx context.Context, h *hello, snd *sender, tr *tracker, s
 		}
 	}
 	tr.plan(files, bytes)
-	for i := range recs {
-		if recs[i].action == planSkip {
-			tr.skipped(int(recs[i].file), skipReason(recs[i].reason), false)
+	for i := range snd.entries {
+		if r := snd.plan[uint32(i)]; r != nil && r.action == planSkip {
+			tr.skipped(i, skipReason(r.reason), false)
 		}
 	}
 	units := makeUnits(snd.entries, snd.wanted, snd.cs, stream != nil)

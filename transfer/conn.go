@@ -251,8 +251,14 @@ func (c *conn) writeWhile(write, read func() error) error {
 	werr := make(chan error, 1)
 	go func() { werr <- write() }()
 	if err := read(); err != nil {
-		c.abort()
-		<-werr
+		select {
+		case <-werr:
+			// Everything was written: the stream is intact, and the
+			// caller can still tell the peer why it stops.
+		default:
+			c.abort()
+			<-werr
+		}
 		return err
 	}
 	return <-werr

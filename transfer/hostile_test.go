@@ -73,7 +73,7 @@ func rawPush(t *testing.T, h *harness, hl hello, entries []Entry, data func(c *c
 	err = cc.writeWhile(func() error {
 		return writeManifest(cc, entries, &manifestEnd{count: uint64(len(entries))})
 	}, func() (err error) {
-		_, pe, err = readPlan(cc)
+		_, pe, err = readPlan(cc, nil)
 		return err
 	})
 	if err != nil {
@@ -445,7 +445,7 @@ func countLie(t *testing.T, h *harness) error {
 		encodeHello(e, &hello{op: opPush, chunkSize: MinChunkSize, streams: 1})
 	})
 	writeManifest(cc, []Entry{fileEntry("a", 1)}, &manifestEnd{count: 5})
-	_, _, err := readPlan(cc)
+	_, _, err := readPlan(cc, nil)
 	return err
 }
 
@@ -592,7 +592,7 @@ func hostilePull(entries []Entry, data func(c *conn) error) func(c *conn, h *hel
 			err := c.writeWhile(func() error {
 				return writeManifest(c, entries, &manifestEnd{count: uint64(len(entries)), streams: 1})
 			}, func() error {
-				_, _, err := readPlan(c)
+				_, _, err := readPlan(c, nil)
 				return err
 			})
 			if err != nil {

@@ -50,12 +50,19 @@ func newSender(entries []Entry, cs int, open func(int) (source, error)) *sender 
 	return &sender{entries: entries, cs: cs, open: open, files: make(map[uint32]*sfile)}
 }
 
-// setPlan takes the receiver's plan, checking each record against the
-// manifest (a pull's plan comes from the client).
-func (s *sender) setPlan(recs []planRec) error {
-	s.plan = make(map[uint32]*planRec, len(recs))
+// addPlan takes the receiver's plan records as they arrive, checking
+// each against the manifest (a pull's plan comes from the client): a
+// file named twice is refused unless both records list resumed chunks
+// and the second adds some, and a file's resumed chunks cannot outnumber
+// its chunks. So what a plan can make the sender hold is bounded by the
+// manifest, however many records the peer sends. recs may be reused by
+// the caller afterwards.
+func (s *sender) addPlan(recs []planRec) error {
+	if s.plan == nil {
+		s.plan = make(map[uint32]*planRec)
+	}
 	for i := range recs {
-		r := &recs[i]
+		r := recs[i]
 		if int64(r.file) >= int64(len(s.entries)) || s.entries[r.file].Type != TypeFile {
 			return protoErr("plan names entry %d, which is not a file", r.file)
 		}
@@ -67,18 +74,37 @@ func (s *sender) setPlan(recs []planRec) error {
 		}
 		if prev := s.plan[r.file]; prev != nil {
 			// A long resume list comes in several records.
-			if prev.action != planResume || r.action != planResume || int64(len(prev.have)+len(r.have)) > n {
+			if prev.action != planResume || r.action != planResume || len(r.have) == 0 || int64(len(prev.have)+len(r.have)) > n {
 				return protoErr("plan names entry %d twice", r.file)
 			}
 			prev.have = append(prev.have, r.have...)
 			continue
 		}
-		s.plan[r.file] = r
+		if int64(len(r.have)) > n {
+			return protoErr("plan claims %d chunks of entry %d, which has %d", len(r.have), r.file, n)
+		}
+		s.plan[r.file] = &r
+	}
+	return nil
+}
+
+// setPlan takes a whole plan (see addPlan).
+func (s *sender) setPlan(recs []planRec) error {
+	if err := s.addPlan(recs); err != nil {
+		return err
+	}
+	s.sortPlan()
+	return nil
+}
+
+// sortPlan readies the plan for hasChunk, once every record is in.
+func (s *sender) sortPlan() {
+	if s.plan == nil {
+		s.plan = make(map[uint32]*planRec)
 	}
 	for _, r := range s.plan {
 		slices.SortFunc(r.have, func(a, b have) int { return cmp.Compare(a.chunk, b.chunk) })
 	}
-	return nil
 }
 
 // wanted reports whether file i needs any work (data, or a FileEnd).

@@ -422,19 +422,16 @@ func (s *Server) servePull(ctx context.Context, c *conn, ep *Endpoint, h *hello,
 	names := w.names
 	t.send = newSender(w.entries, t.cs, func(i int) (source, error) { return root.Open(names[i]) })
 	defer func() { rep.Files, rep.Bytes = t.send.ended.Load(), t.send.dataBytes.Load() }()
-	var recs []planRec
 	err = c.writeWhile(func() error {
 		return writeManifest(c, w.entries, &manifestEnd{count: uint64(len(w.entries)), id: t.id, streams: uint16(cap(t.streams))})
 	}, func() (err error) {
-		recs, _, err = readPlan(c)
+		_, _, err = readPlan(c, t.send.addPlan)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if err := t.send.setPlan(recs); err != nil {
-		return err
-	}
+	t.send.sortPlan()
 	close(t.ready)
 	if err := waitDone(c); err != nil {
 		return err
@@ -743,7 +740,10 @@ func writePlan(c *conn, recs []planRec, end *planEnd) error {
 	return c.send(framePlanEnd, func(x *enc) { encodePlanEnd(x, end) })
 }
 
-func readPlan(c *conn) ([]planRec, planEnd, error) {
+// readPlan reads Plan frames up to PlanEnd. With add, each frame's
+// records go to add as they arrive, which refuses what the manifest does
+// not allow, and are not kept; without, they are returned.
+func readPlan(c *conn, add func([]planRec) error) ([]planRec, planEnd, error) {
 	var recs []planRec
 	for {
 		typ, p, err := c.recv()
@@ -754,6 +754,12 @@ func readPlan(c *conn) ([]planRec, planEnd, error) {
 		case framePlan:
 			if recs, err = decodePlan(recs, p); err != nil {
 				return nil, planEnd{}, err
+			}
+			if add != nil {
+				if err := add(recs); err != nil {
+					return nil, planEnd{}, err
+				}
+				recs = recs[:0]
 			}
 		case framePlanEnd:
 			pe, err := decodePlanEnd(p)
