@@ -356,6 +356,9 @@ func (r *receiver) resumable(f *rfile) []have {
 		return nil
 	}
 	defer pf.Close()
+	if !ownFile(r.cfg.root, f.part, pf) {
+		return nil // not a partial file this end wrote: start afresh
+	}
 	cs := r.cfg.chunkSize
 	buf := make([]byte, min(int64(cs), f.e.Size))
 	var out []have
@@ -639,11 +642,7 @@ func (r *receiver) openPart(f *rfile) error {
 	}
 	r.open++
 	r.mu.Unlock()
-	flag := os.O_RDWR | os.O_CREATE
-	if len(f.known) == 0 {
-		flag |= os.O_TRUNC
-	}
-	pf, err := r.cfg.root.OpenFile(f.part, flag, 0o600)
+	pf, err := openPart(r.cfg.root, f.part, len(f.known) == 0)
 	if err != nil {
 		r.closed()
 		return rootErr(f.part, err)
@@ -658,7 +657,7 @@ func (r *receiver) openPart(f *rfile) error {
 	}
 	if f.nchunks > 1 {
 		// A journal, for files with something to resume.
-		j, err := r.cfg.root.OpenFile(f.journal, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		j, err := createFresh(r.cfg.root, f.journal, os.O_WRONLY)
 		if err != nil {
 			p.Close()
 			r.closed()
@@ -686,6 +685,46 @@ func (r *receiver) openPart(f *rfile) error {
 	f.f = p
 	r.markDirty(path.Dir(f.final))
 	return nil
+}
+
+// openPart opens a partial file for writing: a new one (fresh), or the
+// one whose chunks were verified at planning. It never writes through a
+// link, or into a file with other names: anyone who can write in the
+// destination directory can predict a partial file's name, and os.Root
+// follows a link at the last component to anywhere under the root.
+func openPart(root *os.Root, name string, fresh bool) (*os.File, error) {
+	if fresh {
+		return createFresh(root, name, os.O_RDWR)
+	}
+	f, err := root.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	if !ownFile(root, name, f) {
+		f.Close()
+		return nil, &fs.PathError{Op: "open", Path: name, Err: errors.New("the partial file was replaced since planning; run the same command again")}
+	}
+	return f, nil
+}
+
+// createFresh replaces whatever is at name (a link is removed, never
+// followed) with a new, empty file of this process's.
+func createFresh(root *os.Root, name string, flag int) (*os.File, error) {
+	if err := root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return root.OpenFile(name, flag|os.O_CREATE|os.O_EXCL, 0o600)
+}
+
+// ownFile reports whether f, opened as name, is the regular file at name
+// itself (not one reached through a link) and has no other name.
+func ownFile(root *os.Root, name string, f *os.File) bool {
+	fi, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	li, err := root.Lstat(name)
+	return err == nil && fi.Mode().IsRegular() && os.SameFile(fi, li) && nlink(fi) == 1
 }
 
 func (r *receiver) closed() {
