@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"strings"
 	"syscall"
 )
@@ -195,6 +196,22 @@ func (e *incompleteError) Error() string {
 }
 
 func (e *incompleteError) Is(target error) bool { return target == ErrIncomplete }
+
+// bare strips the path from a filesystem error: a file opened through an
+// os.Root carries its absolute name in its errors, and errors travel to
+// the peer, which has no business knowing where this end keeps files.
+// Callers name the file by its path in the transfer instead.
+func bare(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return le.Err
+	}
+	return err
+}
 
 // protoErr is a protocol violation by the peer.
 func protoErr(format string, args ...any) error {

@@ -337,7 +337,7 @@ func (r *receiver) fileRoot(name string, size int64) (hash, error) {
 	for i := range hashes {
 		n := chunkLen(size, cs, int64(i))
 		if _, err := f.ReadAt(buf[:n], int64(i)*int64(cs)); err != nil {
-			return hash{}, fmt.Errorf("reading %s: %w", name, err)
+			return hash{}, fmt.Errorf("reading %s: %w", name, bare(err))
 		}
 		hashes[i] = chunkHash(buf[:n])
 	}
@@ -429,7 +429,7 @@ func usage(root *os.Root) (bytes, entries int64, err error) {
 		return nil
 	})
 	if err != nil {
-		return 0, 0, fmt.Errorf("measuring quota usage: %w", err)
+		return 0, 0, fmt.Errorf("measuring quota usage: %w", bare(err))
 	}
 	return bytes, entries, nil
 }
@@ -1096,7 +1096,7 @@ func syncDir(root *os.Root, name string) error {
 	}
 	defer d.Close()
 	if err := d.Sync(); err != nil && runtime.GOOS != "windows" {
-		return fmt.Errorf("syncing directory %s: %w", name, err)
+		return fmt.Errorf("syncing directory %s: %w", name, bare(err))
 	}
 	return nil
 }

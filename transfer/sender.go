@@ -163,11 +163,11 @@ func (s *sender) sendSpan(c *conn, b *streamBufs, sp span) error {
 	f := s.state(sp.file)
 	src, err := s.open(int(sp.file))
 	if err != nil {
-		return fmt.Errorf("opening %s: %w", e.Path, err)
+		return fmt.Errorf("opening %s: %w", e.Path, bare(err))
 	}
 	defer src.Close()
 	if fi, err := src.Stat(); err != nil {
-		return fmt.Errorf("reading %s: %w", e.Path, err)
+		return fmt.Errorf("reading %s: %w", e.Path, bare(err))
 	} else if fi.Size() != e.Size || !fi.ModTime().Equal(e.ModTime) {
 		return fmt.Errorf("%s changed while it was being sent; run the command again", e.Path)
 	}
@@ -192,7 +192,7 @@ func (s *sender) sendSpan(c *conn, b *streamBufs, sp span) error {
 			if errors.Is(err, io.EOF) {
 				return fmt.Errorf("%s shrank while it was being sent; run the command again", e.Path)
 			}
-			return fmt.Errorf("reading %s: %w", e.Path, err)
+			return fmt.Errorf("reading %s: %w", e.Path, bare(err))
 		}
 		h := chunkHash(buf[:n])
 		idx := uint32(c64)
@@ -256,7 +256,7 @@ func (s *sender) compare(f *sfile, rec *planRec, src source, b *streamBufs, e *E
 	for i := range hashes {
 		n := chunkLen(e.Size, s.cs, int64(i))
 		if _, err := src.ReadAt(buf[:n], int64(i)*int64(s.cs)); err != nil {
-			return 0, fmt.Errorf("reading %s: %w", e.Path, err)
+			return 0, fmt.Errorf("reading %s: %w", e.Path, bare(err))
 		}
 		hashes[i] = chunkHash(buf[:n])
 	}

@@ -204,12 +204,22 @@ func (s *Server) serveList(c *conn, ep *Endpoint, h *hello) error {
 	if err != nil {
 		return err
 	}
-	root, err := os.OpenRoot(ep.Root)
+	root, err := openRoot(ep)
 	if err != nil {
-		return fmt.Errorf("opening the files root: %w", err)
+		return err
 	}
 	defer root.Close()
 	return list(c, root, name, s.cfg.Limits.MaxEntries)
+}
+
+// openRoot opens ep's files root. The error names the user, not the
+// directory: it is sent to the client.
+func openRoot(ep *Endpoint) (*os.Root, error) {
+	root, err := os.OpenRoot(ep.Root)
+	if err != nil {
+		return nil, fmt.Errorf("the files root of user %s cannot be opened: %w; the server's administrator must create it or fix its permissions", ep.User, bare(err))
+	}
+	return root, nil
 }
 
 // checkOptions validates a push or pull request's settings.
@@ -314,9 +324,9 @@ func (s *Server) servePush(ctx context.Context, c *conn, ep *Endpoint, h *hello,
 		return err
 	}
 	defer s.retire(t, ep)
-	root, err := os.OpenRoot(ep.Root)
+	root, err := openRoot(ep)
 	if err != nil {
-		return fmt.Errorf("opening the files root: %w", err)
+		return err
 	}
 	defer root.Close()
 	c.maxChunk = t.cs
@@ -386,9 +396,9 @@ func (s *Server) servePull(ctx context.Context, c *conn, ep *Endpoint, h *hello,
 		return err
 	}
 	defer s.retire(t, ep)
-	root, err := os.OpenRoot(ep.Root)
+	root, err := openRoot(ep)
 	if err != nil {
-		return fmt.Errorf("opening the files root: %w", err)
+		return err
 	}
 	defer root.Close()
 	lim := s.cfg.Limits
