@@ -45,6 +45,10 @@ type recvConfig struct {
 	statfs     func(dir string) (avail int64, err error) // nil: no check
 	quotaBytes int64                                     // 0: no quota
 	quotaFiles int64
+	// book, when set, holds what the other transfers in progress under
+	// the same root may still add, so that together they keep to the
+	// quota.
+	book *quotaBook
 
 	// lock reserves destination paths against other transfers.
 	lock func(paths []string) (unlock func(), err error)
@@ -97,7 +101,8 @@ type receiver struct {
 	open     int             // partial files open
 	dirty    map[string]bool // directories whose entries changed, to fsync
 	unlock   func()
-	quotaUse int64 // bytes in use under the root, when a quota applies
+	quotaUse int64     // bytes in use under the root, when a quota applies
+	hold     quotaHold // what this transfer may add, in cfg.book
 
 	// For the server's report: file data written, and files committed.
 	dataBytes, committed atomic.Int64
@@ -397,15 +402,76 @@ func (r *receiver) checkQuota(bytes, entries int64) error {
 		return err
 	}
 	r.quotaUse = usedBytes
-	if q := r.cfg.quotaBytes; q > 0 && usedBytes+bytes > q {
-		return fmt.Errorf("%w: %s more would bring the user's files to %s, over the quota of %s; delete files first",
-			ErrQuota, fmtBytes(bytes), fmtBytes(usedBytes+bytes), fmtBytes(q))
+	return r.cfg.book.reserve(&r.hold, max(bytes, 0), max(entries, 0), func(heldBytes, heldFiles int64) error {
+		if q := r.cfg.quotaBytes; q > 0 && usedBytes+heldBytes+bytes > q {
+			return fmt.Errorf("%w: %s more would bring the user's files to %s%s, over the quota of %s; delete files first",
+				ErrQuota, fmtBytes(bytes), fmtBytes(usedBytes+heldBytes+bytes), heldNote(fmtBytes(heldBytes), heldBytes), fmtBytes(q))
+		}
+		if q := r.cfg.quotaFiles; q > 0 && usedFiles+heldFiles+entries > q {
+			return fmt.Errorf("%w: %d more entries would bring the user's files to %d%s, over the quota of %d; delete files first",
+				ErrQuota, entries, usedFiles+heldFiles+entries, heldNote(fmt.Sprint(heldFiles), heldFiles), q)
+		}
+		return nil
+	})
+}
+
+func heldNote(what string, n int64) string {
+	if n <= 0 {
+		return ""
 	}
-	if q := r.cfg.quotaFiles; q > 0 && usedFiles+entries > q {
-		return fmt.Errorf("%w: %d more entries would bring the user's files to %d, over the quota of %d; delete files first",
-			ErrQuota, entries, usedFiles+entries, q)
+	return " (counting " + what + " that other transfers in progress may add)"
+}
+
+// quotaBook keeps, for one root with a quota, what each transfer in
+// progress was allowed to add. A transfer's planning measures the files
+// under the root, which do not yet hold what the others will write: the
+// book adds that. A transfer counts for all it declared until it ends,
+// including what it already wrote, which the measure also sees: close to
+// the quota, a second transfer may be refused until the first ends,
+// never both accepted past it. A nil book holds nothing.
+type quotaBook struct {
+	mu    sync.Mutex
+	holds map[*quotaHold]struct{}
+}
+
+// quotaHold is one transfer's part of a quotaBook, guarded by its mutex.
+type quotaHold struct{ bytes, files int64 }
+
+// reserve adds bytes and files to h if check, given what the other
+// transfers hold, allows it.
+func (b *quotaBook) reserve(h *quotaHold, bytes, files int64, check func(heldBytes, heldFiles int64) error) error {
+	if b == nil {
+		return check(0, 0)
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var hb, hf int64
+	for o := range b.holds {
+		if o != h {
+			hb += o.bytes
+			hf += o.files
+		}
+	}
+	if err := check(hb, hf); err != nil {
+		return err
+	}
+	h.bytes += bytes
+	h.files += files
+	if b.holds == nil {
+		b.holds = make(map[*quotaHold]struct{})
+	}
+	b.holds[h] = struct{}{}
 	return nil
+}
+
+// release forgets h, once its transfer ended.
+func (b *quotaBook) release(h *quotaHold) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	delete(b.holds, h)
+	b.mu.Unlock()
 }
 
 // usage adds up the sizes of the regular files under root and counts its
@@ -617,9 +683,17 @@ func (r *receiver) streamCheck(f *rfile, h *chunkHeader, n int) error {
 	}
 	f.short = n < r.cfg.chunkSize
 	total := f.written + int64(n)
-	if q := r.cfg.quotaBytes; q > 0 && r.quotaUse+total > q {
-		return fmt.Errorf("%w: the stream reached %s, over the user's quota of %s (%s already in use)",
-			ErrQuota, fmtBytes(total), fmtBytes(q), fmtBytes(r.quotaUse))
+	if q := r.cfg.quotaBytes; q > 0 {
+		err := r.cfg.book.reserve(&r.hold, int64(n), 0, func(held, _ int64) error {
+			if r.quotaUse+held+total > q {
+				return fmt.Errorf("%w: the stream reached %s, over the user's quota of %s (%s already in use%s)",
+					ErrQuota, fmtBytes(total), fmtBytes(q), fmtBytes(r.quotaUse), heldNote(fmtBytes(held), held))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 	}
 	if r.cfg.statfs != nil {
 		if avail, err := r.cfg.statfs(r.cfg.root.Name()); err == nil && avail >= 0 && int64(n)+r.cfg.reserve > avail {
@@ -1126,4 +1200,5 @@ func (r *receiver) close() {
 		r.unlock()
 		r.unlock = nil
 	}
+	r.cfg.book.release(&r.hold)
 }

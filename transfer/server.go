@@ -84,6 +84,7 @@ type Server struct {
 	transfers map[transferID]*transfer
 	perUser   map[string]int
 	busy      map[string]bool // destination files being written, by root and path
+	books     map[string]*quotaBook
 }
 
 // NewServer returns a Server; cfg is copied.
@@ -98,7 +99,8 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.Statfs == nil {
 		cfg.Statfs = statfs
 	}
-	return &Server{cfg: cfg, transfers: make(map[transferID]*transfer), perUser: make(map[string]int), busy: make(map[string]bool)}
+	return &Server{cfg: cfg, transfers: make(map[transferID]*transfer), perUser: make(map[string]int), busy: make(map[string]bool),
+		books: make(map[string]*quotaBook)}
 }
 
 // transfer is the state that a control stream shares with its data
@@ -266,6 +268,23 @@ func (s *Server) retire(t *transfer, ep *Endpoint) {
 	t.wg.Wait()
 }
 
+// book returns the quota book of the transfers under root, or nil when
+// ep has no quota. Books are kept for the life of the Server: there is
+// one per root with a quota.
+func (s *Server) book(ep *Endpoint) *quotaBook {
+	if ep.MaxBytes <= 0 && ep.MaxFiles <= 0 {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.books[ep.Root]
+	if b == nil {
+		b = &quotaBook{}
+		s.books[ep.Root] = b
+	}
+	return b
+}
+
 // lockPaths reserves destination files against concurrent transfers. A
 // transfer that was just interrupted may still be winding down when its
 // rerun arrives, so a busy path is retried for a few seconds.
@@ -338,7 +357,7 @@ func (s *Server) servePush(ctx context.Context, c *conn, ep *Endpoint, h *hello,
 	cfg := recvConfig{
 		root: root, dest: dest, overwrite: h.overwrite, links: h.links, chunkSize: t.cs,
 		stream: h.flags&flagStream != 0, limits: lim, reserve: reserve,
-		quotaBytes: ep.MaxBytes, quotaFiles: ep.MaxFiles,
+		quotaBytes: ep.MaxBytes, quotaFiles: ep.MaxFiles, book: s.book(ep),
 		lock: s.lockPaths(t.ctx, ep.Root), wrap: s.cfg.wrap,
 	}
 	if reserve > 0 {
