@@ -13,7 +13,13 @@ import (
 // transfer then waits, planned and admitted, for finishPush.
 func startPush(t *testing.T, h *harness, hl hello, entries []Entry) (*conn, planEnd, error) {
 	t.Helper()
-	hl.op, hl.chunkSize, hl.streams = opPush, MinChunkSize, 1
+	hl.op = opPush
+	if hl.chunkSize == 0 {
+		hl.chunkSize = MinChunkSize
+	}
+	if hl.streams == 0 {
+		hl.streams = 1
+	}
 	rw, err := h.open(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -34,6 +34,9 @@ type Endpoint struct {
 // errorWriteTimeout bounds the wait to deliver a final error frame.
 const errorWriteTimeout = 5 * time.Second
 
+// DefaultBufferBudget is the default ServerConfig.MaxBufferBytes.
+const DefaultBufferBudget = 1 << 30
+
 // DefaultReserve is the free space a receiver leaves by default.
 const DefaultReserve = 64 << 20
 
@@ -49,6 +52,11 @@ type ServerConfig struct {
 	// once, over all users; MaxTransfersPerUser, those of one user.
 	// Defaults 64 and 8.
 	MaxTransfers, MaxTransfersPerUser int
+	// MaxBufferBytes bounds the memory the data streams of all
+	// transfers may hold together, counted as two chunks per stream. A
+	// transfer is granted the streams that fit, at least one, or is
+	// refused as busy. Default DefaultBufferBudget.
+	MaxBufferBytes int64
 	// Statfs reports the bytes available to the server on the
 	// filesystem holding dir; nil means the operating system's
 	// (unavailable on some platforms, where the check is skipped).
@@ -84,6 +92,7 @@ type Server struct {
 	transfers map[transferID]*transfer
 	perUser   map[string]int
 	busy      map[string]bool // destination files being written, by root and path
+	buffers   int64           // bytes the admitted transfers' streams may hold
 	books     map[string]*quotaBook
 }
 
@@ -95,6 +104,9 @@ func NewServer(cfg ServerConfig) *Server {
 	}
 	if cfg.MaxTransfersPerUser <= 0 {
 		cfg.MaxTransfersPerUser = 8
+	}
+	if cfg.MaxBufferBytes <= 0 {
+		cfg.MaxBufferBytes = DefaultBufferBudget
 	}
 	if cfg.Statfs == nil {
 		cfg.Statfs = statfs
@@ -116,6 +128,7 @@ type transfer struct {
 	cs      int
 	comp    bool
 	streams chan struct{} // data stream slots
+	buffers int64         // what the slots count for in Server.buffers
 	wg      sync.WaitGroup
 	closing bool
 }
@@ -246,10 +259,19 @@ func (s *Server) admit(ctx context.Context, ep *Endpoint, h *hello) (*transfer, 
 	if s.perUser[ep.User] >= s.cfg.MaxTransfersPerUser {
 		return nil, fmt.Errorf("%w: user %s already has %d transfers in progress; wait for one to finish", ErrBusy, ep.User, s.perUser[ep.User])
 	}
+	// A data stream holds two chunk-sized buffers at most: grant the
+	// streams that fit in what is left of the budget.
+	per := 2 * int64(h.chunkSize)
+	n := min(int64(max(int(h.streams), 1)), int64(s.cfg.Limits.MaxStreams), (s.cfg.MaxBufferBytes-s.buffers)/per)
+	if n < 1 {
+		return nil, fmt.Errorf("%w: the server's transfers hold all the memory it gives them; try again later, or with a smaller chunk size", ErrBusy)
+	}
 	t := &transfer{owner: owner(ep), ready: make(chan struct{}), cs: int(h.chunkSize), comp: h.flags&flagCompress != 0}
 	rand.Read(t.id[:])
 	t.ctx, t.cancel = context.WithCancel(ctx)
-	t.streams = make(chan struct{}, min(max(int(h.streams), 1), s.cfg.Limits.MaxStreams))
+	t.streams = make(chan struct{}, n)
+	t.buffers = n * per
+	s.buffers += t.buffers
 	s.transfers[t.id] = t
 	s.perUser[ep.User]++
 	return t, nil
@@ -260,6 +282,7 @@ func (s *Server) retire(t *transfer, ep *Endpoint) {
 	s.mu.Lock()
 	t.closing = true
 	delete(s.transfers, t.id)
+	s.buffers -= t.buffers
 	if s.perUser[ep.User]--; s.perUser[ep.User] <= 0 {
 		delete(s.perUser, ep.User)
 	}
