@@ -34,14 +34,15 @@ const transferTimeout = 5 * time.Minute
 // fileServer is a server with --files-root and an admin listener.
 type fileServer struct {
 	*server
-	root  string
+	files string // --files-root
+	root  string // testUser's directory under it, where transfers land
 	admin string
 }
 
 func startFileServer(t *testing.T, cert certPair, authfile, root string, args ...string) *fileServer {
 	t.Helper()
 	srv := startServer(t, cert, authfile, append([]string{"--files-root", root, "--admin", "127.0.0.1:0"}, args...)...)
-	return &fileServer{server: srv, root: root, admin: srv.adminAddr(t)}
+	return &fileServer{server: srv, files: root, root: filepath.Join(root, testUser), admin: srv.adminAddr(t)}
 }
 
 // newFileServer makes a certificate, a users file holding testUser and a
@@ -376,7 +377,7 @@ func TestTransferInterrupted(t *testing.T) {
 	file := filepath.Join(src, "disk.img")
 	writeRandomFile(t, file, size, 2)
 	sum := fileSHA256(t, file)
-	final := filepath.Join(root, "inbox", "disk.img")
+	final := filepath.Join(root, testUser, "inbox", "disk.img")
 
 	// resent is the data that crossed twice: what the interrupted run got
 	// through plus what the rerun sent, beyond the file's size.
@@ -516,6 +517,31 @@ func TestTransferSharesSession(t *testing.T) {
 	fsrv.waitLog(t, regexp.MustCompile(`msg="transfer finished" user=`+testUser+` op=send files=1 bytes=268435456 `), ioTimeout)
 }
 
+// Users of one server do not see each other's files: each has a
+// directory of its own under --files-root.
+func TestTransferUsersApart(t *testing.T) {
+	fsrv := newFileServer(t)
+	newUser(t, fsrv.authfile, "bob", "bob-password")
+	fsrv.signal(t, syscall.SIGHUP)
+	fsrv.waitLog(t, regexp.MustCompile(`msg="users reloaded" users=2`), startTimeout)
+	src := filepath.Join(t.TempDir(), "secret.txt")
+	os.WriteFile(src, []byte("alice's\n"), 0o600)
+	fsrv.transfer(t, "send", []string{"--to", "inbox"}, src)
+
+	bob := []string{"BURROW_AUTH=bob:bob-password", "BURROW_FINGERPRINT=" + fsrv.cert.fingerprint}
+	for _, path := range []string{"inbox/secret.txt", "../alice/inbox/secret.txt", "/alice/inbox/secret.txt"} {
+		_, msg := runFailing(t, bob, "fetch", "--to", t.TempDir(), fsrv.url, path)
+		t.Logf("bob fetching %s: %s", path, msg)
+		if !strings.Contains(msg, "not found") && !strings.Contains(msg, "refusing") {
+			t.Errorf("bob fetching %s: %q, want not found or refused", path, msg)
+		}
+	}
+	p := startProc(t, "ls", "", bob, "ls", fsrv.url)
+	if code := p.waitExit(t, exitTimeout); code != 0 || strings.Contains(p.stdout.String(), "inbox") {
+		t.Errorf("bob's listing (exit %d) shows alice's files: %q", code, p.stdout.String())
+	}
+}
+
 // mountTmpfs mounts a tmpfs of size bytes on a new directory, or skips
 // the test when this system does not let the test mount one.
 func mountTmpfs(t *testing.T, size int64) string {
@@ -578,7 +604,7 @@ func TestTransferDiskFull(t *testing.T) {
 		t.Fatalf("want one line saying the disk is full, got %q", other)
 	}
 	t.Logf("disk full: %s", other[0])
-	final := filepath.Join(root, "inbox", "backup.tar")
+	final := filepath.Join(root, testUser, "inbox", "backup.tar")
 	if _, err := os.Stat(final); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("%s exists after the disk filled up (%v)", final, err)
 	}
@@ -607,7 +633,7 @@ func TestTransferDiskFull(t *testing.T) {
 // server keeps serving.
 func TestTransferHostileSender(t *testing.T) {
 	fsrv := newFileServer(t)
-	outside := filepath.Dir(fsrv.root)
+	outside := filepath.Dir(fsrv.files)
 	sess := dialFileSession(t, fsrv)
 
 	cases := []struct {
@@ -635,9 +661,11 @@ func TestTransferHostileSender(t *testing.T) {
 			}
 		})
 	}
-	for _, name := range []string{"evil", "tmp/evil", ".ssh", "authorized_keys"} {
-		if _, err := os.Lstat(filepath.Join(outside, name)); err == nil {
-			t.Errorf("%s was written outside the files root", filepath.Join(outside, name))
+	for _, dir := range []string{outside, fsrv.files} {
+		for _, name := range []string{"evil", "tmp/evil", ".ssh", "authorized_keys"} {
+			if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+				t.Errorf("%s was written outside the user's files directory", filepath.Join(dir, name))
+			}
 		}
 	}
 	if _, err := os.Stat("/tmp/evil"); err == nil {

@@ -3,8 +3,10 @@ package server
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/burrowtun/burrow/transfer"
 )
@@ -40,8 +42,11 @@ func (fa *FileAccess) check() error {
 }
 
 // FileRoots decides where each user's file transfers go: the user's own
-// "files" entry in the authfile, or else the shared root, where every
-// user may read and write. It implements transfer.ServerConfig.Lookup.
+// "files" entry in the authfile, or else a directory of their own under
+// the shared root (made mode 0700 on first use), where they may read and
+// write. Users never see each other's files unless the administrator
+// points their entries at the same directory. It implements
+// transfer.ServerConfig.Lookup.
 type FileRoots struct {
 	// Shared is the server's --files-root; empty means only users with
 	// their own entry may transfer files.
@@ -64,24 +69,36 @@ func (f FileRoots) Lookup(user string) (transfer.Endpoint, error) {
 			return ep, fmt.Errorf("%w: file transfer is not enabled for user %s; the server needs --files-root DIR or a \"files\" entry for the user in its authfile",
 				transfer.ErrPermission, user)
 		}
-		ep.Root = f.Shared
-		return ep, nil
+		fa = &FileAccess{Root: user}
 	}
 	ep.Root = fa.Root
 	ep.Read = fa.Access != "w"
 	ep.Write = fa.Access != "r"
 	ep.MaxBytes, ep.MaxFiles = fa.MaxBytes, fa.MaxFiles
-	if !filepath.IsAbs(ep.Root) {
-		if f.Shared == "" {
-			return ep, fmt.Errorf("%w: user %s's files root %q is relative, but the server has no --files-root to put it under",
-				transfer.ErrPermission, user, fa.Root)
+	if filepath.IsAbs(ep.Root) {
+		return ep, nil
+	}
+	if f.Shared == "" {
+		return ep, fmt.Errorf("%w: user %s's files root %q is relative, but the server has no --files-root to put it under",
+			transfer.ErrPermission, user, fa.Root)
+	}
+	// A user name such as ".." is a valid name but not a directory of
+	// its own; a relative root must stay under the shared one.
+	rel := filepath.Clean(ep.Root)
+	if rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return ep, fmt.Errorf("%w: user %s's files directory %q would not be under --files-root; give the user a \"files\" root in the authfile",
+			transfer.ErrPermission, user, fa.Root)
+	}
+	ep.Root = filepath.Join(f.Shared, rel)
+	// Made on first use, owner-only; an absolute root is the
+	// administrator's to make. The error names no server path: it goes
+	// to the client.
+	if err := os.MkdirAll(ep.Root, 0o700); err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
 		}
-		ep.Root = filepath.Join(f.Shared, fa.Root)
-		// A user's own directory under the shared root is made on first
-		// use, owner-only; an absolute root is the administrator's to make.
-		if err := os.MkdirAll(ep.Root, 0o700); err != nil {
-			return ep, fmt.Errorf("files root of user %s: %w", user, err)
-		}
+		return ep, fmt.Errorf("cannot make the files directory of user %s on the server: %v", user, err)
 	}
 	return ep, nil
 }

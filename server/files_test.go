@@ -22,8 +22,11 @@ func TestFileRootsLookup(t *testing.T) {
 	fr := FileRoots{Shared: shared, Users: func() *Users { return us }}
 
 	ep, err := fr.Lookup("plain")
-	if err != nil || ep.Root != shared || !ep.Read || !ep.Write || ep.User != "plain" {
-		t.Fatalf("plain user: %+v, %v; want the shared root, read and write", ep, err)
+	if err != nil || ep.Root != filepath.Join(shared, "plain") || !ep.Read || !ep.Write || ep.User != "plain" {
+		t.Fatalf("plain user: %+v, %v; want a directory of its own under the shared root, read and write", ep, err)
+	}
+	if fi, err := os.Stat(ep.Root); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("the plain user's directory: %v, %v; want it made with mode 0700", fi, err)
 	}
 	ep, err = fr.Lookup("own")
 	if err != nil || ep.Root != filepath.Join(shared, "own") || !ep.Read || ep.Write || ep.MaxBytes != 1<<20 || ep.MaxFiles != 10 {
@@ -35,6 +38,19 @@ func TestFileRootsLookup(t *testing.T) {
 	ep, err = fr.Lookup("elsewhr")
 	if err != nil || ep.Root != abs || ep.Read || !ep.Write {
 		t.Fatalf("user with an absolute root: %+v, %v", ep, err)
+	}
+
+	// A valid user name that is not a directory of its own, and a root
+	// that climbs out, get nothing.
+	dots := mustParse(t, authJSON(t, map[string]fileUser{
+		"..":    {Password: cheapHash(t, "x")},
+		"climb": {Password: cheapHash(t, "x"), Files: &FileAccess{Root: "../etc"}},
+	}))
+	for _, name := range []string{"..", "climb"} {
+		_, err := FileRoots{Shared: shared, Users: func() *Users { return dots }}.Lookup(name)
+		if !errors.Is(err, transfer.ErrPermission) {
+			t.Errorf("user %q: %v; want refused", name, err)
+		}
 	}
 
 	none := FileRoots{Users: func() *Users { return us }}

@@ -55,7 +55,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "backend", Usage: "serve every non-tunnel request from this website `URL` (reverse proxy), so the server looks like it", EnvVars: []string{"BURROW_BACKEND"}},
 			&cli.BoolFlag{Name: "reverse", Usage: "let clients ask the server to listen for them (R: remotes), within their allow lists", EnvVars: []string{"BURROW_REVERSE"}},
 			&cli.BoolFlag{Name: "allow-link-local", Usage: "let streams reach link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254)", EnvVars: []string{"BURROW_ALLOW_LINK_LOCAL"}},
-			&cli.StringFlag{Name: "files-root", Usage: "serve burrow send/fetch/ls in `DIR` for every user (a user's \"files\" entry in the authfile overrides it)", EnvVars: []string{"BURROW_FILES_ROOT"}},
+			&cli.StringFlag{Name: "files-root", Usage: "serve burrow send/fetch/ls: each user gets `DIR`/USER (a user's \"files\" entry in the authfile overrides it)", EnvVars: []string{"BURROW_FILES_ROOT"}},
 			&cli.IntFlag{Name: "max-transfers", Value: 64, Usage: "most file transfers in progress at once", EnvVars: []string{"BURROW_MAX_TRANSFERS"}},
 			&cli.IntFlag{Name: "max-transfers-per-user", Value: 8, Usage: "most file transfers of one user in progress at once", EnvVars: []string{"BURROW_MAX_TRANSFERS_PER_USER"}},
 			&cli.IntFlag{Name: "max-manifest-entries", Value: 100000, Usage: "most files and directories in one transfer or listing", EnvVars: []string{"BURROW_MAX_MANIFEST_ENTRIES"}},
