@@ -83,8 +83,10 @@ func startHTTPTest(tb testing.TB, srv *httptest.Server, tr transport) *http.Clie
 }
 
 // testTimeout bounds every wait in these tests so that a bug fails a test
-// instead of hanging the run.
-const testTimeout = 20 * time.Second
+// instead of hanging the run. It is no performance bound: make test runs
+// this package under the race detector beside the integration suite on
+// two cores, where 50 echoed streams of up to 1 MiB took over 20 s.
+const testTimeout = 60 * time.Second
 
 type acceptResult struct {
 	sess *yamux.Session
@@ -721,7 +723,12 @@ func TestKeepAliveSilentPeer(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr transport) {
 		ts := startTunnelServer(t, serverOptions{tr: tr})
 		proxy := startFreezeProxy(t, ts.Listener.Addr().String())
-		cfg := &Config{KeepAliveInterval: 100 * time.Millisecond, KeepAliveTimeout: 200 * time.Millisecond}
+		// Silence for a second ends the session. Without the rule that
+		// any frame proves the peer alive, a ping queued behind 512 KiB
+		// at 256 KiB/s waits two; with it, a loaded machine running this
+		// beside the integration suite still has room (100 ms + 200 ms
+		// was once exceeded there).
+		cfg := &Config{KeepAliveInterval: 250 * time.Millisecond, KeepAliveTimeout: 750 * time.Millisecond}
 		url := strings.Replace(ts.wsURL(), ts.Listener.Addr().String(), proxy.addr(), 1)
 		client, server := ts.dialURL(t, url, cfg)
 		serveStreams(t, server, echo)
@@ -755,7 +762,12 @@ func TestKeepAliveSilentPeer(t *testing.T) {
 // client keeps hearing the server's own pings.
 func TestKeepAliveBusySlowLink(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr transport) {
-		cfg := &Config{KeepAliveInterval: 100 * time.Millisecond, KeepAliveTimeout: 200 * time.Millisecond}
+		// Silence for a second ends the session. Without the rule that
+		// any frame proves the peer alive, a ping queued behind 512 KiB
+		// at 256 KiB/s waits two; with it, a loaded machine running this
+		// beside the integration suite still has room (100 ms + 200 ms
+		// was once exceeded there).
+		cfg := &Config{KeepAliveInterval: 250 * time.Millisecond, KeepAliveTimeout: 750 * time.Millisecond}
 		ts := startTunnelServer(t, serverOptions{tr: tr, cfg: cfg})
 		const rate, size = 256 << 10, 512 << 10 // bytes a second client to server, bytes sent
 		proxy := startSlowProxy(t, ts.Listener.Addr().String(), rate)
