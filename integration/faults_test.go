@@ -172,8 +172,8 @@ func pumpEcho(local string, seed uint64, size int64, maxTime time.Duration) echo
 		n, rerr := c.Read(buf)
 		if n > 0 {
 			io.ReadFull(want, wbuf[:n])
-			if i := firstDifference(buf[:n], wbuf[:n]); i >= 0 {
-				res.err = fmt.Errorf("echo differs from what was sent at byte %d", res.echoed+int64(i))
+			if !bytes.Equal(buf[:n], wbuf[:n]) {
+				res.err = fmt.Errorf("echo differs from what was sent at byte %d", res.echoed+int64(firstDifference(buf[:n], wbuf[:n])))
 				res.corrupt = true
 				break
 			}
@@ -455,7 +455,7 @@ func TestFaultsFileTransfer(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "fault.bin")
 	writeRandomFile(t, file, size, 8)
 	sum := fileSHA256(t, file)
-	final := filepath.Join(root, "inbox", "fault.bin")
+	final := filepath.Join(fsrv.root, "inbox", "fault.bin")
 
 	p := viaProxy.startTransfer(t, "send", []string{"--to", "inbox"}, file)
 	at := progressAt(t, p, size/3, transferTimeout)
