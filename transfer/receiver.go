@@ -99,6 +99,7 @@ type receiver struct {
 
 	mu       sync.Mutex
 	open     int             // partial files open
+	ended    bool            // closed: no partial file may be opened again
 	dirty    map[string]bool // directories whose entries changed, to fsync
 	unlock   func()
 	quotaUse int64     // bytes in use under the root, when a quota applies
@@ -710,6 +711,10 @@ func (r *receiver) openPart(f *rfile) error {
 		return nil
 	}
 	r.mu.Lock()
+	if r.ended {
+		r.mu.Unlock()
+		return fmt.Errorf("%w: the transfer has ended", ErrIncomplete)
+	}
 	if r.open >= r.cfg.limits.MaxOpenFiles {
 		r.mu.Unlock()
 		return fmt.Errorf("%w: more than %d files under way at once", ErrLimit, r.cfg.limits.MaxOpenFiles)
@@ -1178,6 +1183,11 @@ func syncDir(root *os.Root, name string) error {
 // close releases the receiver's files. Partial files stay for a resume,
 // except a stream's, which cannot resume.
 func (r *receiver) close() {
+	// A chunk arriving late must not reopen, and so truncate, a partial
+	// file that is kept for a resume.
+	r.mu.Lock()
+	r.ended = true
+	r.mu.Unlock()
 	for _, f := range r.files {
 		if f == nil {
 			continue

@@ -388,6 +388,12 @@ func (s *Server) servePush(ctx context.Context, c *conn, ep *Endpoint, h *hello,
 	}
 	r := newReceiver(cfg)
 	defer r.close()
+	// The data streams write through r: on every way out they stop
+	// before it closes (retire, deferred earlier, would run after).
+	defer func() {
+		t.cancel()
+		t.wg.Wait()
+	}()
 	defer func() { rep.Files, rep.Bytes = r.committed.Load(), r.dataBytes.Load() }()
 	if r.entries, err = readManifest(c, &lim, nil); err != nil {
 		return err
