@@ -13,10 +13,13 @@ declare -A need=(
   [nginx]=nginx
   [haproxy]=haproxy
   [ip]=iproute2
+  [tc]=iproute2
   [nft]=nftables
   [sshd]=openssh-server
   [ssh]=openssh-client
+  [ssh-keygen]=openssh-client
   [iperf3]=iperf3
+  [rsync]=rsync
   [systemd-analyze]=systemd
 )
 
