@@ -29,6 +29,13 @@ func transferFlags(extra ...cli.Flag) []cli.Flag {
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing but errors"},
 	)
 	fl = append(fl, extra...)
+	// Of the session's tuning, what a transfer may want: a shorter
+	// keepalive notices a dead link sooner, a larger window fills a long one.
+	for _, f := range muxFlags() {
+		if n := f.Names()[0]; n == "keepalive" || n == "stream-window" {
+			fl = append(fl, f)
+		}
+	}
 	return append(fl, logFlags()...)
 }
 
@@ -120,6 +127,7 @@ func setupTransfer(c *cli.Context, section string) (*transferSetup, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg.Mux = muxConfig(c)
 	sess, err := client.Connect(c.Context, cfg)
 	if err != nil {
 		return nil, err
