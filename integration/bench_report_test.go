@@ -415,7 +415,7 @@ func (s *suite) write() error {
 			p("(BENCH_LINK_QDISC replaced the default netem settings: the round trip and rate stated here are not what the link had.)\n")
 		}
 		if l.why != "" {
-			p("Network namespaces with netem were not used: %s.\n", l.why)
+			p("Network namespaces with netem were not used: %s.\n", strings.TrimRight(l.why, ". "))
 		}
 		p("One stream, %d s after %d s omitted (slow start), Mbit/s, median of %d. Beside the defaults,\n", linkSecs, linkOmit, s.reps)
 		p("a client whose receive window is cut to 1 MiB (one stream cannot go faster than window / RTT,\n")
@@ -423,7 +423,7 @@ func (s *suite) write() error {
 		p("the other window size. yamux (v0.1.2, `Stream.sendWindowUpdate`) grants new credit only once half\n")
 		p("of the window has been read, so a sender may count on about three quarters of the window\n")
 		p("on average: to fill this link's bandwidth-delay product (%.2f MB) a stream needs a window of\n", l.rateMbit*1e6/8*l.rtt.Seconds()/1e6)
-		p("about %.1f MB, against the default of %d MiB.\n\n", l.rateMbit*1e6/8*l.rtt.Seconds()/1e6*4/3, mux.DefaultStreamWindow>>20)
+		p("at least %.1f MB, more with any queueing or processing delay on the way; the default is %d MiB.\n\n", l.rateMbit*1e6/8*l.rtt.Seconds()/1e6*4/3, mux.DefaultStreamWindow>>20)
 		p("| path | Mbit/s | vs direct |\n|---|---|---|\n")
 		for _, k := range l.order {
 			dir := k[strings.LastIndex(k, " ")+1:]
@@ -473,11 +473,11 @@ func (s *suite) write() error {
 	for _, c := range s.commands {
 		p("%s\n", c)
 	}
-	p("```\n\nTime per section:")
+	p("```\n\n| section | time | 1-minute load average at its start |\n|---|---|---|\n")
 	for _, st := range s.sections {
-		p(" %s %v,", st.name, st.took.Round(time.Second))
+		p("| %s | %v | %s |\n", st.name, st.took.Round(time.Second), st.load)
 	}
-	p(" total %v (plus building the binary and `make deps`).\n", took)
+	p("| total | %v | (plus building the binary and `make deps`) |\n", took)
 
 	path := filepath.Join(s.out, "benchmarks.md")
 	tmp := path + ".tmp"
@@ -543,7 +543,7 @@ func (s *suite) writeScale(b *strings.Builder) {
 		if i := strings.LastIndex(total, " of "); i >= 0 {
 			total = total[i+4:]
 		}
-		p("Server heap with %d %s open, before the GC (`/debug/pprof/heap`, in-use space as sampled, %s):\n\n| flat | cum | allocated in |\n|---|---|---|\n", r.c.n, r.what, total)
+		p("Server heap with %d %s open, after the GC (`/debug/pprof/heap`, in-use space as sampled, %s):\n\n| flat | cum | allocated in |\n|---|---|---|\n", r.c.n, r.what, total)
 		for _, l := range r.c.heap.lines[:min(8, len(r.c.heap.lines))] {
 			p("| %.1f%% | %.1f%% | `%s` |\n", l.flatPct, l.cumPct, l.name)
 		}

@@ -161,6 +161,7 @@ type profResult struct {
 type sectionTime struct {
 	name string
 	took time.Duration
+	load string // the 1-minute load average when it started
 }
 
 type suite struct {
@@ -264,9 +265,10 @@ func (s *suite) section(name string, estimate time.Duration, fn func()) {
 		return
 	}
 	start := time.Now()
-	s.t.Logf("%s ...", name)
+	load1, _, _ := strings.Cut(loadAvg(), " ")
+	s.t.Logf("%s ... (load average %s)", name, load1)
 	fn()
-	s.sections = append(s.sections, sectionTime{name, time.Since(start)})
+	s.sections = append(s.sections, sectionTime{name, time.Since(start), load1})
 	s.t.Logf("%s done in %v", name, time.Since(start).Round(100*time.Millisecond))
 }
 
