@@ -671,6 +671,10 @@ func TestTransferHostileSender(t *testing.T) {
 	if _, err := os.Stat("/tmp/evil"); err == nil {
 		t.Error("/tmp/evil was written")
 	}
+	// The million entries hit a limit, which the server counts.
+	if n := scrapeMetrics(t, fsrv.admin).value("burrow_limit_hits_total", "limit", "transfer_size"); n < 1 {
+		t.Errorf("burrow_limit_hits_total{limit=transfer_size} = %v after a manifest over the entries limit", n)
+	}
 	// The server is still up and serves an honest client.
 	src := filepath.Join(t.TempDir(), "honest")
 	os.WriteFile(src, []byte("still serving\n"), 0o644)

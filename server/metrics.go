@@ -1,6 +1,8 @@
 package server
 
 import (
+	"errors"
+
 	"github.com/burrowtun/burrow/transfer"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -80,6 +82,17 @@ func (m *Metrics) Transferred(r transfer.Report) {
 		result = "failed"
 	}
 	m.transfers.WithLabelValues(r.Op, result).Inc()
+	// Refusals by a limit count with the server's other limit hits.
+	switch {
+	case errors.Is(r.Err, transfer.ErrBusy):
+		m.limitHit("transfers")
+	case errors.Is(r.Err, transfer.ErrLimit):
+		m.limitHit("transfer_size")
+	case errors.Is(r.Err, transfer.ErrQuota):
+		m.limitHit("files_quota")
+	case errors.Is(r.Err, transfer.ErrNoSpace):
+		m.limitHit("files_reserve")
+	}
 	if r.Op != "list" {
 		m.xferFiles.WithLabelValues(r.Op).Add(float64(r.Files))
 		m.xferBytes.WithLabelValues(r.Op).Add(float64(r.Bytes))
