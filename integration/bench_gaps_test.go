@@ -118,8 +118,8 @@ func (s *suite) writeGaps(b *strings.Builder, rows []targetRow) {
 		p("with it, at a load average of 3 to 5). *Would take:* writing a lone small frame inline when\n")
 		p("nothing is queued, dropping two hand-offs per process and direction; because yamux writes a\n")
 		p("frame's 12-byte header and its body in separate calls, that needs a yamux that writes them\n")
-		p("together, or a WebSocket layer that holds a header back for its body. A third of ssh's time\n")
-		p("is %.0f µs, close to what two relays and their system calls cost even then.\n\n", sshV/3)
+		p("together, or a WebSocket layer that holds a header back for its body. The target, a third\n")
+		p("of ssh's time, is %.0f µs.\n\n", sshV/3)
 	}
 	if missed["connect"] && len(s.lat) > 0 {
 		sshKey, sshV := s.sshBest(func(k string) float64 { return medianOf(s.lat[k].connP50) })

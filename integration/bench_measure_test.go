@@ -84,18 +84,12 @@ func iperfArgs(host string, port, streams int, reverse bool, secs, omit int) []s
 
 const probeSize = 64
 
-// measureRTT makes n round trips of 64 bytes on one connection to an echo
-// target behind addr, after warm round trips, and returns their durations.
-func measureRTT(addr string, n, warm int) ([]time.Duration, error) {
-	c, err := net.DialTimeout("tcp", addr, ioTimeout)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Minute))
+// rttOn makes n round trips of 64 bytes on c, a connection to an echo
+// target, and returns their durations.
+func rttOn(c net.Conn, n int) ([]time.Duration, error) {
 	msg, buf := make([]byte, probeSize), make([]byte, probeSize)
 	out := make([]time.Duration, 0, n)
-	for i := range n + warm {
+	for range n {
 		start := time.Now()
 		if _, err := c.Write(msg); err != nil {
 			return nil, err
@@ -103,14 +97,13 @@ func measureRTT(addr string, n, warm int) ([]time.Duration, error) {
 		if _, err := io.ReadFull(c, buf); err != nil {
 			return nil, err
 		}
-		if i >= warm {
-			out = append(out, time.Since(start))
-		}
+		out = append(out, time.Since(start))
 	}
 	return out, nil
 }
 
-// measureRTTUntil is measureRTT on one connection until deadline, at most
+// measureRTTUntil makes 64-byte round trips on one connection to the echo
+// target behind addr until deadline, at most
 // max round trips.
 func measureRTTUntil(addr string, deadline time.Time, max int) ([]time.Duration, error) {
 	c, err := net.DialTimeout("tcp", addr, ioTimeout)

@@ -446,36 +446,69 @@ func (s *suite) throughput() {
 	}
 }
 
+// Latency: each repetition makes latencyRounds rounds over the paths
+// (the order rotated), each round latencyRTTs round trips on one open
+// connection per path and latencyConns new connections, so that load
+// that comes and goes in the middle of a repetition falls on every path
+// alike.
+const latencyRounds, latencyRTTs, latencyConns, latencyWarm = 10, 200, 30, 100
+
 func (s *suite) latency() {
-	const rtts, conns, warm = 2000, 300, 100
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 	for rep := range s.reps {
-		for _, p := range rotate(s.paths, rep) {
-			tunnelCPU := func() float64 { return cpuOf(p.clientPIDs()) + cpuOf(p.serverPIDs()) }
-			c0 := tunnelCPU()
-			rtt, err := measureRTT(p.echo, rtts, warm)
+		type acc struct {
+			conn            net.Conn
+			rtt, connect    []time.Duration
+			cpuRTT, cpuConn float64
+		}
+		accs := map[string]*acc{}
+		for _, p := range s.paths {
+			c, err := net.DialTimeout("tcp", p.echo, ioTimeout)
 			if err != nil {
+				s.t.Fatalf("%s: %v", p.label, err)
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Minute))
+			if _, err := rttOn(c, latencyWarm); err != nil {
 				s.t.Fatalf("%s: round trips: %v", p.label, err)
 			}
-			c1 := tunnelCPU()
-			conn, err := measureConnect(p.echo, conns)
-			if err != nil {
-				s.t.Fatalf("%s: new connections: %v", p.label, err)
+			accs[p.key] = &acc{conn: c}
+		}
+		for round := range latencyRounds {
+			for _, p := range rotate(s.paths, rep+round) {
+				a := accs[p.key]
+				tunnelCPU := func() float64 { return cpuOf(p.clientPIDs()) + cpuOf(p.serverPIDs()) }
+				c0 := tunnelCPU()
+				rtt, err := rttOn(a.conn, latencyRTTs)
+				if err != nil {
+					s.t.Fatalf("%s: round trips: %v", p.label, err)
+				}
+				c1 := tunnelCPU()
+				conn, err := measureConnect(p.echo, latencyConns)
+				if err != nil {
+					s.t.Fatalf("%s: new connections: %v", p.label, err)
+				}
+				a.cpuRTT += c1 - c0
+				a.cpuConn += tunnelCPU() - c1
+				a.rtt = append(a.rtt, rtt...)
+				a.connect = append(a.connect, conn...)
 			}
-			c2 := tunnelCPU()
+		}
+		for _, p := range s.paths {
+			a := accs[p.key]
+			a.conn.Close()
 			l := s.lat[p.key]
 			if l == nil {
 				l = &latRuns{}
 				s.lat[p.key] = l
 			}
-			us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-			l.rttP50 = append(l.rttP50, us(percentile(rtt, 50)))
-			l.rttP99 = append(l.rttP99, us(percentile(rtt, 99)))
-			l.connP50 = append(l.connP50, us(percentile(conn, 50)))
-			l.connP99 = append(l.connP99, us(percentile(conn, 99)))
-			l.cpuRTT = append(l.cpuRTT, (c1-c0)*1e6/(rtts+warm))
-			l.cpuConn = append(l.cpuConn, (c2-c1)*1e6/conns)
+			l.rttP50 = append(l.rttP50, us(percentile(a.rtt, 50)))
+			l.rttP99 = append(l.rttP99, us(percentile(a.rtt, 99)))
+			l.connP50 = append(l.connP50, us(percentile(a.connect, 50)))
+			l.connP99 = append(l.connP99, us(percentile(a.connect, 99)))
+			l.cpuRTT = append(l.cpuRTT, a.cpuRTT*1e6/float64(len(a.rtt)))
+			l.cpuConn = append(l.cpuConn, a.cpuConn*1e6/float64(len(a.connect)))
 			s.t.Logf("rep %d %-8s rtt p50 %.0fµs p99 %.0fµs, new conn p50 %.0fµs p99 %.0fµs", rep+1, p.key,
-				us(percentile(rtt, 50)), us(percentile(rtt, 99)), us(percentile(conn, 50)), us(percentile(conn, 99)))
+				us(percentile(a.rtt, 50)), us(percentile(a.rtt, 99)), us(percentile(a.connect, 50)), us(percentile(a.connect, 99)))
 		}
 	}
 }
