@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -284,7 +285,9 @@ func (s *suite) write() error {
 	p("Everything runs on this one machine: iperf3, sshd and ssh, and both burrow processes\n")
 	p("share its cores, as do the harness's own targets. A load average near or above the\n")
 	p("number of cores means other work ran beside the benchmark and the absolute figures are\n")
-	p("low and noisy; the ratios, measured interleaved, are the figures to read.\n\n")
+	p("low and noisy; the ratios, measured interleaved, are the figures to read. The load average\n")
+	p("counts the benchmark's own processes too (a throughput run keeps four of them busy): the\n")
+	p("table under [Commands](#commands) gives it at the start of each section.\n\n")
 	if len(s.skipped) > 0 {
 		p("**Skipped** (time budget %v): %s.\n\n", s.budget, strings.Join(s.skipped, "; "))
 	}
@@ -679,10 +682,41 @@ func groupedBars(p *plot.Plot, names []string, values [][]float64, colors []colo
 	}
 	p.Y.Min = 0
 	p.Y.Max = top * 1.6 // room for the legend
+	p.Y.Tick.Marker = stepTicks{}
 	p.Legend.Top = true
 	p.Legend.Left = true
 	p.Add(plotter.NewGrid())
 	return nil
+}
+
+// stepTicks labels an axis every 1, 2 or 5 times a power of ten, about
+// five labels from min to max.
+type stepTicks struct{}
+
+func (stepTicks) Ticks(lo, hi float64) []plot.Tick {
+	if hi <= lo {
+		return nil
+	}
+	raw := (hi - lo) / 5
+	step := math.Pow(10, math.Floor(math.Log10(raw)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if step*m >= raw {
+			step *= m
+			break
+		}
+	}
+	decimals := max(0, int(-math.Floor(math.Log10(step))))
+	var ticks []plot.Tick
+	for n := math.Ceil(lo / step); n*step <= hi; n++ {
+		v := n * step
+		ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'f', decimals, 64)})
+		for i := 1; i < 5; i++ {
+			if m := v + step*float64(i)/5; m <= hi {
+				ticks = append(ticks, plot.Tick{Value: m})
+			}
+		}
+	}
+	return ticks
 }
 
 // chartName is benchmarks.svg, or benchmarks.png with BENCH_CHART=png.
