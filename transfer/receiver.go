@@ -647,6 +647,9 @@ func (r *receiver) write(h *chunkHeader, data []byte, wire int) (int, byte, erro
 		return -1, 0, r.fail(f, wrapWriteErr(f.e.Path, err))
 	}
 	r.dataBytes.Add(int64(len(data)))
+	if f.nchunks > 1 {
+		startWriteback(f.f, off, int64(len(data)))
+	}
 	if f.nchunks < 0 {
 		f.hashes = append(f.hashes, h.hash)
 		f.written += int64(len(data))
