@@ -1,0 +1,382 @@
+package mux
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// only returns a SessionFunc that always gives sess.
+func only(sess *yamux.Session) SessionFunc {
+	return func(context.Context) (*yamux.Session, error) { return sess, nil }
+}
+
+// firstLive returns a SessionFunc that gives the first of sessions that is
+// not closed, as a client gives its live session.
+func firstLive(sessions ...*yamux.Session) SessionFunc {
+	return func(ctx context.Context) (*yamux.Session, error) {
+		for _, s := range sessions {
+			if !s.IsClosed() {
+				return s, nil
+			}
+		}
+		return nil, errors.New("no live session")
+	}
+}
+
+// readEarly reads a header and n payload bytes from st without replying:
+// they can only be there if the opener sent them before the reply.
+func readEarly(st *yamux.Stream, n int) (Header, []byte, error) {
+	st.SetReadDeadline(time.Now().Add(testTimeout))
+	defer st.SetReadDeadline(time.Time{})
+	h, err := ReadHeader(st)
+	if err != nil {
+		return h, nil, err
+	}
+	p := make([]byte, n)
+	_, err = io.ReadFull(st, p)
+	return h, p, err
+}
+
+func waitReply(t *testing.T, e *EarlyStream) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	defer cancel()
+	return e.WaitReply(ctx)
+}
+
+// TestEarlyPayload checks that payload written before the reply reaches
+// the acceptor ahead of its reply, in order with what follows it.
+func TestEarlyPayload(t *testing.T) {
+	t.Parallel()
+	ts := startTunnelServer(t, serverOptions{tr: transport{}})
+	client, server := ts.dial(t, nil)
+	got := make(chan error, 1)
+	serveStreams(t, server, func(st *yamux.Stream) {
+		h, p, err := readEarly(st, len("hello "))
+		if err == nil && (h != (Header{Kind: KindTCP, Target: "db:5432"}) || string(p) != "hello ") {
+			err = errors.New("wrong header or early payload: " + h.Target + " " + string(p))
+		}
+		got <- err
+		if err != nil {
+			return
+		}
+		WriteReply(st, nil)
+		st.Write(p)
+		echo(st)
+	})
+
+	e, err := OpenEarly(t.Context(), only(client), Header{Kind: KindTCP, Target: "db:5432"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if _, err := e.Write([]byte("hello ")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("acceptor, before replying: %v", err)
+	}
+	if err := waitReply(t, e); err != nil {
+		t.Fatalf("WaitReply: %v", err)
+	}
+	if e.early != nil {
+		t.Error("the copy of the early payload is kept after the reply")
+	}
+	if _, err := e.Write([]byte("world")); err != nil {
+		t.Fatal(err)
+	}
+	e.CloseWrite()
+	e.SetReadDeadline(time.Now().Add(testTimeout))
+	b, err := io.ReadAll(e)
+	if err != nil || string(b) != "hello world" {
+		t.Fatalf("read %q, %v; want %q", b, err, "hello world")
+	}
+}
+
+// TestEarlyPayloadServeTCP runs the acceptor as the server does, with
+// ServeTCP: early payload waits in the stream while it dials, and reaches
+// the target after the reply.
+func TestEarlyPayloadServeTCP(t *testing.T) {
+	t.Parallel()
+	target := startTCPEcho(t)
+	ts := startTunnelServer(t, serverOptions{tr: transport{}})
+	client, server := ts.dial(t, nil)
+	var dialer net.Dialer
+	serveStreams(t, server, func(st *yamux.Stream) {
+		h, err := ReadHeaderTimeout(st, testTimeout)
+		if err != nil {
+			return
+		}
+		ServeTCP(t.Context(), st, dialer.DialContext, h.Target, testTimeout, nil)
+	})
+
+	for _, size := range []int{1, 1400, MaxEarlyData, 1 << 20} {
+		payload := bytes.Repeat([]byte("burrow!"), size/7+1)[:size]
+		e, err := OpenEarly(t.Context(), only(client), Header{Kind: KindTCP, Target: target})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeErr := make(chan error, 1)
+		go func() {
+			_, err := e.Write(payload)
+			if err == nil {
+				err = e.CloseWrite()
+			}
+			writeErr <- err
+		}()
+		if err := waitReply(t, e); err != nil {
+			t.Fatalf("%d bytes: WaitReply: %v", size, err)
+		}
+		e.SetReadDeadline(time.Now().Add(testTimeout))
+		got, err := io.ReadAll(e)
+		if err != nil || !bytes.Equal(got, payload) {
+			t.Fatalf("%d bytes: echo of %d bytes, %v", size, len(got), err)
+		}
+		if err := <-writeErr; err != nil {
+			t.Fatalf("%d bytes: write: %v", size, err)
+		}
+		e.Close()
+	}
+}
+
+// TestEarlyRefused checks that a refusal reaches the opener as a
+// *RemoteError, from WaitReply, Read and Write, that the early payload is
+// dropped, and that the stream is gone from both ends once closed.
+func TestEarlyRefused(t *testing.T) {
+	t.Parallel()
+	ts := startTunnelServer(t, serverOptions{tr: transport{}})
+	client, server := ts.dial(t, nil)
+	refused := closedPort(t)
+	var dialer net.Dialer
+	serveStreams(t, server, func(st *yamux.Stream) {
+		h, err := ReadHeaderTimeout(st, testTimeout)
+		if err != nil {
+			return
+		}
+		ServeTCP(t.Context(), st, dialer.DialContext, h.Target, testTimeout, nil)
+	})
+
+	e, err := OpenEarly(t.Context(), only(client), Header{Kind: KindTCP, Target: refused})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	err = waitReply(t, e)
+	wantRefusal(t, err, CodeRefused, "connection refused by "+refused)
+	if e.early != nil {
+		t.Error("the early payload is kept after a refusal")
+	}
+	n, err := e.Read(make([]byte, 10))
+	if n != 0 {
+		t.Errorf("Read after a refusal returned %d bytes", n)
+	}
+	wantRefusal(t, err, CodeRefused, "")
+	_, err = e.Write([]byte("more"))
+	wantRefusal(t, err, CodeRefused, "")
+	e.Close()
+	deadline := time.Now().Add(testTimeout)
+	for client.NumStreams()+server.NumStreams() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("streams left open: %d on the opener, %d on the acceptor", client.NumStreams(), server.NumStreams())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestEarlyReplay checks that when the session ends before the reply, the
+// stream is opened again on the next session with the same header, early
+// payload and half-close.
+func TestEarlyReplay(t *testing.T) {
+	t.Parallel()
+	ts := startTunnelServer(t, serverOptions{tr: transport{}})
+	client1, server1 := ts.dial(t, nil)
+	client2, server2 := ts.dial(t, nil)
+	const request = "GET / HTTP/1.0\r\n\r\n"
+	firstSaw := make(chan error, 1)
+	serveStreams(t, server1, func(st *yamux.Stream) {
+		// The server goes away with the request read and unanswered.
+		_, _, err := readEarly(st, len(request))
+		firstSaw <- err
+		server1.Close()
+	})
+	secondSaw := make(chan string, 1)
+	serveStreams(t, server2, func(st *yamux.Stream) {
+		st.SetReadDeadline(time.Now().Add(testTimeout))
+		h, err := ReadHeader(st)
+		if err != nil {
+			secondSaw <- err.Error()
+			return
+		}
+		b, err := io.ReadAll(st) // to EOF: the half-close came again too
+		if err != nil {
+			secondSaw <- err.Error()
+			return
+		}
+		secondSaw <- h.Target + " " + string(b)
+		WriteReply(st, nil)
+		st.Write([]byte("HTTP/1.0 200 OK\r\n\r\n"))
+	})
+
+	e, err := OpenEarly(t.Context(), firstLive(client1, client2), Header{Kind: KindTCP, Target: "web:80"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if _, err := e.Write([]byte(request)); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitReply(t, e); err != nil {
+		t.Fatalf("WaitReply: %v", err)
+	}
+	if err := <-firstSaw; err != nil {
+		t.Fatalf("first session's acceptor: %v", err)
+	}
+	if got := <-secondSaw; got != "web:80 "+request {
+		t.Fatalf("second session's acceptor got %q, want %q", got, "web:80 "+request)
+	}
+	if !client1.IsClosed() {
+		t.Fatal("the first session is still open")
+	}
+	e.SetReadDeadline(time.Now().Add(testTimeout))
+	b, err := io.ReadAll(e)
+	if err != nil || string(b) != "HTTP/1.0 200 OK\r\n\r\n" {
+		t.Fatalf("read %q, %v", b, err)
+	}
+}
+
+// TestEarlyBounded checks that at most MaxEarlyData bytes go out before
+// the reply, and that the rest follows it.
+func TestEarlyBounded(t *testing.T) {
+	t.Parallel()
+	ts := startTunnelServer(t, serverOptions{tr: transport{}})
+	client, server := ts.dial(t, nil)
+	const extra = 1000
+	result := make(chan string, 1)
+	serveStreams(t, server, func(st *yamux.Stream) {
+		_, _, err := readEarly(st, MaxEarlyData)
+		if err != nil {
+			result <- "reading the early payload: " + err.Error()
+			return
+		}
+		st.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if n, _ := st.Read(make([]byte, 1)); n != 0 {
+			result <- "more than MaxEarlyData bytes arrived before the reply"
+			return
+		}
+		st.SetReadDeadline(time.Now().Add(testTimeout))
+		WriteReply(st, nil)
+		rest, err := io.ReadAll(st)
+		if err != nil || len(rest) != extra {
+			result <- "after the reply: " + string(rest)
+			return
+		}
+		result <- ""
+	})
+
+	e, err := OpenEarly(t.Context(), only(client), Header{Kind: KindTCP, Target: "sink:9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	wrote := make(chan error, 1)
+	go func() {
+		n, err := e.Write(make([]byte, MaxEarlyData+extra))
+		if err == nil && n != MaxEarlyData+extra {
+			err = io.ErrShortWrite
+		}
+		if err == nil {
+			err = e.CloseWrite()
+		}
+		wrote <- err
+	}()
+	if err := waitReply(t, e); err != nil {
+		t.Fatalf("WaitReply: %v", err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if r := <-result; r != "" {
+		t.Fatal(r)
+	}
+}
+
+// TestEarlyNoReply checks that WaitReply gives up when its context ends,
+// with the context's cause, and that a Close before the reply ends the
+// wait at once.
+func TestEarlyNoReply(t *testing.T) {
+	t.Parallel()
+	ts := startTunnelServer(t, serverOptions{tr: transport{}})
+	client, server := ts.dial(t, nil)
+	serveStreams(t, server, func(st *yamux.Stream) {
+		st.SetReadDeadline(time.Now().Add(testTimeout))
+		io.Copy(io.Discard, st) // never answers
+	})
+
+	t.Run("timeout", func(t *testing.T) {
+		e, err := OpenEarly(t.Context(), only(client), Header{Kind: KindTCP, Target: "silent:1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		e.Write([]byte("anyone?"))
+		cause := errors.New("timed out waiting for the server")
+		ctx, cancel := context.WithTimeoutCause(t.Context(), 200*time.Millisecond, cause)
+		defer cancel()
+		start := time.Now()
+		err = e.WaitReply(ctx)
+		var re *RemoteError
+		if !errors.Is(err, cause) || errors.As(err, &re) {
+			t.Fatalf("WaitReply = %v, want %v", err, cause)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("WaitReply took %v to give up after 200ms", d)
+		}
+		if _, err := e.Read(make([]byte, 1)); !errors.Is(err, cause) {
+			t.Fatalf("Read = %v, want %v", err, cause)
+		}
+	})
+	t.Run("close", func(t *testing.T) {
+		e, err := OpenEarly(t.Context(), only(client), Header{Kind: KindTCP, Target: "silent:1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var waitErr, readErr error
+		wg.Go(func() { waitErr = waitReply(t, e) })
+		wg.Go(func() { _, readErr = e.Read(make([]byte, 1)) })
+		time.Sleep(50 * time.Millisecond)
+		e.Close()
+		wg.Wait()
+		if !errors.Is(waitErr, net.ErrClosed) || !errors.Is(readErr, net.ErrClosed) {
+			t.Fatalf("after Close: WaitReply = %v, Read = %v; want net.ErrClosed", waitErr, readErr)
+		}
+	})
+}
+
+// TestOpenEarlyNoSession checks that OpenEarly reports why it has no
+// session, and refuses a header it cannot send.
+func TestOpenEarlyNoSession(t *testing.T) {
+	t.Parallel()
+	none := func(context.Context) (*yamux.Session, error) { return nil, errors.New("no connection to the server") }
+	if _, err := OpenEarly(t.Context(), none, Header{Kind: KindTCP, Target: "db:5432"}); err == nil || err.Error() != "no connection to the server" {
+		t.Fatalf("OpenEarly = %v", err)
+	}
+	long := Header{Kind: KindTCP, Target: strings.Repeat("a", MaxTargetLen+1)}
+	if _, err := OpenEarly(t.Context(), none, long); err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("OpenEarly with a long target = %v", err)
+	}
+}
