@@ -21,8 +21,8 @@ import (
 )
 
 // tunnelServer is a minimal server end for the client's tests: it accepts
-// sessions and answers every TCP stream by echoing it, or refuses the
-// upgrade with status when status is non-zero.
+// sessions and answers every TCP stream by echoing it (or as handle says),
+// or refuses the upgrade with status when status is non-zero.
 type tunnelServer struct {
 	*httptest.Server
 	status   atomic.Int32
@@ -31,7 +31,15 @@ type tunnelServer struct {
 	live     []*yamux.Session
 }
 
-func newTunnelServer(t *testing.T) *tunnelServer {
+func newTunnelServer(t *testing.T) *tunnelServer { return newTunnelServerWith(t, nil) }
+
+// newTunnelServerWith starts a tunnelServer whose streams are served by
+// handle, which is given the stream and the number of its session (1 for
+// the first); nil means echo.
+func newTunnelServerWith(t *testing.T, handle func(st *yamux.Stream, session int32)) *tunnelServer {
+	if handle == nil {
+		handle = echoStream
+	}
 	ts := &tunnelServer{}
 	var wg sync.WaitGroup
 	ts.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -47,7 +55,7 @@ func newTunnelServer(t *testing.T) *tunnelServer {
 		if err != nil {
 			return
 		}
-		ts.sessions.Add(1)
+		n := ts.sessions.Add(1)
 		ts.mu.Lock()
 		ts.live = append(ts.live, sess)
 		ts.mu.Unlock()
@@ -59,13 +67,9 @@ func newTunnelServer(t *testing.T) *tunnelServer {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if _, err := mux.ReadHeader(st); err != nil {
-					st.Close()
-					return
-				}
-				mux.WriteReply(st, nil)
-				io.Copy(st, st)
-				st.Close()
+				defer st.Close()
+				st.SetDeadline(time.Now().Add(10 * time.Second))
+				handle(st, n)
 			}()
 		}
 	}))
@@ -75,6 +79,15 @@ func newTunnelServer(t *testing.T) *tunnelServer {
 		wg.Wait()
 	})
 	return ts
+}
+
+// echoStream accepts any stream and echoes it.
+func echoStream(st *yamux.Stream, _ int32) {
+	if _, err := mux.ReadHeader(st); err != nil {
+		return
+	}
+	mux.WriteReply(st, nil)
+	io.Copy(st, st)
 }
 
 func (ts *tunnelServer) dropSessions() {
@@ -100,7 +113,9 @@ func run(t *testing.T, ts *tunnelServer, cfg client.Config) (string, <-chan erro
 	cfg.TLS = ts.Client().Transport.(*http.Transport).TLSClientConfig
 	cfg.Remotes = []client.Remote{r}
 	addr := make(chan string, 1)
-	cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
+	}
 	cfg.Listening = func(_ client.Remote, a net.Addr) { addr <- a.String() }
 	c, err := client.New(cfg)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -14,14 +15,15 @@ import (
 )
 
 // forwardStdio carries stdin/stdout as one connection to the remote's
-// target, over whichever session is live when it starts. It returns when
+// target, over whichever session is live when it starts. Stdin flows
+// without waiting for the server's reply (see forward). It returns when
 // the far end has finished sending: the program that reads stdout (ssh,
 // for a ProxyCommand) has then all it will get. The copy from stdin is
 // not waited for, since a read from a terminal or pipe cannot be
 // interrupted; the process exits after a stdio forward.
 func (c *Client) forwardStdio(ctx context.Context, r Remote) error {
 	log := c.log.With("local", "stdio", "remote", r.RemoteAddr())
-	st, err := c.open(ctx, mux.Header{Kind: mux.KindTCP, Target: r.RemoteAddr()})
+	st, err := mux.OpenEarly(ctx, c.session, mux.Header{Kind: mux.KindTCP, Target: r.RemoteAddr()})
 	if err != nil {
 		log.Error("stdio forward refused", "err", err)
 		return fmt.Errorf("stdio remote %s: %w", r, err)
@@ -32,8 +34,16 @@ func (c *Client) forwardStdio(ctx context.Context, r Remote) error {
 	go func() {
 		n, _ := io.Copy(st, c.cfg.Stdin)
 		sent.Store(n)
-		st.Close() // half-close: the target sees EOF
+		st.CloseWrite() // the target sees EOF
 	}()
+	replyCtx, cancel := c.openContext(ctx)
+	err = st.WaitReply(replyCtx)
+	cancel()
+	if err != nil {
+		st.Close()
+		log.Error("stdio forward refused", "err", err)
+		return fmt.Errorf("stdio remote %s: %w", r, err)
+	}
 	received, _ := io.Copy(c.cfg.Stdout, st)
 	c.cfg.Stdout.Close()
 	log.Info("stdio forward closed", "bytes_out", sent.Load(), "bytes_in", received)
@@ -61,30 +71,69 @@ func (c *Client) serveListener(ctx context.Context, l net.Listener, r Remote, wg
 	}
 }
 
+// forward carries conn to the remote's target. A plain forward sends the
+// connection's first bytes right behind the stream header, without waiting
+// for the server to dial the target, so a new connection costs one round
+// trip through the tunnel rather than two. A SOCKS forward waits for the
+// server's answer, which it owes its client before any payload.
 func (c *Client) forward(ctx context.Context, conn net.Conn, r Remote) {
 	log := c.log.With("local", conn.LocalAddr().String(), "remote", r.RemoteAddr(), "peer", conn.RemoteAddr().String())
 	// Until the stream is open, closing conn is how ctx's end reaches us.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	target := r.RemoteAddr()
 	if r.Socks {
-		var err error
-		conn.SetDeadline(time.Now().Add(c.cfg.OpenTimeout))
-		target, err = mux.SOCKSHandshake(conn, c.cfg.SOCKSAuth)
-		conn.SetDeadline(time.Time{})
-		if err != nil {
-			log.Warn("socks request failed", "err", err)
-			conn.Close()
-			return
-		}
-		log = log.With("target", target)
+		c.forwardSOCKS(ctx, conn, log)
+		return
 	}
-	openCtx, cancel := context.WithTimeoutCause(ctx, c.cfg.OpenTimeout, errors.New("timed out waiting for the server"))
+	openCtx, cancel := c.openContext(ctx)
+	defer cancel()
+	st, err := mux.OpenEarly(openCtx, c.session, mux.Header{Kind: mux.KindTCP, Target: r.RemoteAddr()})
+	if err != nil {
+		log.Warn("forward refused", "err", err)
+		conn.Close()
+		return
+	}
+	// The reply is read beside the copy: the copy from conn starts at
+	// once, the copy to conn after an accepting reply. A refusal ends
+	// both and closes conn.
+	replied := make(chan error, 1)
+	go func() {
+		err := st.WaitReply(openCtx)
+		if err == nil {
+			log.Info("stream opened", "stream", st.StreamID())
+		}
+		replied <- err
+	}()
+	start := time.Now()
+	sent, received := mux.Pipe(conn, st)
+	if err := <-replied; err != nil {
+		if errors.Is(err, net.ErrClosed) {
+			log.Info("connection closed before the server replied")
+		} else {
+			log.Warn("forward refused", "err", err)
+		}
+		return
+	}
+	log.Info("stream closed", "stream", st.StreamID(), "bytes_out", sent, "bytes_in", received,
+		"duration", time.Since(start).Round(time.Millisecond))
+}
+
+// forwardSOCKS reads a SOCKS request from conn, asks the server for its
+// target and answers the SOCKS client with the server's verdict.
+func (c *Client) forwardSOCKS(ctx context.Context, conn net.Conn, log *slog.Logger) {
+	conn.SetDeadline(time.Now().Add(c.cfg.OpenTimeout))
+	target, err := mux.SOCKSHandshake(conn, c.cfg.SOCKSAuth)
+	conn.SetDeadline(time.Time{})
+	if err != nil {
+		log.Warn("socks request failed", "err", err)
+		conn.Close()
+		return
+	}
+	log = log.With("target", target)
+	openCtx, cancel := c.openContext(ctx)
 	defer cancel()
 	st, err := c.open(openCtx, mux.Header{Kind: mux.KindTCP, Target: target})
-	if r.Socks {
-		mux.SOCKSReply(conn, err)
-	}
+	mux.SOCKSReply(conn, err)
 	if err != nil {
 		log.Warn("forward refused", "err", err)
 		conn.Close()
@@ -95,4 +144,9 @@ func (c *Client) forward(ctx context.Context, conn net.Conn, r Remote) {
 	sent, received := mux.Pipe(conn, st)
 	log.Info("stream closed", "stream", st.StreamID(), "bytes_out", sent, "bytes_in", received,
 		"duration", time.Since(start).Round(time.Millisecond))
+}
+
+// openContext bounds the wait for a session and for the server's reply.
+func (c *Client) openContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, c.cfg.OpenTimeout, errors.New("timed out waiting for the server"))
 }
