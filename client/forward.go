@@ -93,6 +93,15 @@ func (c *Client) forward(ctx context.Context, conn net.Conn, r Remote) {
 		conn.Close()
 		return
 	}
+	// The bytes the connection has sent already (a client that speaks
+	// first usually has, by now) go with the header, in one frame.
+	early, err := sendReceived(conn, st)
+	if err != nil {
+		log.Warn("local connection failed", "err", err)
+		conn.Close()
+		st.Close()
+		return
+	}
 	// The reply is read beside the copy: the copy from conn starts at
 	// once, the copy to conn after an accepting reply. A refusal ends
 	// both and closes conn.
@@ -106,6 +115,7 @@ func (c *Client) forward(ctx context.Context, conn net.Conn, r Remote) {
 	}()
 	start := time.Now()
 	sent, received := mux.Pipe(conn, st)
+	sent += early
 	if err := <-replied; err != nil {
 		if errors.Is(err, net.ErrClosed) {
 			log.Info("connection closed before the server replied")
@@ -116,6 +126,23 @@ func (c *Client) forward(ctx context.Context, conn net.Conn, r Remote) {
 	}
 	log.Info("stream closed", "stream", st.StreamID(), "bytes_out", sent, "bytes_in", received,
 		"duration", time.Since(start).Round(time.Millisecond))
+}
+
+// firstBytes holds what sendReceived reads: a typical first flight of a
+// client, such as a TLS ClientHello or an HTTP request's headers.
+var firstBytes = sync.Pool{New: func() any { b := make([]byte, 4<<10); return &b }}
+
+// sendReceived writes to st what conn has received so far, without
+// waiting for more, and returns how many bytes that was.
+func sendReceived(conn net.Conn, st *mux.EarlyStream) (int64, error) {
+	bp := firstBytes.Get().(*[]byte)
+	defer firstBytes.Put(bp)
+	n, err := readNow(conn, *bp)
+	if err != nil || n == 0 {
+		return 0, err
+	}
+	n, err = st.Write((*bp)[:n])
+	return int64(n), err
 }
 
 // forwardSOCKS reads a SOCKS request from conn, asks the server for its
