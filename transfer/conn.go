@@ -185,6 +185,11 @@ func (c *conn) sendError(err error) error {
 // carries; so is EOF before a frame ("the peer closed the stream").
 func (c *conn) recv() (byte, []byte, error) {
 	for {
+		if c.canceled.Load() {
+			// What the stream still buffers is not acted on: a
+			// cancelled transfer writes and commits nothing more.
+			return 0, nil, context.Canceled
+		}
 		var hdr [frameHeaderLen]byte
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 			if err == io.EOF {
