@@ -36,8 +36,9 @@ type conn struct {
 	rtimer   *time.Timer
 	wtimer   *time.Timer
 	closeMu  sync.Once
-	maxChunk int // largest chunk frame accepted, per the transfer's chunk size
-	rbuf     []byte
+	maxChunk int    // largest chunk frame accepted, per the transfer's chunk size
+	rbuf     []byte // payloads of frames other than Chunk
+	cbuf     []byte // Chunk payloads
 
 	wmu  sync.Mutex
 	wenc enc
@@ -205,18 +206,12 @@ func (c *conn) recv() (byte, []byte, error) {
 		if int64(n) > int64(lim) {
 			return 0, nil, fmt.Errorf("%w: frame of type %d is %d bytes, more than %d", ErrLimit, typ, n, lim)
 		}
-		if cap(c.rbuf) < int(n) {
-			c.rbuf = make([]byte, n)
-		}
-		p := c.rbuf[:n]
+		p := c.payload(typ, int(n))
 		if _, err := io.ReadFull(c.br, p); err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
 			return 0, nil, err
-		}
-		if cap(c.rbuf) > 4*maxControlFrame && typ != frameChunk {
-			c.rbuf = nil
 		}
 		switch typ {
 		case frameKeepalive:
@@ -226,6 +221,24 @@ func (c *conn) recv() (byte, []byte, error) {
 		}
 		return typ, p, nil
 	}
+}
+
+// payload returns a buffer for a frame's payload of n bytes. A Chunk's
+// data lands on a dioAlign boundary, with room after it to round its
+// length up to one, so that it can go to disk with direct I/O as it is.
+func (c *conn) payload(typ byte, n int) []byte {
+	if typ != frameChunk {
+		if cap(c.rbuf) < n {
+			c.rbuf = make([]byte, n)
+		}
+		return c.rbuf[:n]
+	}
+	if cap(c.cbuf) < n+2*dioAlign {
+		c.cbuf = make([]byte, n+2*dioAlign)
+	}
+	b := c.cbuf[:cap(c.cbuf)]
+	off := alignOffset(b, chunkHeaderLen)
+	return b[off : off+n]
 }
 
 // reason returns the peer's explanation for a failed write, when it sent

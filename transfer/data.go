@@ -3,6 +3,7 @@ package transfer
 import (
 	"fmt"
 	"time"
+	"unsafe"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -83,7 +84,7 @@ func (b *streamBufs) decompress(src []byte, size int) ([]byte, error) {
 		b.zdec = d
 	}
 	if cap(b.out) < size {
-		b.out = make([]byte, size)
+		b.out = alignedBuf(size)
 	}
 	out, err := b.zdec.DecodeAll(src, b.out[:0:size])
 	if err != nil {
@@ -92,8 +93,35 @@ func (b *streamBufs) decompress(src []byte, size int) ([]byte, error) {
 	if len(out) != size {
 		return nil, fmt.Errorf("%w: compressed chunk expands to %d bytes, it declared %d", ErrIntegrity, len(out), size)
 	}
-	return out, nil
+	return b.out[:size], nil // with the buffer's room for padding
 }
+
+// dioAlign is the alignment of chunk buffers, in memory and in length:
+// direct I/O (useDirect) takes them as they are when its filesystem asks
+// for no more.
+const dioAlign = 4096
+
+// alignedBuf returns n bytes that start on a dioAlign boundary, with the
+// capacity to round n up to one.
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+2*dioAlign)
+	off := alignOffset(b, 0)
+	return b[off : off+n : off+roundUp(n, dioAlign)]
+}
+
+// alignOffset returns the offset o, 0 <= o < dioAlign, for which b[o+at]
+// starts on a dioAlign boundary.
+func alignOffset(b []byte, at int) int {
+	return (dioAlign - int((uintptr(unsafe.Pointer(unsafe.SliceData(b)))+uintptr(at))%dioAlign)) % dioAlign
+}
+
+// isAligned reports whether b starts on a boundary of align bytes
+// (a power of two).
+func isAligned(b []byte, align int) bool {
+	return uintptr(unsafe.Pointer(unsafe.SliceData(b)))%uintptr(align) == 0
+}
+
+func roundUp(n, align int) int { return (n + align - 1) / align * align }
 
 // sink is the receiving end of data frames: a receiver writing files, or
 // a writer for FetchStream.

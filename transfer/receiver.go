@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -78,6 +79,8 @@ type rfile struct {
 	got     []bool
 	ngot    int64
 	f       partFile
+	dio     *os.File // f, when it takes direct I/O
+	align   int      // with direct I/O: what writes are padded to
 	j       *os.File
 	jbuf    []byte
 	root    *hash // from FileEnd
@@ -643,11 +646,11 @@ func (r *receiver) write(h *chunkHeader, data []byte, wire int) (int, byte, erro
 		return -1, 0, r.fail(f, err)
 	}
 	off := int64(h.index) * int64(r.cfg.chunkSize)
-	if _, err := f.f.WriteAt(data, off); err != nil {
+	if err := f.writeChunk(data, off); err != nil {
 		return -1, 0, r.fail(f, wrapWriteErr(f.e.Path, err))
 	}
 	r.dataBytes.Add(int64(len(data)))
-	if f.nchunks > 1 {
+	if f.nchunks > 1 && f.dio == nil {
 		startWriteback(f.f, off, int64(len(data)))
 	}
 	if f.nchunks < 0 {
@@ -671,6 +674,34 @@ func (r *receiver) write(h *chunkHeader, data []byte, wire int) (int, byte, erro
 		t.progress(f.idx, int64(len(data)), int64(wire), false)
 	}
 	return r.maybeCommit(f)
+}
+
+// writeChunk writes a chunk's data at off. With direct I/O the data is
+// padded with zeros to the alignment (the commit truncates the file to
+// its size), after a copy to an aligned buffer if it is not in one with
+// room for the padding (chunks read by a conn are).
+func (f *rfile) writeChunk(data []byte, off int64) error {
+	if f.dio == nil {
+		_, err := f.f.WriteAt(data, off)
+		return err
+	}
+	n := len(data)
+	padded := roundUp(n, f.align)
+	if !isAligned(data, dioAlign) || cap(data) < padded {
+		b := alignedBuf(n)
+		copy(b, data)
+		data = b
+	}
+	data = data[:padded]
+	clear(data[n:])
+	_, err := f.f.WriteAt(data, off)
+	if errors.Is(err, syscall.EINVAL) && setDirect(f.dio, false) == nil {
+		// The filesystem refused direct I/O after all: go through the
+		// page cache from here on.
+		f.dio, f.align = nil, 0
+		_, err = f.f.WriteAt(data[:n], off)
+	}
+	return err
 }
 
 // streamCheck enforces order, chunk sizes, quota and free space for a
@@ -728,6 +759,13 @@ func (r *receiver) openPart(f *rfile) error {
 	if err != nil {
 		r.closed()
 		return rootErr(f.part, err)
+	}
+	f.dio, f.align = nil, 0
+	if f.nchunks < 0 || f.e.Size > commitBatchFileMax {
+		// Small files stay in the page cache, to be synced in batches.
+		if a := useDirect(pf, r.cfg.chunkSize); a > 0 {
+			f.dio, f.align = pf, a
+		}
 	}
 	var p partFile = pf
 	if r.cfg.wrap != nil {
