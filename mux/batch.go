@@ -1,238 +1,148 @@
 package mux
 
 import (
-	"errors"
 	"net"
 	"sync"
-	"time"
 )
 
-// batcher queues writes and hands them to flush from one goroutine, in
-// batches: while flush is busy on the network, later writes pile up and
-// leave together, so batches grow with load and an idle connection still
-// sends a lone write at once. Write returns once the bytes are queued; a
-// flush error is reported by the next Write. The queue is bounded by max:
-// a writer that gets ahead of the network blocks.
+// corkConn is a net.Conn whose writes can be held back and sent together:
+// between Cork and Uncork, writes are appended to a buffer, and Uncork
+// sends it in one write. Outside a corked span a write goes straight
+// through. It sits under TLS, where one WebSocket message becomes several
+// TLS records (a client's masked frames leave in 4 KiB pieces, each a
+// record of its own): corked for the length of a message, those records
+// reach the kernel as one write rather than one syscall each, without a
+// goroutine or a hand-off between the writer and the socket.
 //
-// The flushing goroutine and its buffer exist only while there is
-// something to send, so an idle connection costs neither.
-type batcher struct {
-	flush func([]byte) error
-	max   int
-	bufs  *sync.Pool // of *[]byte with capacity max
+// Writes may come from any goroutine (crypto/tls serialises its own); a
+// write while another goroutine holds the cork joins the corked bytes.
+type corkConn struct {
+	net.Conn
+	max int // the buffer is written out early once it holds this much
 
-	mu      sync.Mutex
-	cond    sync.Cond // broadcast when pending grows, drains, or closes
-	pending *[]byte   // nil while nothing is queued
-	err     error     // first flush error; sticky
-	closed  bool
-	running bool // a flush goroutine is working
+	bufs *sync.Pool // of *[]byte with capacity max
+
+	mu    sync.Mutex
+	corks int     // Cork calls not yet matched by Uncork
+	buf   *[]byte // held bytes; from bufs, and only while there are some
+	err   error   // first write error; sticky
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
-var errBatcherClosed = errors.New("connection closed")
-
-// batchBufs serves batchers of the default size; others get a pool each.
-var batchBufs = newBufPool(DefaultMaxBatch)
+// corkBufs serves corkConns of the default size; others get a pool each.
+var corkBufs = newBufPool(DefaultMaxBatch)
 
 func newBufPool(size int) *sync.Pool {
 	return &sync.Pool{New: func() any { b := make([]byte, 0, size); return &b }}
 }
 
-func newBatcher(max int, flush func([]byte) error) *batcher {
-	pool := batchBufs
-	if max != DefaultMaxBatch {
-		pool = newBufPool(max)
-	}
-	b := &batcher{flush: flush, max: max, bufs: pool}
-	b.cond.L = &b.mu
-	return b
+// corker is what wsConn needs of the connection under TLS.
+type corker interface {
+	Cork()
+	Uncork() error
 }
 
-// queued is the number of bytes waiting; b.mu is held.
-func (b *batcher) queued() int {
-	if b.pending == nil {
-		return 0
-	}
-	return len(*b.pending)
-}
-
-// Write queues a copy of p. It blocks while the queue is full. A write of
-// half the batch size or more is not copied: once everything before it
-// has left, it is flushed from the caller's goroutine.
-func (b *batcher) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(p) >= b.max/2 {
-		return b.writeDirect(p)
-	}
-	for b.queued() > 0 && b.queued()+len(p) > b.max && b.err == nil && !b.closed {
-		b.cond.Wait()
-	}
-	if b.err != nil {
-		return 0, b.err
-	}
-	if b.closed {
-		return 0, errBatcherClosed
-	}
-	if b.pending == nil {
-		b.pending = b.bufs.Get().(*[]byte)
-	}
-	*b.pending = append(*b.pending, p...)
-	if !b.running {
-		b.running = true
-		go b.loop()
-	}
-	return len(p), nil
-}
-
-// writeDirect flushes p itself, in order after what is queued; b.mu is
-// held and is released during the flush.
-func (b *batcher) writeDirect(p []byte) (int, error) {
-	for (b.queued() > 0 || b.running) && b.err == nil && !b.closed {
-		b.cond.Wait()
-	}
-	if b.err != nil {
-		return 0, b.err
-	}
-	if b.closed {
-		return 0, errBatcherClosed
-	}
-	b.running = true // keeps other flushes out until this one is done
-	b.mu.Unlock()
-	err := b.flush(p)
-	b.mu.Lock()
-	b.running = false
-	if err != nil && b.err == nil {
-		b.err = err
-	}
-	b.cond.Broadcast()
-	if err != nil {
-		return 0, err
-	}
-	// Small writes that queued meanwhile wait for a flusher.
-	if b.queued() > 0 {
-		b.running = true
-		go b.loop()
-	}
-	return len(p), nil
-}
-
-// loop flushes batches until the queue is empty or a flush fails.
-func (b *batcher) loop() {
-	b.mu.Lock()
-	for b.queued() > 0 && b.err == nil {
-		bp := b.pending
-		b.pending = nil
-		b.cond.Broadcast() // room for blocked writers
-		b.mu.Unlock()
-
-		err := b.flush(*bp)
-
-		// Back to the pool, unless one oversized write grew it.
-		if cap(*bp) <= 2*b.max {
-			*bp = (*bp)[:0]
-			b.bufs.Put(bp)
-		}
-		b.mu.Lock()
-		if err != nil && b.err == nil {
-			b.err = err
-		}
-	}
-	b.running = false
-	b.cond.Broadcast()
-	b.mu.Unlock()
-}
-
-// Drain waits up to timeout until everything queued has been flushed. It
-// reports whether the queue is empty and no flush failed.
-func (b *batcher) Drain(timeout time.Duration) bool {
-	timedOut := false
-	t := time.AfterFunc(timeout, func() {
-		b.mu.Lock()
-		timedOut = true
-		b.cond.Broadcast()
-		b.mu.Unlock()
-	})
-	defer t.Stop()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for (b.queued() > 0 || b.running) && b.err == nil && !timedOut {
-		b.cond.Wait()
-	}
-	return b.queued() == 0 && !b.running && b.err == nil
-}
-
-// Close stops taking writes and waits up to timeout for the queue to be
-// flushed. It reports whether everything queued went out without error;
-// when it returns false a flush may still be blocked on the network, and
-// the caller must unblock it (by closing the connection) and then call
-// Wait.
-func (b *batcher) Close(timeout time.Duration) bool {
-	b.mu.Lock()
-	b.closed = true
-	b.cond.Broadcast()
-	b.mu.Unlock()
-	return b.Drain(timeout)
-}
-
-// Wait returns once no flush is running.
-func (b *batcher) Wait() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for b.running {
-		b.cond.Wait()
-	}
-}
-
-// batchConn is a net.Conn whose writes are batched by a batcher, so that
-// the many small writes of the layers above (yamux frames, WebSocket
-// frames, 4 KiB TLS records) reach the kernel as few large ones.
-type batchConn struct {
-	net.Conn
-	b         *batcher
-	closeOnce sync.Once
-	closeErr  error
-}
-
-// CoalesceWrites wraps c so that writes are queued and sent in batches of
-// up to max bytes by a background goroutine (see the package doc). Use it
-// under TLS, on the connection a WebSocket runs over.
+// CoalesceWrites wraps c so that the TLS records of one WebSocket message
+// leave in one write to c (see corkConn); max bounds the bytes held back
+// (DefaultMaxBatch when 0). Use it under TLS, on the connection a
+// WebSocket session runs over: the session finds it through
+// (*tls.Conn).NetConn and corks it around each message it sends.
 func CoalesceWrites(c net.Conn, max int) net.Conn {
 	if max <= 0 {
 		max = DefaultMaxBatch
 	}
-	bc := &batchConn{Conn: c}
-	bc.b = newBatcher(max, func(p []byte) error {
-		_, err := c.Write(p)
+	pool := corkBufs
+	if max != DefaultMaxBatch {
+		pool = newBufPool(max)
+	}
+	return &corkConn{Conn: c, max: max, bufs: pool}
+}
+
+// Cork holds writes back until the matching Uncork.
+func (c *corkConn) Cork() {
+	c.mu.Lock()
+	c.corks++
+	c.mu.Unlock()
+}
+
+// Uncork ends a corked span; the last one sends what was held back.
+func (c *corkConn) Uncork() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.corks > 0 {
+		c.corks--
+	}
+	if c.corks > 0 {
+		return c.err
+	}
+	return c.flushLocked()
+}
+
+// flushLocked writes out the held bytes and gives the buffer back, so
+// that an idle connection holds none; c.mu is held.
+func (c *corkConn) flushLocked() error {
+	if c.buf == nil {
+		return c.err
+	}
+	bp := c.buf
+	c.buf = nil
+	if c.err == nil && len(*bp) > 0 {
+		_, c.err = c.Conn.Write(*bp)
+	}
+	*bp = (*bp)[:0]
+	c.bufs.Put(bp)
+	return c.err
+}
+
+// Write sends p, or holds it back while corked.
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.corks == 0 {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		n, err := c.Conn.Write(p)
+		if err != nil {
+			c.err = err
+		}
+		return n, err
+	}
+	if c.buf != nil && len(*c.buf)+len(p) > c.max {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	if len(p) >= c.max {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		n, err := c.Conn.Write(p)
+		if err != nil {
+			c.err = err
+		}
+		return n, err
+	}
+	if c.buf == nil {
+		c.buf = c.bufs.Get().(*[]byte)
+	}
+	*c.buf = append(*c.buf, p...)
+	return len(p), nil
+}
+
+// CloseWrite sends what is held back and half-closes the underlying
+// connection when it supports that.
+func (c *corkConn) CloseWrite() error {
+	c.mu.Lock()
+	err := c.flushLocked()
+	c.mu.Unlock()
+	if err != nil {
 		return err
-	})
-	return bc
-}
-
-func (c *batchConn) Write(p []byte) (int, error) { return c.b.Write(p) }
-
-// SetWriteDeadline applies to the bytes written from now on: what is
-// already queued is flushed first (for up to closeDrainTimeout), so that a
-// caller that writes, then sets a deadline of now to stop further writes
-// (as crypto/tls does when closing), does not lose what it wrote.
-func (c *batchConn) SetWriteDeadline(t time.Time) error {
-	c.b.Drain(closeDrainTimeout)
-	return c.Conn.SetWriteDeadline(t)
-}
-
-// SetDeadline is SetWriteDeadline and SetReadDeadline together.
-func (c *batchConn) SetDeadline(t time.Time) error {
-	c.b.Drain(closeDrainTimeout)
-	return c.Conn.SetDeadline(t)
-}
-
-// CloseWrite flushes and half-closes the underlying connection when it
-// supports that.
-func (c *batchConn) CloseWrite() error {
-	if !c.b.Close(closeDrainTimeout) {
-		c.Conn.Close()
-		c.b.Wait()
-		return errBatcherClosed
 	}
 	if hc, ok := c.Conn.(halfCloser); ok {
 		return hc.CloseWrite()
@@ -240,15 +150,27 @@ func (c *batchConn) CloseWrite() error {
 	return nil
 }
 
-func (c *batchConn) Close() error {
-	c.closeOnce.Do(func() {
-		drained := c.b.Close(closeDrainTimeout)
-		c.closeErr = c.Conn.Close()
-		if !drained {
-			c.b.Wait()
-		}
-	})
+// Close closes the underlying connection at once, without waiting for a
+// write that may be blocked on it (closing is what unblocks that write).
+func (c *corkConn) Close() error {
+	c.closeOnce.Do(func() { c.closeErr = c.Conn.Close() })
 	return c.closeErr
+}
+
+// findCorker returns the corkConn under c (through *tls.Conn's NetConn),
+// or nil.
+func findCorker(c net.Conn) corker {
+	for c != nil {
+		if k, ok := c.(corker); ok {
+			return k
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		c = u.NetConn()
+	}
+	return nil
 }
 
 // coalescingListener wraps accepted connections with CoalesceWrites.
@@ -257,8 +179,9 @@ type coalescingListener struct {
 	max int
 }
 
-// CoalescingListener returns a listener whose connections batch their
-// writes, for a server that serves TLS on top of it.
+// CoalescingListener returns a listener whose connections coalesce the
+// TLS records of a message (see CoalesceWrites), for a server that serves
+// TLS on top of it.
 func CoalescingListener(l net.Listener, max int) net.Listener {
 	return coalescingListener{l, max}
 }

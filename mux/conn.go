@@ -2,7 +2,9 @@ package mux
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -12,25 +14,39 @@ import (
 	"github.com/coder/websocket"
 )
 
-// wsConn is a net.Conn over a WebSocket that coalesces writes.
+// wsConn is a net.Conn over a WebSocket, written to by yamux's send loop.
 //
-// yamux writes every frame as two calls (12-byte header, then body). Sent
-// one WebSocket message each, that would be two TLS records and two
-// syscalls per frame. Instead writes go through a batcher, which sends
-// whatever has accumulated as one binary message.
+// yamux writes every data frame as two calls, its 12-byte header and then
+// the body. Sent as a WebSocket message each, that would be two messages,
+// two TLS records and two syscalls per frame. wsConn holds a data header
+// back and sends it with its body as one message; every other write (a
+// window update, a ping) is a message of its own. Each message is written
+// in the caller's goroutine, with the connection under TLS corked (see
+// corkConn) so that its records leave in one syscall: no queue, no
+// goroutine and no hand-off between yamux and the socket.
 type wsConn struct {
-	net.Conn // websocket.NetConn: reads, deadlines, addresses
+	net.Conn // websocket.NetConn: addresses, and releasing its timers
 	ws       *websocket.Conn
 	raw      io.Closer // the connection under ws, when known; see Close
-	b        *batcher
+	cork     corker    // the corkConn under TLS, when there is one
 
-	reads atomic.Uint64 // reads that returned data, for keepAlive
+	reads   atomic.Uint64 // reads that returned data, for keepAlive
+	msg     io.Reader     // the message being read; Read's own
+	readEOF bool          // the peer closed normally; Read's own
+
+	// wsem is held by a write in progress, and by Close; a channel so
+	// that Close can give up on a write blocked on a silent peer.
+	wsem   chan struct{}
+	hdr    [yamuxHeaderSize]byte // a data frame header waiting for its body
+	held   bool
+	werr   error // first write error; sticky
+	closed bool
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// closeDrainTimeout bounds how long Close waits for queued bytes to leave,
+// closeDrainTimeout bounds how long Close waits for a write in progress,
 // and closeHandshakeTimeout how long it then waits for the peer to answer
 // its close frame.
 const (
@@ -38,56 +54,192 @@ const (
 	closeHandshakeTimeout = 2 * time.Second
 )
 
-// newWSConn wraps ws, which runs over raw (nil when unknown).
-func newWSConn(ctx context.Context, ws *websocket.Conn, raw io.Closer, maxBatch int) *wsConn {
+// yamux frame header layout (yamux spec.md): version, type, flags,
+// stream id, length. A data frame's length is the size of the body that
+// follows it.
+const (
+	yamuxHeaderSize = 12
+	yamuxTypeData   = 0
+)
+
+// smallMessage is the largest body copied behind its header into one
+// WebSocket frame; a larger one is sent as a message of several frames
+// (header, body, end), which costs a few bytes rather than a copy.
+const smallMessage = 4 << 10
+
+var msgBufs = newBufPool(yamuxHeaderSize + smallMessage)
+
+// newWSConn wraps ws, which runs over raw (nil when unknown); under is the
+// network connection beneath it (a *tls.Conn over a corkConn, say), or nil.
+func newWSConn(ctx context.Context, ws *websocket.Conn, raw io.Closer, under net.Conn) *wsConn {
 	nc := websocket.NetConn(ctx, ws, websocket.MessageBinary)
+	// Messages are read as a stream, never held whole: no size limit.
+	ws.SetReadLimit(-1)
 	return &wsConn{
 		Conn: nc,
 		ws:   ws,
 		raw:  raw,
-		b: newBatcher(maxBatch, func(p []byte) error {
-			_, err := nc.Write(p) // one binary message
-			return err
-		}),
+		cork: findCorker(under),
+		wsem: make(chan struct{}, 1),
 	}
 }
 
 // readChunk bounds one Read. A Read returns only once it has filled p or
-// reached the end of a WebSocket message (up to DefaultMaxBatch), and
-// keepAlive sees progress only when a Read returns: bounded, a slow link
-// shows life every readChunk bytes.
+// reached the end of a WebSocket message, and keepAlive sees progress
+// only when a Read returns: bounded, a slow link shows life every
+// readChunk bytes.
 const readChunk = 32 << 10
 
-// Read reads from the WebSocket's binary messages.
+// Read reads the payload of the WebSocket's binary messages as one byte
+// stream. yamux's receive loop is its only caller. It reads with a
+// context that never ends, as Write does: a read is ended by closing the
+// connection, and NetConn's cancellable context would cost a timer per
+// frame read.
 func (c *wsConn) Read(p []byte) (int, error) {
 	if len(p) > readChunk {
 		p = p[:readChunk]
 	}
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.reads.Add(1)
+	for {
+		if c.msg == nil {
+			if c.readEOF {
+				return 0, io.EOF
+			}
+			typ, r, err := c.ws.Reader(context.Background())
+			if err != nil {
+				switch websocket.CloseStatus(err) {
+				case websocket.StatusNormalClosure, websocket.StatusGoingAway:
+					c.readEOF = true
+					return 0, io.EOF
+				}
+				return 0, err
+			}
+			if typ != websocket.MessageBinary {
+				err := fmt.Errorf("unexpected %v message from the peer", typ)
+				c.ws.Close(websocket.StatusUnsupportedData, err.Error())
+				return 0, err
+			}
+			c.msg = r
+		}
+		n, err := c.msg.Read(p)
+		if err == io.EOF {
+			c.msg, err = nil, nil
+		}
+		if n > 0 {
+			c.reads.Add(1)
+			return n, err
+		}
+		if err != nil {
+			return 0, err
+		}
 	}
-	return n, err
 }
 
-// Write queues p to be sent. It blocks while the queue is full.
-func (c *wsConn) Write(p []byte) (int, error) { return c.b.Write(p) }
+// isDataHeader reports whether p is a yamux data frame header announcing
+// a body.
+func isDataHeader(p []byte) bool {
+	return len(p) == yamuxHeaderSize && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:]) > 0
+}
 
-// Close sends what is queued, then closes the WebSocket. It is safe to
-// call more than once and from several goroutines.
+// Write sends p as a WebSocket message, a data frame header together with
+// the body written next. It returns once the message has been handed to
+// the kernel. After a failure every Write returns the same error.
+func (c *wsConn) Write(p []byte) (int, error) {
+	c.wsem <- struct{}{}
+	defer func() { <-c.wsem }()
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	if c.closed {
+		return 0, net.ErrClosed
+	}
+	if !c.held && isDataHeader(p) {
+		copy(c.hdr[:], p)
+		c.held = true
+		return len(p), nil
+	}
+	if err := c.send(p); err != nil {
+		c.werr = err
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// send writes the held header, if any, and p as one message; c.wsem is
+// held.
+func (c *wsConn) send(p []byte) (err error) {
+	// No deadline in the context: a write that blocks is ended by
+	// closing the connection (Close, or keepAlive's abort), and a
+	// context that can end costs coder/websocket a timer per frame.
+	ctx := context.Background()
+	if c.cork != nil {
+		c.cork.Cork()
+		defer func() {
+			if uerr := c.cork.Uncork(); err == nil {
+				err = uerr
+			}
+		}()
+	}
+	held := c.held
+	c.held = false
+	switch {
+	case !held:
+		return c.ws.Write(ctx, websocket.MessageBinary, p)
+	case len(p) <= smallMessage:
+		bp := msgBufs.Get().(*[]byte)
+		b := append(append((*bp)[:0], c.hdr[:]...), p...)
+		err = c.ws.Write(ctx, websocket.MessageBinary, b)
+		*bp = b[:0]
+		msgBufs.Put(bp)
+		return err
+	}
+	w, err := c.ws.Writer(ctx, websocket.MessageBinary)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(c.hdr[:]); err != nil {
+		w.Close()
+		return err
+	}
+	if _, err := w.Write(p); err != nil {
+		w.Close()
+		return err
+	}
+	return w.Close()
+}
+
+// lockForClose takes c.wsem, waiting up to closeDrainTimeout for a write
+// in progress. It reports false when it gave up: the connection has then
+// been closed under the write, which fails and lets go.
+func (c *wsConn) lockForClose(timeout time.Duration) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case c.wsem <- struct{}{}:
+		return true
+	case <-t.C:
+	}
+	c.ws.CloseNow()
+	c.wsem <- struct{}{}
+	return false
+}
+
+// Close waits for a write in progress, then closes the WebSocket. It is
+// safe to call more than once and from several goroutines.
 func (c *wsConn) Close() error {
 	c.closeOnce.Do(func() {
-		if !c.b.Close(closeDrainTimeout) {
+		drained := c.lockForClose(closeDrainTimeout)
+		c.closed = true
+		<-c.wsem
+		if !drained {
 			// The network is not taking our bytes (a blackholed or dead
-			// peer): abort rather than wait for TCP or for a closing
-			// handshake that will not come.
-			c.closeErr = c.ws.CloseNow()
-			c.b.Wait()
+			// peer): the connection is already closed; do not wait for
+			// a closing handshake that will not come.
+			c.Conn.Close()
 			return
 		}
 		// A closing handshake, not NetConn's immediate close: closing
 		// the socket with the peer's last frames unread would make the
-		// kernel reset the connection and drop what we just queued.
+		// kernel reset the connection and drop what we just sent.
 		c.closeErr = c.closeHandshake()
 		c.Conn.Close() // releases NetConn's timers
 	})
@@ -119,14 +271,14 @@ func (c *wsConn) closeHandshake() error {
 
 var errCloseHandshakeTimeout = errors.New("peer did not answer the WebSocket close frame")
 
-// abort closes the connection at once, dropping what is queued and without
-// a closing handshake, for a peer that no longer answers; a later Close
-// does nothing more.
+// abort closes the connection at once, without a closing handshake, for
+// a peer that no longer answers; a later Close does nothing more.
 func (c *wsConn) abort() {
 	c.closeOnce.Do(func() {
 		c.closeErr = c.ws.CloseNow()
-		c.b.Close(0)
-		c.b.Wait()
+		c.lockForClose(0) // a blocked write fails now that ws is closed
+		c.closed = true
+		<-c.wsem
 		c.Conn.Close()
 	})
 }

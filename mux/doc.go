@@ -1,10 +1,10 @@
 // Package mux is Burrow's wire protocol and session layer.
 //
 // One WebSocket connection (subprotocol [Subprotocol], binary messages) is
-// wrapped as a [net.Conn] and carries one yamux session. Writes from yamux
-// are coalesced so that a frame header and its body, and bursts of small
-// frames, travel as one WebSocket message and one TLS record rather than
-// many. Every yamux stream starts with a small versioned [Header] naming
+// wrapped as a [net.Conn] and carries one yamux session. A yamux frame's
+// header and body travel as one WebSocket message, written from yamux's
+// send loop itself, and the TLS records of a message reach the kernel in
+// one write (see [CoalesceWrites]). Every yamux stream starts with a small versioned [Header] naming
 // what the opener wants (a TCP connection to a target, for instance); the
 // accepting side answers with a reply ([WriteReply], [ReadReply]) before
 // any payload flows back. [Open] waits for the reply before the opener's

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -62,8 +63,6 @@ type Config struct {
 	// AcceptBacklog bounds the streams opened by the peer and not yet
 	// accepted.
 	AcceptBacklog int
-	// MaxBatch bounds the bytes coalesced into one WebSocket message.
-	MaxBatch int
 	// Logger receives yamux's own diagnostics at debug level.
 	Logger *slog.Logger
 }
@@ -84,9 +83,6 @@ func (c *Config) withDefaults() Config {
 	}
 	if o.AcceptBacklog <= 0 {
 		o.AcceptBacklog = DefaultAcceptBacklog
-	}
-	if o.MaxBatch <= 0 {
-		o.MaxBatch = DefaultMaxBatch
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -200,18 +196,22 @@ func Dial(ctx context.Context, url string, opts *DialOptions) (*yamux.Session, e
 		ws.CloseNow()
 		return nil, fmt.Errorf("%w (it answered %q)", ErrNotNegotiated, ws.Subprotocol())
 	}
-	return startSession(yamux.Client, newWSConn(context.WithoutCancel(ctx), ws, rec.raw, cfg.MaxBatch), ycfg, cfg)
+	return startSession(yamux.Client, newWSConn(context.WithoutCancel(ctx), ws, rec.raw, rec.conn), ycfg, cfg)
 }
 
 // upgradeRecorder remembers the connection a WebSocket upgrade leaves open
 // (the body of the 101 response), so that wsConn can close it when
-// coder/websocket cannot.
+// coder/websocket cannot, and the network connection under it, so that
+// wsConn can cork it.
 type upgradeRecorder struct {
 	base http.RoundTripper
 	raw  io.Closer
+	conn net.Conn
 }
 
 func (u *upgradeRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
+	trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { u.conn = info.Conn }}
+	r = r.WithContext(httptrace.WithClientTrace(r.Context(), trace))
 	resp, err := u.base.RoundTrip(r)
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
 		u.raw = resp.Body
@@ -362,7 +362,7 @@ func Accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*yamux.Session
 	if rec.raw != nil {
 		raw = rec.raw
 	}
-	return startSession(yamux.Server, newWSConn(context.WithoutCancel(r.Context()), ws, raw, c.MaxBatch), ycfg, c)
+	return startSession(yamux.Server, newWSConn(context.WithoutCancel(r.Context()), ws, raw, rec.raw), ycfg, c)
 }
 
 func offersSubprotocol(r *http.Request) bool {

@@ -624,17 +624,17 @@ func TestConfigDefaults(t *testing.T) {
 	}{
 		{"nil", nil, Config{
 			StreamWindow: DefaultStreamWindow, KeepAliveInterval: DefaultKeepAliveInterval,
-			KeepAliveTimeout: DefaultKeepAliveTimeout, AcceptBacklog: DefaultAcceptBacklog, MaxBatch: DefaultMaxBatch,
+			KeepAliveTimeout: DefaultKeepAliveTimeout, AcceptBacklog: DefaultAcceptBacklog,
 		}},
 		{"zero", &Config{}, Config{
 			StreamWindow: DefaultStreamWindow, KeepAliveInterval: DefaultKeepAliveInterval,
-			KeepAliveTimeout: DefaultKeepAliveTimeout, AcceptBacklog: DefaultAcceptBacklog, MaxBatch: DefaultMaxBatch,
+			KeepAliveTimeout: DefaultKeepAliveTimeout, AcceptBacklog: DefaultAcceptBacklog,
 		}},
-		{"set", &Config{StreamWindow: 1 << 20, KeepAliveInterval: time.Second, KeepAliveTimeout: 2 * time.Second, AcceptBacklog: 4, MaxBatch: 1024},
-			Config{StreamWindow: 1 << 20, KeepAliveInterval: time.Second, KeepAliveTimeout: 2 * time.Second, AcceptBacklog: 4, MaxBatch: 1024}},
-		{"negative", &Config{KeepAliveInterval: -1, KeepAliveTimeout: -1, AcceptBacklog: -1, MaxBatch: -1}, Config{
+		{"set", &Config{StreamWindow: 1 << 20, KeepAliveInterval: time.Second, KeepAliveTimeout: 2 * time.Second, AcceptBacklog: 4},
+			Config{StreamWindow: 1 << 20, KeepAliveInterval: time.Second, KeepAliveTimeout: 2 * time.Second, AcceptBacklog: 4}},
+		{"negative", &Config{KeepAliveInterval: -1, KeepAliveTimeout: -1, AcceptBacklog: -1}, Config{
 			StreamWindow: DefaultStreamWindow, KeepAliveInterval: DefaultKeepAliveInterval,
-			KeepAliveTimeout: DefaultKeepAliveTimeout, AcceptBacklog: DefaultAcceptBacklog, MaxBatch: DefaultMaxBatch,
+			KeepAliveTimeout: DefaultKeepAliveTimeout, AcceptBacklog: DefaultAcceptBacklog,
 		}},
 	}
 	for _, tt := range tests {
