@@ -117,9 +117,12 @@ func (c *Client) forward(ctx context.Context, conn net.Conn, r Remote) {
 	sent, received := mux.Pipe(conn, st)
 	sent += early
 	if err := <-replied; err != nil {
-		if errors.Is(err, net.ErrClosed) {
+		switch {
+		case errors.Is(err, net.ErrClosed):
 			log.Info("connection closed before the server replied")
-		} else {
+		case errors.Is(err, mux.ErrEarlyDataSent):
+			log.Warn("forward lost with the session", "err", err)
+		default:
 			log.Warn("forward refused", "err", err)
 		}
 		return

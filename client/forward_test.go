@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,29 +48,88 @@ func TestForwardSendsBeforeReply(t *testing.T) {
 	roundTrip(t, addr)
 }
 
-// TestForwardResendsAfterRestart checks that a request sent before the
-// reply is sent again on the next session when the server goes away
-// without answering it.
-func TestForwardResendsAfterRestart(t *testing.T) {
+// TestForwardReopensAfterRestart checks that a connection that has sent
+// nothing yet is opened again on the next session when the server goes
+// away before answering it.
+func TestForwardReopensAfterRestart(t *testing.T) {
 	var ts *tunnelServer
-	ready := make(chan struct{})
 	ts = newTunnelServerWith(t, func(st *yamux.Stream, session int32) {
 		if session > 1 {
 			echoStream(st, session)
 			return
 		}
+		if _, err := mux.ReadHeader(st); err == nil {
+			ts.dropSessions() // the server restarts with the stream unanswered
+		}
+	})
+	addr, _ := run(t, ts, client.Config{Username: "alice", Password: "secret", MaxRetryInterval: 200 * time.Millisecond})
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for ts.sessions.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the client did not reconnect")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Only now does the connection speak: nothing of it was lost.
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte(request))
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != request {
+		t.Fatalf("echo through the reopened stream: %q, %v", got, err)
+	}
+}
+
+// TestForwardNoResendAfterRestart checks that a request sent before the
+// reply is not sent again when the server goes away without answering:
+// the server may have passed it on, so the local connection is closed
+// instead and the reason logged.
+func TestForwardNoResendAfterRestart(t *testing.T) {
+	var seen [3]atomic.Int32 // requests seen on sessions 1 and 2
+	var ts *tunnelServer
+	ts = newTunnelServerWith(t, func(st *yamux.Stream, session int32) {
 		if err := readRequest(st); err != nil {
-			mux.WriteReply(st, mux.Refuse(mux.CodeFailed, "no payload before the reply: %v", err))
 			return
 		}
-		<-ready
-		ts.dropSessions() // the server restarts with the request unanswered
+		seen[min(session, 2)].Add(1)
+		if session == 1 {
+			ts.dropSessions() // the server restarts with the request unanswered
+			return
+		}
+		mux.WriteReply(st, nil)
+		st.Write([]byte(request)) // the echo of what readRequest read
+		io.Copy(st, st)
 	})
-	close(ready)
-	addr, _ := run(t, ts, client.Config{Username: "alice", Password: "secret", MaxRetryInterval: 200 * time.Millisecond})
+	logs := &syncBuffer{}
+	addr, _ := run(t, ts, client.Config{Username: "alice", Password: "secret", MaxRetryInterval: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte(request))
+	got, err := io.ReadAll(c)
+	if len(got) != 0 || (err != nil && !isReset(err)) {
+		t.Fatalf("read %q, %v; want the connection closed", got, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "not sent again") {
+		if time.Now().After(deadline) {
+			t.Fatalf("log does not say why the connection was closed:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The next connection works; the first request was seen once.
 	roundTrip(t, addr)
-	if n := ts.sessions.Load(); n != 2 {
-		t.Fatalf("server saw %d sessions, want 2 (one reconnect)", n)
+	if n1, n2 := seen[1].Load(), seen[2].Load(); n1 != 1 || n2 != 1 {
+		t.Fatalf("the server saw %d requests on the first session and %d on the next, want 1 and 1 (no resend)", n1, n2)
 	}
 }
 

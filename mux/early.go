@@ -12,9 +12,8 @@ import (
 )
 
 // MaxEarlyData bounds the payload an EarlyStream sends before the peer's
-// reply. It is what the opener keeps to send again on a new session, and
-// it fits in yamux's initial stream window, so a write before the reply
-// never waits for the peer to read.
+// reply. It fits in yamux's initial stream window, so a write before the
+// reply never waits for the peer to read.
 const MaxEarlyData = 64 << 10
 
 // SessionFunc returns the session to open a stream on, waiting for one if
@@ -27,13 +26,14 @@ type SessionFunc func(ctx context.Context) (*yamux.Session, error)
 // before it replies (ReadHeader does), so that the early payload waits in
 // the stream for the reply to be accepted.
 //
-// Writes go out at once; until the reply arrives, a copy of them (up to
-// MaxEarlyData, beyond which Write waits for the reply) is kept. When the
-// session ends before the reply, WaitReply opens the stream again on the
-// next session and sends the header and that copy again, so a restarted
-// peer costs the connection nothing. The target may then have received the
-// early payload twice, on two connections: the first one is cut off when
-// its session ends.
+// Writes go out at once, up to MaxEarlyData before the reply; beyond
+// that, Write waits for the reply. When the session ends before the
+// reply and nothing but the header was sent, WaitReply opens the stream
+// again on the next session, so a peer that restarted costs the
+// connection nothing. Payload is never sent twice: once some has left,
+// the peer may have passed it to the target, and a request that the
+// target would carry out twice (a payment, a write) must not be
+// replayed; the stream then fails with ErrEarlyDataSent.
 //
 // Reads wait for the reply: they return its refusal, or the payload that
 // follows an accepting one. Exactly one goroutine must call WaitReply.
@@ -42,14 +42,14 @@ type EarlyStream struct {
 	sessions SessionFunc
 
 	// wmu orders the writes on the stream: the header, the early payload
-	// and a resend of both on a new stream.
+	// and a resend of the header on a new stream.
 	wmu sync.Mutex
 
 	mu         sync.Mutex
 	sess       *yamux.Session
 	st         *yamux.Stream
 	headerSent bool
-	early      []byte    // payload sent before the reply; nil once settled
+	earlySent  int       // payload bytes sent before the reply
 	fin        bool      // the write side is closed
 	deadline   time.Time // the caller's read deadline, applied after the reply
 	accepted   bool
@@ -96,7 +96,8 @@ func openStream(ctx context.Context, sessions SessionFunc) (*yamux.Session, *yam
 // peer's reply, until ctx ends. It returns nil when the stream was
 // accepted, a *RemoteError when the peer refused it, and another error
 // when no reply came. If the session ends first, it opens the stream on
-// the next session and sends the header and the early payload again.
+// the next session and sends the header again, unless payload had left
+// too (ErrEarlyDataSent).
 // Once it has returned, reads return the refusal or the payload.
 func (e *EarlyStream) WaitReply(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -162,9 +163,20 @@ func (e *EarlyStream) sendHeader() {
 	}
 }
 
+// ErrEarlyDataSent is why an EarlyStream fails when its session ends
+// before the reply after payload has left: the payload is not sent again.
+var ErrEarlyDataSent = errors.New("the session ended before the server replied, with the connection's first bytes sent; they are not sent again, since the target may have received them")
+
 // reopen opens the stream again on the next session and sends what the
-// old one carried: the header, the early payload and the half-close.
+// old one carried, the header and the half-close, provided no payload
+// had left.
 func (e *EarlyStream) reopen(ctx context.Context) error {
+	e.mu.Lock()
+	sent := e.earlySent
+	e.mu.Unlock()
+	if sent > 0 {
+		return ErrEarlyDataSent
+	}
 	sess, st, err := openStream(ctx, e.sessions)
 	if err != nil {
 		return err
@@ -178,11 +190,10 @@ func (e *EarlyStream) reopen(ctx context.Context) error {
 		return e.err
 	}
 	e.sess, e.st = sess, st
-	b := append(e.header[:len(e.header):len(e.header)], e.early...)
 	fin := e.fin
 	e.mu.Unlock()
 	// A failure shows in the reply, which WaitReply reads next.
-	st.Write(b)
+	st.Write(e.header)
 	if fin {
 		st.Close()
 	}
@@ -213,7 +224,6 @@ func (e *EarlyStream) settle(err error) {
 	} else {
 		e.err = err
 	}
-	e.early = nil
 	close(e.settled)
 }
 
@@ -227,13 +237,13 @@ func (e *EarlyStream) Read(p []byte) (int, error) {
 	return e.st.Read(p)
 }
 
-// Write sends p. Before the reply it also keeps a copy of p, and waits for
-// the reply once MaxEarlyData bytes are kept.
+// Write sends p. Before the reply it sends at most MaxEarlyData bytes,
+// then waits for the reply.
 func (e *EarlyStream) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		e.mu.Lock()
-		st, accepted, err, full := e.st, e.accepted, e.err, len(e.early) >= MaxEarlyData
+		st, accepted, err, full := e.st, e.accepted, e.err, e.earlySent >= MaxEarlyData
 		e.mu.Unlock()
 		switch {
 		case err != nil:
@@ -255,8 +265,8 @@ func (e *EarlyStream) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// writeEarly sends what fits of p before the reply and keeps a copy. It
-// sends nothing if the reply has come meanwhile.
+// writeEarly sends what fits of p before the reply. It sends nothing if
+// the reply has come meanwhile.
 func (e *EarlyStream) writeEarly(p []byte) (int, error) {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
@@ -269,8 +279,8 @@ func (e *EarlyStream) writeEarly(p []byte) (int, error) {
 		e.mu.Unlock()
 		return 0, yamux.ErrStreamClosed
 	}
-	p = p[:min(len(p), MaxEarlyData-len(e.early))]
-	e.early = append(e.early, p...)
+	p = p[:min(len(p), MaxEarlyData-e.earlySent)]
+	e.earlySent += len(p)
 	b := p
 	if !e.headerSent {
 		b = append(e.header[:len(e.header):len(e.header)], p...)
@@ -278,8 +288,7 @@ func (e *EarlyStream) writeEarly(p []byte) (int, error) {
 	}
 	st := e.st
 	e.mu.Unlock()
-	// A failure shows in the reply: WaitReply reads it, and sends the
-	// copy again if the session is what failed.
+	// A failure shows in the reply, which WaitReply reads.
 	st.Write(b)
 	return len(p), nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -87,9 +88,6 @@ func TestEarlyPayload(t *testing.T) {
 	}
 	if err := waitReply(t, e); err != nil {
 		t.Fatalf("WaitReply: %v", err)
-	}
-	if e.early != nil {
-		t.Error("the copy of the early payload is kept after the reply")
 	}
 	if _, err := e.Write([]byte("world")); err != nil {
 		t.Fatal(err)
@@ -174,9 +172,6 @@ func TestEarlyRefused(t *testing.T) {
 	}
 	err = waitReply(t, e)
 	wantRefusal(t, err, CodeRefused, "connection refused by "+refused)
-	if e.early != nil {
-		t.Error("the early payload is kept after a refusal")
-	}
 	n, err := e.Read(make([]byte, 10))
 	if n != 0 {
 		t.Errorf("Read after a refusal returned %d bytes", n)
@@ -194,19 +189,19 @@ func TestEarlyRefused(t *testing.T) {
 	}
 }
 
-// TestEarlyReplay checks that when the session ends before the reply, the
-// stream is opened again on the next session with the same header, early
-// payload and half-close.
-func TestEarlyReplay(t *testing.T) {
+// TestEarlyReopen checks that when the session ends before the reply and
+// only the header (and the half-close) had left, the stream is opened
+// again on the next session with the same header and half-close.
+func TestEarlyReopen(t *testing.T) {
 	t.Parallel()
 	ts := startTunnelServer(t, serverOptions{tr: transport{}})
 	client1, server1 := ts.dial(t, nil)
 	client2, server2 := ts.dial(t, nil)
-	const request = "GET / HTTP/1.0\r\n\r\n"
 	firstSaw := make(chan error, 1)
 	serveStreams(t, server1, func(st *yamux.Stream) {
-		// The server goes away with the request read and unanswered.
-		_, _, err := readEarly(st, len(request))
+		// The server goes away with the stream unanswered.
+		st.SetReadDeadline(time.Now().Add(testTimeout))
+		_, err := ReadHeader(st)
 		firstSaw <- err
 		server1.Close()
 	})
@@ -225,17 +220,14 @@ func TestEarlyReplay(t *testing.T) {
 		}
 		secondSaw <- h.Target + " " + string(b)
 		WriteReply(st, nil)
-		st.Write([]byte("HTTP/1.0 200 OK\r\n\r\n"))
+		st.Write([]byte("banner"))
 	})
 
-	e, err := OpenEarly(t.Context(), firstLive(client1, client2), Header{Kind: KindTCP, Target: "web:80"})
+	e, err := OpenEarly(t.Context(), firstLive(client1, client2), Header{Kind: KindTCP, Target: "smtp:25"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	if _, err := e.Write([]byte(request)); err != nil {
-		t.Fatal(err)
-	}
 	if err := e.CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
@@ -245,16 +237,61 @@ func TestEarlyReplay(t *testing.T) {
 	if err := <-firstSaw; err != nil {
 		t.Fatalf("first session's acceptor: %v", err)
 	}
-	if got := <-secondSaw; got != "web:80 "+request {
-		t.Fatalf("second session's acceptor got %q, want %q", got, "web:80 "+request)
+	if got := <-secondSaw; got != "smtp:25 " {
+		t.Fatalf("second session's acceptor got %q, want %q", got, "smtp:25 ")
 	}
 	if !client1.IsClosed() {
 		t.Fatal("the first session is still open")
 	}
 	e.SetReadDeadline(time.Now().Add(testTimeout))
 	b, err := io.ReadAll(e)
-	if err != nil || string(b) != "HTTP/1.0 200 OK\r\n\r\n" {
+	if err != nil || string(b) != "banner" {
 		t.Fatalf("read %q, %v", b, err)
+	}
+}
+
+// TestEarlyNoResend checks that payload sent before the reply is never
+// sent again: when the session ends before the reply, the stream fails
+// with ErrEarlyDataSent and the next session sees no stream at all.
+func TestEarlyNoResend(t *testing.T) {
+	t.Parallel()
+	ts := startTunnelServer(t, serverOptions{tr: transport{}})
+	client1, server1 := ts.dial(t, nil)
+	client2, server2 := ts.dial(t, nil)
+	const request = "POST /pay HTTP/1.0\r\n\r\n"
+	firstSaw := make(chan error, 1)
+	serveStreams(t, server1, func(st *yamux.Stream) {
+		// The request reached the server, which goes away unanswered.
+		_, _, err := readEarly(st, len(request))
+		firstSaw <- err
+		server1.Close()
+	})
+	var second atomic.Int32
+	serveStreams(t, server2, func(st *yamux.Stream) { second.Add(1) })
+
+	e, err := OpenEarly(t.Context(), firstLive(client1, client2), Header{Kind: KindTCP, Target: "shop:80"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if _, err := e.Write([]byte(request)); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitReply(t, e); !errors.Is(err, ErrEarlyDataSent) {
+		t.Fatalf("WaitReply = %v, want ErrEarlyDataSent", err)
+	}
+	if err := <-firstSaw; err != nil {
+		t.Fatalf("first session's acceptor: %v", err)
+	}
+	if _, err := e.Read(make([]byte, 1)); !errors.Is(err, ErrEarlyDataSent) {
+		t.Errorf("Read = %v, want ErrEarlyDataSent", err)
+	}
+	if _, err := e.Write([]byte("more")); err == nil {
+		t.Error("Write after the failure succeeded")
+	}
+	time.Sleep(100 * time.Millisecond) // a resend would have arrived by now
+	if n := second.Load(); n != 0 || client2.NumStreams() != 0 {
+		t.Fatalf("the next session got %d streams (%d open on the opener): the payload was sent again", n, client2.NumStreams())
 	}
 }
 
