@@ -58,26 +58,48 @@ type Stream interface {
 // ServeTCP answers a stream that asked for a TCP connection to target:
 // it dials, replies, calls opened (when not nil), and splices until both
 // sides are done or ctx ends. It returns the bytes carried each way (stream to
-// target, target to stream), or the error it replied with.
+// target, target to stream), or the error it replied with. It is
+// SpliceTCP, waited for.
 func ServeTCP(ctx context.Context, st Stream, dial DialFunc, target string, timeout time.Duration, opened func()) (sent, received int64, err error) {
+	done := make(chan [2]int64, 1)
+	err = SpliceTCP(ctx, st, dial, target, timeout, opened, func(sent, received int64) { done <- [2]int64{sent, received} })
+	if err != nil {
+		return 0, 0, err
+	}
+	n := <-done
+	return n[0], n[1], nil
+}
+
+// SpliceTCP is ServeTCP without the wait, for a server with many idle
+// streams: it returns once the stream is answered and opened (when not
+// nil) has run, and a Splice carries the stream on until both sides are
+// done or ctx ends, then calls closed (when not nil) with the bytes
+// carried each way. When it returns an error, the one it replied with,
+// closed is not called.
+func SpliceTCP(ctx context.Context, st Stream, dial DialFunc, target string, timeout time.Duration, opened func(), closed func(sent, received int64)) error {
 	conn, err := DialTarget(ctx, dial, "tcp", target, timeout)
 	if err != nil {
 		WriteReply(st, err)
 		st.Close()
-		return 0, 0, err
+		return err
 	}
 	// The end of ctx (the session) interrupts a copy blocked writing to a
 	// target that stopped reading: nothing else would.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
 	if err := WriteReply(st, nil); err != nil {
+		stop()
 		conn.Close()
 		st.Close()
-		return 0, 0, fmt.Errorf("replying to stream: %w", err)
+		return fmt.Errorf("replying to stream: %w", err)
 	}
 	if opened != nil {
 		opened()
 	}
-	sent, received = Pipe(st, conn)
-	return sent, received, nil
+	Splice(st, conn, func(sent, received int64) {
+		stop()
+		if closed != nil {
+			closed(sent, received)
+		}
+	})
+	return nil
 }

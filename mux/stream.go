@@ -1,11 +1,10 @@
 package mux
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -41,14 +40,29 @@ func ReadHeaderTimeout(st *yamux.Stream, timeout time.Duration) (Header, error) 
 	return h, err
 }
 
-// copyBufSize is the buffer of one direction of a Pipe: large enough that a
-// bulk transfer moves in few yamux frames, small enough to pool.
-const copyBufSize = 64 << 10
+// A direction of a Pipe or Splice holds no buffer while its source is
+// idle (see waitData). When data comes, it reads into a small pooled
+// buffer, and takes a large one only when a read fills the small one, so
+// a few bytes (a keystroke, a request) do not cost a large buffer and a
+// bulk transfer still moves in large reads. Either is given back after
+// burstIdle without a byte.
+const (
+	smallBufSize = 4 << 10
+	copyBufSize  = 64 << 10 // few yamux frames per read, small enough to pool
+	burstIdle    = 200 * time.Millisecond
+)
 
-var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+// idleBufSize is the buffer a direction waits with when its source cannot
+// wait for data without one.
+const idleBufSize = 1 << 10
+
+var (
+	smallBufs = sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }}
+	copyBufs  = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+)
 
 // halfCloser is a connection whose write side can be closed on its own:
-// *net.TCPConn, *net.UnixConn, and *yamux.Stream through streamHalf.
+// *net.TCPConn and *net.UnixConn.
 type halfCloser interface {
 	CloseWrite() error
 }
@@ -57,111 +71,175 @@ type halfCloser interface {
 // EOF or either fails, then closes both. An EOF in one direction is passed
 // on as a half-close (FIN), so protocols that signal the end of a request
 // by shutting down their write side keep working. It returns the bytes
-// copied each way.
+// copied each way. It is Splice, waited for.
 func Pipe(a, b io.ReadWriteCloser) (aToB, bToA int64) {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		aToB = copyHalf(b, a)
-	}()
-	bToA = copyHalf(a, b)
-	wg.Wait()
-	a.Close()
-	b.Close()
-	return aToB, bToA
+	done := make(chan [2]int64, 1)
+	Splice(a, b, func(aToB, bToA int64) { done <- [2]int64{aToB, bToA} })
+	n := <-done
+	return n[0], n[1]
 }
 
-// idleBufSize is what a Pipe direction holds while its source is idle,
-// and burstIdle how long it keeps the large pooled buffer after the last
-// read. An idle forwarded connection (an SSH session between keystrokes,
-// a pooled database connection) then costs two small buffers, not two
-// large ones, and a burst still moves in large reads.
-const (
-	idleBufSize = 1 << 10
-	burstIdle   = 200 * time.Millisecond
-)
+// Splice is Pipe without the wait: it returns at once, and once both
+// directions have ended and both ends are closed it calls done (when not
+// nil), on a goroutine of the splice, with the bytes copied each way. An
+// owner that must wait for the splice waits for done.
+//
+// An idle direction costs one goroutine blocked where it holds no buffer
+// (see waitData), with the smallest stack a goroutine has. A goroutine
+// keeps most of the stack its deepest call grew (dialing, a burst of
+// writes): a stack shrinks only by halves, at a garbage collection, and
+// only while three quarters of it are unused. So the caller's goroutine
+// does not take part, each wait starts on a new goroutine, in a shallow
+// frame, and the copying that follows it runs on that goroutine, which
+// hands the next wait on to a new one.
+func Splice(a, b io.ReadWriteCloser, done func(aToB, bToA int64)) {
+	s := &splice{ab: half{dst: b, src: a}, ba: half{dst: a, src: b}, done: done}
+	s.running.Store(2)
+	go s.wait(&s.ab)
+	go s.wait(&s.ba)
+}
+
+type splice struct {
+	ab, ba  half
+	running atomic.Int32 // directions not yet ended
+	done    func(aToB, bToA int64)
+}
+
+// wait is a goroutine of s, parked for as long as h's source is idle.
+func (s *splice) wait(h *half) {
+	waited, err := waitData(h.src)
+	s.copy(h, waited, err)
+}
+
+// copy copies what h's source has after a wait, then starts the next
+// wait or, at the end, closes both ends and calls done once both
+// directions have ended. It is not inlined so that its frame is not part
+// of wait's.
+//
+//go:noinline
+func (s *splice) copy(h *half, waited bool, err error) {
+	if h.step(waited, err) {
+		go s.wait(h)
+		return
+	}
+	if s.running.Add(-1) > 0 {
+		return
+	}
+	s.ab.src.Close()
+	s.ab.dst.Close()
+	if s.done != nil {
+		s.done(s.ab.n, s.ba.n)
+	}
+}
+
+// half is one direction of a Splice.
+type half struct {
+	dst, src io.ReadWriteCloser
+	n        int64  // bytes copied
+	idle     []byte // the buffer of a source that cannot wait without one
+}
+
+// step copies what src has once waitData has returned waited and err,
+// until src has been quiet for burstIdle. It reports false once src has
+// ended, and dst is half-closed, or either end failed, and both are closed
+// so that the other direction does not wait forever.
+func (h *half) step(waited bool, err error) (more bool) {
+	if err == nil {
+		if err = h.burst(waited); err == nil {
+			return true
+		}
+	}
+	if err == io.EOF {
+		closeWrite(h.dst)
+	} else {
+		h.dst.Close()
+		h.src.Close()
+	}
+	return false
+}
+
+// burst copies until src has been quiet for burstIdle (nil), has ended
+// (io.EOF) or either end failed.
+func (h *half) burst(waited bool) error {
+	d, ok := h.src.(deadliner)
+	if !ok {
+		// Nothing can end a burst: one copy to the end.
+		bp := copyBufs.Get().(*[]byte)
+		n, err := io.CopyBuffer(writerOnly{h.dst}, readerOnly{h.src}, *bp)
+		copyBufs.Put(bp)
+		h.n += n
+		if err == nil {
+			err = io.EOF
+		}
+		return err
+	}
+	if !waited {
+		if h.idle == nil {
+			h.idle = make([]byte, idleBufSize)
+		}
+		n, err := h.src.Read(h.idle)
+		if n > 0 {
+			if _, err := h.dst.Write(h.idle[:n]); err != nil {
+				return err
+			}
+			h.n += int64(n)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	n, err := burst(h.dst, h.src, d)
+	h.n += n
+	return err
+}
 
 // deadliner is a source whose reads can time out.
 type deadliner interface {
 	SetReadDeadline(time.Time) error
 }
 
-// copyHalf copies src to dst, then half-closes dst. On an error other
-// than EOF it closes both ends so the other direction does not wait
-// forever.
-func copyHalf(dst, src io.ReadWriteCloser) int64 {
-	var n int64
-	var err error
-	if d, ok := src.(deadliner); ok {
-		n, err = copyAdaptive(dst, src, d)
-	} else {
-		bp := copyBufs.Get().(*[]byte)
-		n, err = io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
-		copyBufs.Put(bp)
+// waitData blocks until src has data to read, has reached EOF (io.EOF)
+// or failed, without holding a buffer. waited is false, at once, when
+// src cannot wait that way.
+func waitData(src io.Reader) (waited bool, err error) {
+	if st, ok := src.(*yamux.Stream); ok {
+		// An empty Read waits as any Read does (for data, the peer's FIN
+		// or reset, the session's end or the read deadline) and takes
+		// nothing: with data buffered it returns 0, nil.
+		_, err := st.Read(nil)
+		return true, err
 	}
-	if err != nil {
-		dst.Close()
-		src.Close()
-		return n
-	}
-	closeWrite(dst)
-	return n
+	return waitConn(src)
 }
 
-// copyAdaptive waits for data with a small buffer, then takes a large
-// pooled one for as long as data keeps coming, giving it back after
-// burstIdle without a byte. It returns nil at EOF.
-func copyAdaptive(dst io.Writer, src io.Reader, d deadliner) (int64, error) {
-	var total int64
-	small := make([]byte, idleBufSize)
-	for {
-		n, err := src.Read(small)
-		if n > 0 {
-			if _, werr := dst.Write(small[:n]); werr != nil {
-				return total, werr
-			}
-			total += int64(n)
-		}
-		if err != nil {
-			if err == io.EOF {
-				return total, nil
-			}
-			return total, err
-		}
-		bp := copyBufs.Get().(*[]byte)
-		m, err := burst(dst, src, d, *bp)
-		copyBufs.Put(bp)
-		total += m
-		if err != nil {
-			if err == io.EOF {
-				return total, nil
-			}
-			return total, err
-		}
-	}
-}
-
-// burst copies with buf until the source has been quiet for burstIdle
-// (nil error) or ends (io.EOF) or fails.
-func burst(dst io.Writer, src io.Reader, d deadliner, buf []byte) (int64, error) {
-	var total int64
+// burst copies with pooled buffers until the source has been quiet for
+// burstIdle (nil error) or ends (io.EOF) or fails.
+func burst(dst io.Writer, src io.Reader, d deadliner) (int64, error) {
+	pool := &smallBufs
+	bp := pool.Get().(*[]byte)
+	defer func() { pool.Put(bp) }()
 	defer d.SetReadDeadline(time.Time{})
+	var total int64
 	for {
 		d.SetReadDeadline(time.Now().Add(burstIdle))
-		n, err := src.Read(buf)
+		n, err := src.Read(*bp)
 		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			if _, werr := dst.Write((*bp)[:n]); werr != nil {
 				return total, werr
 			}
 			total += int64(n)
 		}
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if isTimeout(err) {
 				return total, nil
 			}
 			return total, err
+		}
+		if n == len(*bp) && pool == &smallBufs {
+			// More is waiting: read it in large pieces.
+			pool.Put(bp)
+			pool = &copyBufs
+			bp = pool.Get().(*[]byte)
 		}
 	}
 }

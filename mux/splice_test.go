@@ -1,0 +1,574 @@
+package mux
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"runtime"
+	"runtime/metrics"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// yamuxPair returns a session's two ends over TCP loopback, closed when
+// the test ends.
+func yamuxPair(t *testing.T) (client, server *yamux.Session) {
+	t.Helper()
+	a, b := tcpPair(t)
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	client, err := yamux.Client(a, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = yamux.Server(b, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+// streamPair opens a stream on a new session and returns both its ends.
+func streamPair(t *testing.T) (local, remote *yamux.Stream) {
+	t.Helper()
+	client, server := yamuxPair(t)
+	local, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The peer learns of a stream from its first frame.
+	if _, err := local.Write([]byte{0}); err != nil {
+		t.Fatal(err)
+	}
+	remote, err = server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(remote, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	return local, remote
+}
+
+// tcpPair returns both ends of a TCP connection over loopback, closed when
+// the test ends.
+func tcpPair(t *testing.T) (a, b *net.TCPConn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept()
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+func unixPair(t *testing.T) (a, b *net.UnixConn) {
+	t.Helper()
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, err := net.Dial("unix", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := l.Accept()
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.UnixConn), s.(*net.UnixConn)
+}
+
+// waitSource is a source waitData can wait on, and what its peer can do.
+type waitSource struct {
+	name       string
+	linuxOnly  bool // waited for without a buffer only on Linux
+	open       func(t *testing.T) (src io.ReadWriteCloser, peer io.ReadWriteCloser)
+	closeWrite func(peer io.ReadWriteCloser)
+}
+
+var waitSources = []waitSource{
+	{
+		name:      "tcp",
+		linuxOnly: true,
+		open: func(t *testing.T) (io.ReadWriteCloser, io.ReadWriteCloser) {
+			a, b := tcpPair(t)
+			return a, b
+		},
+		closeWrite: func(peer io.ReadWriteCloser) { peer.(*net.TCPConn).CloseWrite() },
+	},
+	{
+		name:      "unix",
+		linuxOnly: true,
+		open: func(t *testing.T) (io.ReadWriteCloser, io.ReadWriteCloser) {
+			a, b := unixPair(t)
+			return a, b
+		},
+		closeWrite: func(peer io.ReadWriteCloser) { peer.(*net.UnixConn).CloseWrite() },
+	},
+	{
+		name: "yamux",
+		open: func(t *testing.T) (io.ReadWriteCloser, io.ReadWriteCloser) {
+			a, b := streamPair(t)
+			return a, b
+		},
+		closeWrite: func(peer io.ReadWriteCloser) { peer.Close() }, // a yamux Close is a half-close
+	},
+}
+
+type waitResult struct {
+	waited bool
+	err    error
+}
+
+// startWait runs waitData on src in a goroutine.
+func startWait(src io.Reader) <-chan waitResult {
+	res := make(chan waitResult, 1)
+	go func() {
+		waited, err := waitData(src)
+		res <- waitResult{waited, err}
+	}()
+	return res
+}
+
+// TestWaitData checks that waitData waits for data without taking it, and
+// tells data, EOF, a deadline and a local close apart.
+func TestWaitData(t *testing.T) {
+	t.Parallel()
+	for _, ws := range waitSources {
+		t.Run(ws.name, func(t *testing.T) {
+			t.Parallel()
+			if ws.linuxOnly && runtime.GOOS != "linux" {
+				t.Skip("waited for with a small buffer on " + runtime.GOOS)
+			}
+			t.Run("data", func(t *testing.T) {
+				src, peer := ws.open(t)
+				res := startWait(src)
+				select {
+				case r := <-res:
+					t.Fatalf("waitData returned %v, %v with nothing sent", r.waited, r.err)
+				case <-time.After(50 * time.Millisecond):
+				}
+				peer.Write([]byte("hi"))
+				if r := <-res; !r.waited || r.err != nil {
+					t.Fatalf("waitData = %v, %v; want true, nil", r.waited, r.err)
+				}
+				// The data is still there, and waiting again returns at once.
+				if r := <-startWait(src); !r.waited || r.err != nil {
+					t.Fatalf("waitData again = %v, %v; want true, nil", r.waited, r.err)
+				}
+				got := make([]byte, 2)
+				if _, err := io.ReadFull(src, got); err != nil || string(got) != "hi" {
+					t.Fatalf("read after the wait = %q, %v; want %q", got, err, "hi")
+				}
+			})
+			t.Run("eof", func(t *testing.T) {
+				src, peer := ws.open(t)
+				res := startWait(src)
+				ws.closeWrite(peer)
+				if r := <-res; !r.waited || r.err != io.EOF {
+					t.Fatalf("waitData = %v, %v; want true, EOF", r.waited, r.err)
+				}
+			})
+			t.Run("data then eof", func(t *testing.T) {
+				src, peer := ws.open(t)
+				peer.Write([]byte("hi"))
+				ws.closeWrite(peer)
+				time.Sleep(20 * time.Millisecond)
+				if r := <-startWait(src); !r.waited || r.err != nil {
+					t.Fatalf("waitData = %v, %v; want true, nil: data comes before the EOF", r.waited, r.err)
+				}
+				if got, err := io.ReadAll(src); err != nil || string(got) != "hi" {
+					t.Fatalf("read = %q, %v; want %q", got, err, "hi")
+				}
+				if r := <-startWait(src); !r.waited || r.err != io.EOF {
+					t.Fatalf("waitData after the data = %v, %v; want true, EOF", r.waited, r.err)
+				}
+			})
+			t.Run("deadline", func(t *testing.T) {
+				src, _ := ws.open(t)
+				src.(deadliner).SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+				if r := <-startWait(src); !r.waited || !isTimeout(r.err) {
+					t.Fatalf("waitData past the deadline = %v, %v; want true, a timeout", r.waited, r.err)
+				}
+			})
+		})
+	}
+}
+
+// TestWaitConnClosedOrReset checks that a socket closed under a waiting
+// direction, or reset by the peer, is an error and not an EOF: the peek
+// takes the reset, so a read after it would see only EOF.
+func TestWaitConnClosedOrReset(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS != "linux" {
+		t.Skip("waited for with a small buffer on " + runtime.GOOS)
+	}
+	t.Run("closed", func(t *testing.T) {
+		src, _ := tcpPair(t)
+		res := startWait(src)
+		time.Sleep(20 * time.Millisecond)
+		src.Close()
+		if r := <-res; !r.waited || !errors.Is(r.err, net.ErrClosed) {
+			t.Fatalf("waitData on a closed socket = %v, %v; want true, net.ErrClosed", r.waited, r.err)
+		}
+	})
+	t.Run("reset", func(t *testing.T) {
+		src, peer := tcpPair(t)
+		res := startWait(src)
+		time.Sleep(20 * time.Millisecond)
+		peer.SetLinger(0)
+		peer.Close()
+		if r := <-res; !r.waited || !errors.Is(r.err, syscall.ECONNRESET) {
+			t.Fatalf("waitData on a reset socket = %v, %v; want true, ECONNRESET", r.waited, r.err)
+		}
+	})
+}
+
+// TestWaitDataOther checks that a source that cannot be waited on without
+// a buffer says so at once.
+func TestWaitDataOther(t *testing.T) {
+	t.Parallel()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if waited, err := waitData(a); waited || err != nil {
+		t.Fatalf("waitData(net.Pipe) = %v, %v; want false, nil", waited, err)
+	}
+}
+
+// spliceEnds are the two things a splice joins, each with the peer a test
+// talks to.
+type spliceEnds struct {
+	name string
+	open func(t *testing.T) (a, aPeer, b, bPeer io.ReadWriteCloser)
+}
+
+// noDeadline hides a TCP connection's deadlines: a source whose bursts
+// nothing can end.
+type noDeadline struct{ c *net.TCPConn }
+
+func (n noDeadline) Read(p []byte) (int, error)  { return n.c.Read(p) }
+func (n noDeadline) Write(p []byte) (int, error) { return n.c.Write(p) }
+func (n noDeadline) Close() error                { return n.c.Close() }
+func (n noDeadline) CloseWrite() error           { return n.c.CloseWrite() }
+
+var spliceEndsList = []spliceEnds{
+	{
+		name: "yamux-tcp",
+		open: func(t *testing.T) (a, aPeer, b, bPeer io.ReadWriteCloser) {
+			local, remote := streamPair(t)
+			c, s := tcpPair(t)
+			return remote, local, c, s
+		},
+	},
+	{
+		name: "tcp-tcp",
+		open: func(t *testing.T) (a, aPeer, b, bPeer io.ReadWriteCloser) {
+			a1, a2 := tcpPair(t)
+			b1, b2 := tcpPair(t)
+			return a1, a2, b1, b2
+		},
+	},
+	{
+		name: "pipe-pipe", // waited for with a small buffer
+		open: func(t *testing.T) (a, aPeer, b, bPeer io.ReadWriteCloser) {
+			a1, a2 := net.Pipe()
+			b1, b2 := net.Pipe()
+			t.Cleanup(func() { a1.Close(); a2.Close(); b1.Close(); b2.Close() })
+			return a1, a2, b1, b2
+		},
+	},
+	{
+		name: "no deadlines",
+		open: func(t *testing.T) (a, aPeer, b, bPeer io.ReadWriteCloser) {
+			a1, a2 := tcpPair(t)
+			b1, b2 := tcpPair(t)
+			return noDeadline{a1}, a2, noDeadline{b1}, b2
+		},
+	},
+}
+
+type spliced struct{ aToB, bToA int64 }
+
+// startSplice splices a and b and returns what done reports; the test
+// fails if done is called more than once.
+func startSplice(t *testing.T, a, b io.ReadWriteCloser) <-chan spliced {
+	res := make(chan spliced, 2)
+	var calls atomic.Int32
+	Splice(a, b, func(aToB, bToA int64) {
+		if calls.Add(1) > 1 {
+			t.Error("done called twice")
+		}
+		res <- spliced{aToB, bToA}
+	})
+	return res
+}
+
+// TestSpliceBursts sends a few small exchanges apart by more than
+// burstIdle, so each wait starts anew, then a large transfer each way at
+// once, and checks the bytes and counts.
+func TestSpliceBursts(t *testing.T) {
+	t.Parallel()
+	for _, e := range spliceEndsList {
+		t.Run(e.name, func(t *testing.T) {
+			t.Parallel()
+			a, aPeer, b, bPeer := e.open(t)
+			res := startSplice(t, a, b)
+			for _, peer := range []io.ReadWriteCloser{aPeer, bPeer} {
+				if d, ok := peer.(interface{ SetDeadline(time.Time) error }); ok {
+					d.SetDeadline(time.Now().Add(testTimeout))
+				}
+			}
+			var want spliced
+			for i := range 3 {
+				if i > 0 {
+					time.Sleep(burstIdle + 50*time.Millisecond)
+				}
+				msg := []byte("ping")
+				go aPeer.Write(msg)
+				got := make([]byte, len(msg))
+				if _, err := io.ReadFull(bPeer, got); err != nil || !bytes.Equal(got, msg) {
+					t.Fatalf("exchange %d: b's peer read %q, %v", i, got, err)
+				}
+				go bPeer.Write([]byte("pong!"))
+				got = make([]byte, 5)
+				if _, err := io.ReadFull(aPeer, got); err != nil || string(got) != "pong!" {
+					t.Fatalf("exchange %d: a's peer read %q, %v", i, got, err)
+				}
+				want.aToB += 4
+				want.bToA += 5
+			}
+
+			// 1 MiB each way at once, then each side's FIN (or close, where
+			// there is no half-close).
+			const size = 1 << 20
+			send := func(w io.Writer, seed byte) <-chan [32]byte {
+				sum := make(chan [32]byte, 1)
+				go func() {
+					buf := make([]byte, size)
+					for i := range buf {
+						buf[i] = byte(i*7) + seed
+					}
+					w.Write(buf)
+					sum <- sha256.Sum256(buf)
+				}()
+				return sum
+			}
+			recv := func(r io.Reader) <-chan [32]byte {
+				sum := make(chan [32]byte, 1)
+				go func() {
+					buf := make([]byte, size)
+					io.ReadFull(r, buf)
+					sum <- sha256.Sum256(buf)
+				}()
+				return sum
+			}
+			sentAB, sentBA := send(aPeer, 1), send(bPeer, 2)
+			gotAB, gotBA := recv(bPeer), recv(aPeer)
+			if <-sentAB != <-gotAB {
+				t.Error("a to b: the bytes differ")
+			}
+			if <-sentBA != <-gotBA {
+				t.Error("b to a: the bytes differ")
+			}
+			shutdown(aPeer)
+			shutdown(bPeer)
+			want.aToB += size
+			want.bToA += size
+			select {
+			case got := <-res:
+				if got != want {
+					t.Errorf("done reported %+v, want %+v", got, want)
+				}
+			case <-time.After(testTimeout):
+				t.Fatal("done not called after both sides ended")
+			}
+		})
+	}
+}
+
+// shutdown half-closes w where it can, and closes it otherwise.
+func shutdown(w io.Closer) {
+	if hc, ok := w.(halfCloser); ok {
+		hc.CloseWrite()
+		return
+	}
+	w.Close()
+}
+
+// TestSpliceReset checks that a reset on one side ends the splice: both
+// ends are closed, the other side's peer sees its end, and done is called.
+func TestSpliceReset(t *testing.T) {
+	t.Parallel()
+	local, remote := streamPair(t)
+	c, target := tcpPair(t)
+	res := startSplice(t, remote, c)
+	local.SetDeadline(time.Now().Add(testTimeout))
+	local.Write([]byte("hi"))
+	got := make([]byte, 2)
+	target.SetDeadline(time.Now().Add(testTimeout))
+	if _, err := io.ReadFull(target, got); err != nil {
+		t.Fatal(err)
+	}
+	target.SetLinger(0)
+	target.Close()
+	if n, err := io.Copy(io.Discard, local); err != nil || n != 0 {
+		t.Errorf("the stream's peer read %d bytes, %v; want its end", n, err)
+	}
+	// A yamux stream's Close is a half-close: the direction reading it
+	// ends with the peer's.
+	local.Close()
+	select {
+	case got := <-res:
+		if got.aToB != 2 || got.bToA != 0 {
+			t.Errorf("done reported %+v, want 2 and 0 bytes", got)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("done not called after a reset")
+	}
+}
+
+// TestSpliceTCP runs a stream through SpliceTCP as a server does: opened
+// after the reply, closed once with the counts; a refusal calls neither.
+func TestSpliceTCP(t *testing.T) {
+	t.Parallel()
+	target := startTCPEcho(t)
+	var dialer net.Dialer
+	t.Run("echo", func(t *testing.T) {
+		t.Parallel()
+		local, remote := streamPair(t)
+		var opened atomic.Int32
+		closed := make(chan spliced, 2)
+		err := SpliceTCP(context.Background(), remote, dialer.DialContext, target, testTimeout,
+			func() { opened.Add(1) }, func(sent, received int64) { closed <- spliced{sent, received} })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := opened.Load(); n != 1 {
+			t.Fatalf("opened called %d times before SpliceTCP returned, want 1", n)
+		}
+		local.SetDeadline(time.Now().Add(testTimeout))
+		if err := ReadReply(local); err != nil {
+			t.Fatal(err)
+		}
+		local.Write([]byte("hello"))
+		local.Close()
+		if got, err := io.ReadAll(local); err != nil || string(got) != "hello" {
+			t.Fatalf("echo = %q, %v", got, err)
+		}
+		select {
+		case got := <-closed:
+			if got != (spliced{5, 5}) {
+				t.Errorf("closed reported %+v, want 5 and 5 bytes", got)
+			}
+		case <-time.After(testTimeout):
+			t.Fatal("closed not called after both sides ended")
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		t.Parallel()
+		local, remote := streamPair(t)
+		called := false
+		refused := closedPort(t)
+		err := SpliceTCP(context.Background(), remote, dialer.DialContext, refused, testTimeout,
+			func() { called = true }, func(int64, int64) { called = true })
+		wantRefusal(t, err, CodeRefused, "connection refused by "+refused)
+		local.SetDeadline(time.Now().Add(testTimeout))
+		wantRefusal(t, ReadReply(local), CodeRefused, "connection refused by "+refused)
+		if called {
+			t.Error("opened or closed called for a refused stream")
+		}
+	})
+}
+
+// TestSpliceIdleCost checks what an idle splice holds: no buffer, and
+// goroutines whose stacks did not grow with the caller's, although the
+// caller went deep (as a server's does, dialing) before splicing.
+func TestSpliceIdleCost(t *testing.T) {
+	const n = 200
+	ends := make([][2]*net.TCPConn, n)
+	for i := range ends {
+		ends[i][0], _ = tcpPair(t)
+		ends[i][1], _ = tcpPair(t)
+	}
+	res := make(chan spliced, n)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := []metrics.Sample{{Name: "/gc/stack/starting-size:bytes"}}
+	metrics.Read(start)
+	startSize := start[0].Value.Uint64()
+	for i := range ends {
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			deep(64, func() {
+				Splice(ends[i][0], ends[i][1], func(aToB, bToA int64) { res <- spliced{aToB, bToA} })
+			})
+		})
+		wg.Wait()
+	}
+	time.Sleep(100 * time.Millisecond) // every direction waiting
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	metrics.Read(start)
+	startSize = max(startSize, start[0].Value.Uint64())
+	heap := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+	stacks := (int64(after.StackInuse) - int64(before.StackInuse)) / n
+	t.Logf("per idle splice: %d B of heap, %d B of stacks (goroutines start with %d B)", heap, stacks, startSize)
+	// Two goroutines and the splice itself come to about 1.3 KiB; a
+	// buffer of 1 KiB in each direction would put it over 2 KiB.
+	if heap > 2048 {
+		t.Errorf("an idle splice holds %d B of heap, want at most 2048: a buffer while idle?", heap)
+	}
+	// The waits fit in the stack a goroutine starts with (race-detector
+	// frames need more).
+	if limit := 2 * int64(startSize) * 9 / 8; stacks > limit && !raceEnabled() {
+		t.Errorf("an idle splice holds %d B of stacks, want at most %d", stacks, limit)
+	}
+	for i := range ends {
+		ends[i][0].Close()
+		ends[i][1].Close()
+	}
+	for range n {
+		<-res
+	}
+}
+
+// deep calls f from depth frames down, each with a kilobyte of stack.
+//
+//go:noinline
+func deep(depth int, f func()) byte {
+	var pad [1024]byte
+	pad[depth%len(pad)] = byte(depth)
+	if depth == 0 {
+		f()
+		return pad[0]
+	}
+	return deep(depth-1, f) + pad[depth%len(pad)]
+}
