@@ -70,11 +70,10 @@ func (s *Server) serveSession(sess *session) {
 			continue
 		}
 		streams.Add(1)
-		go func() {
-			defer streams.Done()
-			defer sess.streams.Add(-1)
-			s.serveStream(sess, st)
-		}()
+		go s.serveStream(sess, st, func() {
+			sess.streams.Add(-1)
+			streams.Done()
+		})
 	}
 }
 
@@ -88,16 +87,24 @@ func (s *Server) refuseStream(sess *session, st *yamux.Stream) {
 	st.Close()
 }
 
-func (s *Server) serveStream(sess *session, st *yamux.Stream) {
-	log := sess.log.With("stream", st.StreamID())
+// serveStream serves one stream. release is called once the stream is
+// done with: before serveStream returns, or, for a TCP stream, when its
+// Splice ends.
+func (s *Server) serveStream(sess *session, st *yamux.Stream, release func()) {
 	h, err := mux.ReadHeaderTimeout(st, s.cfg.HeaderTimeout)
 	if err != nil {
-		log.Warn("bad stream header", "err", err)
+		sess.log.Warn("bad stream header", "stream", st.StreamID(), "err", err)
 		st.Close()
+		release()
 		return
 	}
+	if h.Kind == mux.KindTCP {
+		s.serveTCP(sess, st, h, release)
+		return
+	}
+	defer release()
 	kind := h.Kind.String()
-	log = log.With("kind", kind, "target", h.Target)
+	log := sess.log.With("stream", st.StreamID(), "kind", kind, "target", h.Target)
 	user := sess.user.Load()
 	refuse := func(err error) {
 		log.Warn("stream refused", "err", err)
@@ -110,25 +117,6 @@ func (s *Server) serveStream(sess *session, st *yamux.Stream) {
 		defer s.active.Add(-1)
 	}
 	switch h.Kind {
-	case mux.KindTCP:
-		if err := user.CheckTarget(h.Target); err != nil {
-			refuse(err)
-			return
-		}
-		start := time.Now()
-		var done func(in, out int64)
-		sent, received, err := mux.ServeTCP(sess.ctx, st, s.cfg.Dialer.DialContext, h.Target, s.cfg.DialTimeout,
-			func() {
-				log.Info("stream opened")
-				done = s.metrics.streamOpened(kind)
-			})
-		if err != nil {
-			log.Warn("stream refused", "err", err)
-			s.metrics.streamRefused(kind)
-			return
-		}
-		done(sent, received)
-		log.Info("stream closed", "bytes_out", sent, "bytes_in", received, "duration", time.Since(start).Round(time.Millisecond))
 	case mux.KindUDP:
 		if err := user.CheckTarget(h.Target + "/udp"); err != nil {
 			refuse(err)
@@ -168,6 +156,46 @@ func (s *Server) serveStream(sess *session, st *yamux.Stream) {
 		}
 	default:
 		refuse(mux.Refuse(mux.CodeUnsupported, "stream kind %d is not supported by this server", h.Kind))
+	}
+}
+
+// serveTCP dials the target of a KindTCP stream and splices the two. It
+// returns once the stream is answered: the copying goes on in goroutines
+// of the Splice, which call release when it ends. Idle forwards can be
+// counted in thousands, so what each holds is kept small: its goroutines
+// are fresh, and it keeps no logger of its own, only the values its log
+// lines are built from when they are written.
+func (s *Server) serveTCP(sess *session, st *yamux.Stream, h mux.Header, release func()) {
+	id, kind, target := st.StreamID(), h.Kind.String(), h.Target
+	refused := func(err error) {
+		sess.log.Warn("stream refused", "stream", id, "kind", kind, "target", target, "err", err)
+		s.metrics.streamRefused(kind)
+		release()
+	}
+	if err := sess.user.Load().CheckTarget(target); err != nil {
+		mux.WriteReply(st, err)
+		st.Close()
+		refused(err)
+		return
+	}
+	s.active.Add(1)
+	start := time.Now()
+	var done func(in, out int64)
+	err := mux.SpliceTCP(sess.ctx, st, s.cfg.Dialer.DialContext, target, s.cfg.DialTimeout,
+		func() {
+			sess.log.Info("stream opened", "stream", id, "kind", kind, "target", target)
+			done = s.metrics.streamOpened(kind)
+		},
+		func(sent, received int64) {
+			done(sent, received)
+			sess.log.Info("stream closed", "stream", id, "kind", kind, "target", target,
+				"bytes_out", sent, "bytes_in", received, "duration", time.Since(start).Round(time.Millisecond))
+			s.active.Add(-1)
+			release()
+		})
+	if err != nil {
+		s.active.Add(-1)
+		refused(err)
 	}
 }
 
@@ -344,41 +372,52 @@ func (s *Server) serveReverseTCP(ctx context.Context, sess *session, l net.Liste
 			return err
 		}
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			stop := context.AfterFunc(ctx, func() { conn.Close() })
-			defer stop()
-			h := mux.Header{Kind: mux.KindReverseTCP, Target: addr}
-			if socks {
-				conn.SetDeadline(time.Now().Add(s.cfg.HeaderTimeout))
-				target, err := mux.SOCKSHandshake(conn, auth)
-				conn.SetDeadline(time.Time{})
-				if err != nil {
-					log.Warn("reverse socks request failed", "peer", conn.RemoteAddr().String(), "err", err)
-					conn.Close()
-					return
-				}
-				h = mux.Header{Kind: mux.KindTCP, Target: target}
-			}
-			st, err := mux.Open(sess.Session, h, s.cfg.DialTimeout+s.cfg.HeaderTimeout)
-			if socks {
-				mux.SOCKSReply(conn, err)
-			}
-			if err != nil {
-				log.Warn("reverse connection refused", "dest", h.Target, "err", err)
-				conn.Close()
-				return
-			}
-			s.active.Add(1)
-			defer s.active.Add(-1)
-			done := s.metrics.streamOpened("reverse-tcp")
-			start := time.Now()
-			sent, received := mux.Pipe(conn, st)
-			done(sent, received)
-			log.Info("reverse stream closed", "dest", h.Target, "bytes_out", sent, "bytes_in", received,
-				"duration", time.Since(start).Round(time.Millisecond))
-		}()
+		go s.serveReverseConn(ctx, sess, conn, addr, socks, auth, log, wg.Done)
 	}
+}
+
+// serveReverseConn carries a connection to a reverse listener back to the
+// client. It returns once the stream for it is open: a Splice carries it
+// on, and calls release when it ends.
+func (s *Server) serveReverseConn(ctx context.Context, sess *session, conn net.Conn, addr string, socks bool, auth *mux.SOCKSAuth, log *slog.Logger, release func()) {
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	fail := func() {
+		stop()
+		conn.Close()
+		release()
+	}
+	h := mux.Header{Kind: mux.KindReverseTCP, Target: addr}
+	if socks {
+		conn.SetDeadline(time.Now().Add(s.cfg.HeaderTimeout))
+		target, err := mux.SOCKSHandshake(conn, auth)
+		conn.SetDeadline(time.Time{})
+		if err != nil {
+			log.Warn("reverse socks request failed", "peer", conn.RemoteAddr().String(), "err", err)
+			fail()
+			return
+		}
+		h = mux.Header{Kind: mux.KindTCP, Target: target}
+	}
+	st, err := mux.Open(sess.Session, h, s.cfg.DialTimeout+s.cfg.HeaderTimeout)
+	if socks {
+		mux.SOCKSReply(conn, err)
+	}
+	if err != nil {
+		log.Warn("reverse connection refused", "dest", h.Target, "err", err)
+		fail()
+		return
+	}
+	s.active.Add(1)
+	done := s.metrics.streamOpened("reverse-tcp")
+	start := time.Now()
+	mux.Splice(conn, st, func(sent, received int64) {
+		stop()
+		done(sent, received)
+		log.Info("reverse stream closed", "dest", h.Target, "bytes_out", sent, "bytes_in", received,
+			"duration", time.Since(start).Round(time.Millisecond))
+		s.active.Add(-1)
+		release()
+	})
 }
 
 // countingStream counts the bytes of a file-transfer stream for the
