@@ -572,3 +572,55 @@ func deep(depth int, f func()) byte {
 	}
 	return deep(depth-1, f) + pad[depth%len(pad)]
 }
+
+// TestPipeGoroutines checks that Pipe carries one direction on the
+// caller's goroutine, which would otherwise only wait: an idle Pipe costs
+// two goroutines, the caller's among them.
+func TestPipeGoroutines(t *testing.T) {
+	const n = 20
+	res := make(chan spliced, n)
+	var ends []io.Closer
+	for range n {
+		a, _ := tcpPair(t)
+		b, _ := tcpPair(t)
+		ends = append(ends, a)
+		go func() {
+			aToB, bToA := Pipe(a, b)
+			res <- spliced{aToB, bToA}
+		}()
+	}
+	got := pipeGoroutines()
+	for i := 0; i < 100 && got != 2*n; i++ {
+		time.Sleep(10 * time.Millisecond)
+		got = pipeGoroutines()
+	}
+	if got != 2*n {
+		t.Errorf("%d idle Pipes run %d goroutines, want %d", n, got, 2*n)
+	}
+	for _, c := range ends {
+		c.Close()
+	}
+	for range n {
+		<-res
+	}
+}
+
+// pipeGoroutines counts the goroutines in Pipe or in a splice's wait.
+func pipeGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	count := 0
+	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+		if bytes.Contains(g, []byte("mux.Pipe(")) || bytes.Contains(g, []byte("mux.(*splice).wait(")) {
+			count++
+		}
+	}
+	return count
+}

@@ -71,12 +71,22 @@ type halfCloser interface {
 // EOF or either fails, then closes both. An EOF in one direction is passed
 // on as a half-close (FIN), so protocols that signal the end of a request
 // by shutting down their write side keep working. It returns the bytes
-// copied each way. It is Splice, waited for.
+// copied each way. It is Splice waited for, with the caller's goroutine,
+// which would otherwise only wait, carrying b to a.
 func Pipe(a, b io.ReadWriteCloser) (aToB, bToA int64) {
-	done := make(chan [2]int64, 1)
-	Splice(a, b, func(aToB, bToA int64) { done <- [2]int64{aToB, bToA} })
-	n := <-done
-	return n[0], n[1]
+	done := make(chan struct{})
+	s := &splice{ab: half{dst: b, src: a}, ba: half{dst: a, src: b}, done: func(int64, int64) { close(done) }}
+	s.running.Store(2)
+	go s.wait(&s.ab)
+	for {
+		waited, err := waitData(s.ba.src)
+		if !s.ba.step(waited, err) {
+			break
+		}
+	}
+	s.end()
+	<-done
+	return s.ab.n, s.ba.n
 }
 
 // Splice is Pipe without the wait: it returns at once, and once both
@@ -112,9 +122,8 @@ func (s *splice) wait(h *half) {
 }
 
 // copy copies what h's source has after a wait, then starts the next
-// wait or, at the end, closes both ends and calls done once both
-// directions have ended. It is not inlined so that its frame is not part
-// of wait's.
+// wait or ends h's direction. It is not inlined so that its frame is not
+// part of wait's.
 //
 //go:noinline
 func (s *splice) copy(h *half, waited bool, err error) {
@@ -122,6 +131,12 @@ func (s *splice) copy(h *half, waited bool, err error) {
 		go s.wait(h)
 		return
 	}
+	s.end()
+}
+
+// end is called as each direction ends; after the second it closes both
+// ends and calls done.
+func (s *splice) end() {
 	if s.running.Add(-1) > 0 {
 		return
 	}

@@ -56,19 +56,18 @@ func holdTarget(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// settledGoroutines waits for the goroutine count to stop changing and
-// returns it.
-func settledGoroutines() int {
-	n := runtime.NumGoroutine()
-	for range 50 {
-		time.Sleep(20 * time.Millisecond)
-		m := runtime.NumGoroutine()
-		if m == n {
-			return n
+// goroutinesIn counts the goroutines with fn on their stack.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
 		}
-		n = m
+		buf = make([]byte, 2*len(buf))
 	}
-	return n
+	return strings.Count(string(buf), fn+"(")
 }
 
 // TestIdleTCPStreams checks what an idle TCP stream costs the server: the
@@ -84,7 +83,6 @@ func TestIdleTCPStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sess.Close()
-	before := settledGoroutines()
 	const n = 50
 	streams := make([]*yamux.Stream, n)
 	for i := range streams {
@@ -102,9 +100,14 @@ func TestIdleTCPStreams(t *testing.T) {
 		streams[i] = st
 	}
 	// Each stream holds its two directions' goroutines on the server,
-	// and the hold target's goroutines have ended.
-	if got := settledGoroutines() - before; got != 2*n {
-		t.Errorf("%d idle TCP streams added %d goroutines, want %d", n, got, 2*n)
+	// and not the one that served it.
+	waits, serving := goroutinesIn("mux.(*splice).wait"), goroutinesIn("server.(*Server).serveStream")
+	for i := 0; i < 100 && (waits != 2*n || serving != 0); i++ {
+		time.Sleep(10 * time.Millisecond)
+		waits, serving = goroutinesIn("mux.(*splice).wait"), goroutinesIn("server.(*Server).serveStream")
+	}
+	if waits != 2*n || serving != 0 {
+		t.Errorf("%d idle TCP streams: %d goroutines waiting in a splice, %d serving; want %d and 0", n, waits, serving, 2*n)
 	}
 	if got := strings.Count(f.logs.String(), `msg="stream opened"`); got != n {
 		t.Errorf("%d streams logged as opened, want %d", got, n)
