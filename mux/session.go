@@ -33,8 +33,11 @@ const (
 	DefaultKeepAliveInterval = 15 * time.Second
 	DefaultKeepAliveTimeout  = 15 * time.Second
 	DefaultAcceptBacklog     = 256
-	DefaultMaxBatch          = 256 << 10
-	minStreamWindow          = 256 << 10
+	// DefaultMaxBatch is what a corkConn holds back for one message: a
+	// whole bulk frame (copyBufSize, 256 KiB) with its WebSocket and TLS
+	// framing, so that such a frame leaves in one write.
+	DefaultMaxBatch = 512 << 10
+	minStreamWindow = 256 << 10
 
 	// sendTimeout bounds how long yamux lets a frame wait to be sent.
 	// It is only a safety valve: on a slow link a frame may wait behind
