@@ -108,24 +108,8 @@ func TestForwardNoResendAfterRestart(t *testing.T) {
 	logs := &syncBuffer{}
 	addr, _ := run(t, ts, client.Config{Username: "alice", Password: "secret", MaxRetryInterval: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	c.Write([]byte(request))
-	got, err := io.ReadAll(c)
-	if len(got) != 0 || (err != nil && !isReset(err)) {
-		t.Fatalf("read %q, %v; want the connection closed", got, err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "not sent again") {
-		if time.Now().After(deadline) {
-			t.Fatalf("log does not say why the connection was closed:\n%s", logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	requestClosed(t, addr)
+	waitLog(t, logs, "not sent again")
 	// The next connection works; the first request was seen once.
 	roundTrip(t, addr)
 	if n1, n2 := seen[1].Load(), seen[2].Load(); n1 != 1 || n2 != 1 {
@@ -143,6 +127,14 @@ func TestForwardRefused(t *testing.T) {
 	})
 	logs := &syncBuffer{}
 	addr, _ := run(t, ts, client.Config{Username: "alice", Password: "secret", Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	requestClosed(t, addr)
+	waitLog(t, logs, `msg="forward refused" local=`+addr, `err="connection refused by 127.0.0.1:9"`)
+}
+
+// requestClosed sends request through the forward at addr and checks that
+// the connection is closed without an answer.
+func requestClosed(t *testing.T, addr string) {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -152,13 +144,26 @@ func TestForwardRefused(t *testing.T) {
 	c.Write([]byte(request))
 	got, err := io.ReadAll(c)
 	if len(got) != 0 || (err != nil && !isReset(err)) {
-		t.Fatalf("read %q, %v from a refused forward; want the connection closed", got, err)
+		t.Fatalf("read %q, %v; want the connection closed", got, err)
 	}
-	want := `msg="forward refused" local=` + addr
+}
+
+// waitLog waits up to 10 s for every one of want to appear in logs.
+func waitLog(t *testing.T, logs *syncBuffer, want ...string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), `err="connection refused by 127.0.0.1:9"`) {
+	for {
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(logs.String(), w) {
+				missing = w
+			}
+		}
+		if missing == "" {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("log has no line %s ... err=\"connection refused by 127.0.0.1:9\":\n%s", want, logs.String())
+			t.Fatalf("log has no %s:\n%s", missing, logs.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
