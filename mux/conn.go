@@ -33,6 +33,7 @@ type wsConn struct {
 	reads   atomic.Uint64 // reads that returned data, for keepAlive
 	msg     io.Reader     // the message being read; Read's own
 	readEOF bool          // the peer closed normally; Read's own
+	watch   frameWatch    // wakes parked streams as their frames are read
 
 	// wsem is held by a write in progress, and by Close; a channel so
 	// that Close can give up on a write blocked on a silent peer.
@@ -94,11 +95,19 @@ const readChunk = 32 << 10
 // stream. yamux's receive loop is its only caller. It reads with a
 // context that never ends, as Write does: a read is ended by closing the
 // connection, and NetConn's cancellable context would cost a timer per
-// frame read.
+// frame read. A Read returns bytes of one yamux frame at most, so that
+// c.watch knows when yamux has handled a frame (see frameWatch).
 func (c *wsConn) Read(p []byte) (int, error) {
-	if len(p) > readChunk {
-		p = p[:readChunk]
+	p = c.watch.limit(p[:min(len(p), readChunk)])
+	n, err := c.read(p)
+	c.watch.advance(p[:n])
+	if err != nil {
+		c.watch.close()
 	}
+	return n, err
+}
+
+func (c *wsConn) read(p []byte) (int, error) {
 	for {
 		if c.msg == nil {
 			if c.readEOF {
@@ -226,6 +235,7 @@ func (c *wsConn) lockForClose(timeout time.Duration) bool {
 // Close waits for a write in progress, then closes the WebSocket. It is
 // safe to call more than once and from several goroutines.
 func (c *wsConn) Close() error {
+	c.watch.close()
 	c.closeOnce.Do(func() {
 		drained := c.lockForClose(closeDrainTimeout)
 		c.closed = true
@@ -274,6 +284,7 @@ var errCloseHandshakeTimeout = errors.New("peer did not answer the WebSocket clo
 // abort closes the connection at once, without a closing handshake, for
 // a peer that no longer answers; a later Close does nothing more.
 func (c *wsConn) abort() {
+	c.watch.close()
 	c.closeOnce.Do(func() {
 		c.closeErr = c.ws.CloseNow()
 		c.lockForClose(0) // a blocked write fails now that ws is closed

@@ -62,7 +62,8 @@ type Stream interface {
 // SpliceTCP, waited for.
 func ServeTCP(ctx context.Context, st Stream, dial DialFunc, target string, timeout time.Duration, opened func()) (sent, received int64, err error) {
 	done := make(chan [2]int64, 1)
-	err = SpliceTCP(ctx, st, dial, target, timeout, opened, func(sent, received int64) { done <- [2]int64{sent, received} })
+	var p *Parking
+	err = p.SpliceTCP(ctx, st, dial, target, timeout, opened, func(sent, received int64) { done <- [2]int64{sent, received} })
 	if err != nil {
 		return 0, 0, err
 	}
@@ -72,22 +73,18 @@ func ServeTCP(ctx context.Context, st Stream, dial DialFunc, target string, time
 
 // SpliceTCP is ServeTCP without the wait, for a server with many idle
 // streams: it returns once the stream is answered and opened (when not
-// nil) has run, and a Splice carries the stream on until both sides are
-// done or ctx ends, then calls closed (when not nil) with the bytes
-// carried each way. When it returns an error, the one it replied with,
-// closed is not called.
-func SpliceTCP(ctx context.Context, st Stream, dial DialFunc, target string, timeout time.Duration, opened func(), closed func(sent, received int64)) error {
+// nil) has run, and a Splice, parking on p, carries the stream on until
+// both sides are done or ctx ends, then calls closed (when not nil) with
+// the bytes carried each way. When it returns an error, the one it
+// replied with, closed is not called.
+func (p *Parking) SpliceTCP(ctx context.Context, st Stream, dial DialFunc, target string, timeout time.Duration, opened func(), closed func(sent, received int64)) error {
 	conn, err := DialTarget(ctx, dial, "tcp", target, timeout)
 	if err != nil {
 		WriteReply(st, err)
 		st.Close()
 		return err
 	}
-	// The end of ctx (the session) interrupts a copy blocked writing to a
-	// target that stopped reading: nothing else would.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	if err := WriteReply(st, nil); err != nil {
-		stop()
 		conn.Close()
 		st.Close()
 		return fmt.Errorf("replying to stream: %w", err)
@@ -95,11 +92,6 @@ func SpliceTCP(ctx context.Context, st Stream, dial DialFunc, target string, tim
 	if opened != nil {
 		opened()
 	}
-	Splice(st, conn, func(sent, received int64) {
-		stop()
-		if closed != nil {
-			closed(sent, received)
-		}
-	})
+	p.Splice(ctx, st, conn, closed)
 	return nil
 }

@@ -68,6 +68,9 @@ type Config struct {
 	AcceptBacklog int
 	// Logger receives yamux's own diagnostics at debug level.
 	Logger *slog.Logger
+	// Parking, when not nil, is where Parking.Splice parks the idle
+	// directions that read this session's streams.
+	Parking *Parking
 }
 
 func (c *Config) withDefaults() Config {
@@ -259,7 +262,11 @@ func startSession(start func(io.ReadWriteCloser, *yamux.Config) (*yamux.Session,
 		conn.Close()
 		return nil, err
 	}
-	go keepAlive(sess, conn, cfg.KeepAliveInterval, cfg.KeepAliveTimeout, cfg.Logger)
+	cfg.Parking.addSession(sess, &conn.watch)
+	go func() {
+		keepAlive(sess, conn, cfg.KeepAliveInterval, cfg.KeepAliveTimeout, cfg.Logger)
+		cfg.Parking.removeSession(sess)
+	}()
 	return sess, nil
 }
 

@@ -463,7 +463,7 @@ func TestSpliceTCP(t *testing.T) {
 		local, remote := streamPair(t)
 		var opened atomic.Int32
 		closed := make(chan spliced, 2)
-		err := SpliceTCP(context.Background(), remote, dialer.DialContext, target, testTimeout,
+		err := (*Parking)(nil).SpliceTCP(context.Background(), remote, dialer.DialContext, target, testTimeout,
 			func() { opened.Add(1) }, func(sent, received int64) { closed <- spliced{sent, received} })
 		if err != nil {
 			t.Fatal(err)
@@ -494,7 +494,7 @@ func TestSpliceTCP(t *testing.T) {
 		local, remote := streamPair(t)
 		called := false
 		refused := closedPort(t)
-		err := SpliceTCP(context.Background(), remote, dialer.DialContext, refused, testTimeout,
+		err := (*Parking)(nil).SpliceTCP(context.Background(), remote, dialer.DialContext, refused, testTimeout,
 			func() { called = true }, func(int64, int64) { called = true })
 		wantRefusal(t, err, CodeRefused, "connection refused by "+refused)
 		local.SetDeadline(time.Now().Add(testTimeout))

@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sync"
@@ -84,8 +85,8 @@ type halfCloser interface {
 // which would otherwise only wait, carrying b to a.
 func Pipe(a, b io.ReadWriteCloser) (aToB, bToA int64) {
 	done := make(chan struct{})
-	s := &splice{ab: half{dst: b, src: a}, ba: half{dst: a, src: b}, done: func(int64, int64) { close(done) }}
-	s.running.Store(2)
+	var p *Parking // the caller's goroutine waits anyway
+	s := p.newSplice(a, b, func(int64, int64) { close(done) })
 	go s.wait(&s.ab)
 	for {
 		waited, err := waitData(s.ba.src)
@@ -110,12 +111,37 @@ func Pipe(a, b io.ReadWriteCloser) (aToB, bToA int64) {
 // only while three quarters of it are unused. So the caller's goroutine
 // does not take part, each wait starts on a new goroutine, in a shallow
 // frame, and the copying that follows it runs on that goroutine, which
-// hands the next wait on to a new one.
+// hands the next wait on to a new one. Parking.Splice saves even that
+// goroutine.
 func Splice(a, b io.ReadWriteCloser, done func(aToB, bToA int64)) {
-	s := &splice{ab: half{dst: b, src: a}, ba: half{dst: a, src: b}, done: done}
+	var p *Parking
+	p.Splice(context.Background(), a, b, done)
+}
+
+// Splice is the package's Splice with the directions that have been idle
+// for burstIdle parked on p (see Parking) rather than each waiting on a
+// goroutine; a nil p parks nothing. The end of ctx closes a and b, which
+// ends both directions: a direction blocked writing to a peer that
+// stopped reading, or parked, would not end otherwise. a and b must not be
+// closed by anyone else while the splice runs.
+func (p *Parking) Splice(ctx context.Context, a, b io.ReadWriteCloser, done func(aToB, bToA int64)) {
+	var stop func() bool
+	s := p.newSplice(a, b, func(aToB, bToA int64) {
+		stop()
+		if done != nil {
+			done(aToB, bToA)
+		}
+	})
+	stop = context.AfterFunc(ctx, s.abort)
+	s.start()
+}
+
+func (p *Parking) newSplice(a, b io.ReadWriteCloser, done func(aToB, bToA int64)) *splice {
+	s := &splice{done: done}
+	s.ab = half{s: s, dst: b, src: a, pk: p.parker(a)}
+	s.ba = half{s: s, dst: a, src: b, pk: p.parker(b)}
 	s.running.Store(2)
-	go s.wait(&s.ab)
-	go s.wait(&s.ba)
+	return s
 }
 
 type splice struct {
@@ -124,7 +150,51 @@ type splice struct {
 	done    func(aToB, bToA int64)
 }
 
-// wait is a goroutine of s, parked for as long as h's source is idle.
+// start carries both directions on from now on.
+func (s *splice) start() {
+	s.next(&s.ab)
+	s.next(&s.ba)
+}
+
+// next parks h, or starts a goroutine that waits for h's source.
+//
+// Once h is recorded by its parker, a wake-up may come at any time, even
+// before next has looked at whether h's source is ready already. h.state
+// makes sure only one goroutine carries h on: a wake-up that comes while
+// next is still parking h leaves h to next.
+func (s *splice) next(h *half) {
+	if h.pk != nil && !h.stay.Load() {
+		h.state.Store(parking)
+		if h.pk.park(h) {
+			ready := h.stay.Load() || h.pk.ready()
+			if h.state.CompareAndSwap(parking, parked) && (!ready || !h.pk.unpark(h)) {
+				return // parked; or woken since, and carried on by the wake
+			}
+		}
+		h.state.Store(running)
+	}
+	go s.wait(h)
+}
+
+// States of a half's parking.
+const (
+	running int32 = iota
+	parking       // next is parking it
+	parked
+	wokenParking // woken while next was parking it: next carries it on
+)
+
+// wake carries h on, taken back from its parker (by whoever woke it):
+// its source may have something, or is closed.
+func (h *half) wake() {
+	if h.state.CompareAndSwap(parking, wokenParking) {
+		return
+	}
+	h.state.Store(running)
+	go h.s.wait(h)
+}
+
+// wait is a goroutine of s, blocked for as long as h's source is idle.
 func (s *splice) wait(h *half) {
 	waited, err := waitData(h.src)
 	s.copy(h, waited, err)
@@ -137,10 +207,34 @@ func (s *splice) wait(h *half) {
 //go:noinline
 func (s *splice) copy(h *half, waited bool, err error) {
 	if h.step(waited, err) {
-		go s.wait(h)
+		s.next(h)
 		return
 	}
 	s.end()
+}
+
+func (s *splice) other(h *half) *half {
+	if h == &s.ab {
+		return &s.ba
+	}
+	return &s.ab
+}
+
+// abort closes both ends, so that both directions end soon: a direction
+// parked is woken to find its source closed, one copying fails.
+func (s *splice) abort() {
+	s.ab.stay.Store(true)
+	s.ba.stay.Store(true)
+	ab := s.ab.unpark()
+	ba := s.ba.unpark()
+	s.ab.src.Close()
+	s.ab.dst.Close()
+	if ab {
+		s.ab.wake()
+	}
+	if ba {
+		s.ba.wake()
+	}
 }
 
 // end is called as each direction ends; after the second it closes both
@@ -158,9 +252,19 @@ func (s *splice) end() {
 
 // half is one direction of a Splice.
 type half struct {
+	s        *splice
 	dst, src io.ReadWriteCloser
-	n        int64  // bytes copied
-	idle     []byte // the buffer of a source that cannot wait without one
+	n        int64        // bytes copied
+	idle     []byte       // the buffer of a source that cannot wait without one
+	pk       parker       // how src parks; nil when it cannot
+	stay     atomic.Bool  // never park again: src is being closed
+	state    atomic.Int32 // running, parking, parked or wokenParking
+}
+
+// unpark takes h back from its parker; it reports whether h was parked,
+// and is now the caller's to carry on.
+func (h *half) unpark() bool {
+	return h.pk != nil && h.pk.unpark(h)
 }
 
 // step copies what src has once waitData has returned waited and err,
@@ -173,11 +277,23 @@ func (h *half) step(waited bool, err error) (more bool) {
 			return true
 		}
 	}
+	// h.dst is the other direction's source. Closed, even for writing
+	// only, it may end without anything a parker would see (yamux ends a
+	// stream whose peer does not close it in time): the other direction
+	// goes on unparked from now on. When parked, it is taken back before
+	// the ends are closed (a parker may know a socket by its descriptor)
+	// and woken after.
+	o := h.s.other(h)
+	o.stay.Store(true)
+	parked := o.unpark()
 	if err == io.EOF {
 		closeWrite(h.dst)
 	} else {
 		h.dst.Close()
 		h.src.Close()
+	}
+	if parked {
+		o.wake()
 	}
 	return false
 }

@@ -110,6 +110,7 @@ type Server struct {
 
 	binds   bindTable
 	metrics *Metrics
+	parking *mux.Parking // idle stream directions wait here, not on goroutines
 	auth    atomic.Pointer[authHolder]
 
 	active atomic.Int64 // streams carrying data (not reverse-bind leases)
@@ -168,7 +169,14 @@ func New(cfg Config) (*Server, error) {
 		reserved: make(map[string]int),
 		binds:    bindTable{m: make(map[string]*bindLease)},
 		metrics:  cfg.Metrics,
+		parking:  mux.NewParking(),
 	}
+	var mc mux.Config
+	if cfg.Mux != nil {
+		mc = *cfg.Mux
+	}
+	mc.Parking = s.parking
+	s.cfg.Mux = &mc
 	s.auth.Store(&authHolder{cfg.Auth})
 	return s, nil
 }
@@ -380,7 +388,7 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
-	return nil
+	return s.parking.Close()
 }
 
 func newSessionID() string {

@@ -181,7 +181,7 @@ func (s *Server) serveTCP(sess *session, st *yamux.Stream, h mux.Header, release
 	s.active.Add(1)
 	start := time.Now()
 	var done func(in, out int64)
-	err := mux.SpliceTCP(sess.ctx, st, s.cfg.Dialer.DialContext, target, s.cfg.DialTimeout,
+	err := s.parking.SpliceTCP(sess.ctx, st, s.cfg.Dialer.DialContext, target, s.cfg.DialTimeout,
 		func() {
 			sess.log.Info("stream opened", "stream", id, "kind", kind, "target", target)
 			done = s.metrics.streamOpened(kind)
@@ -410,8 +410,8 @@ func (s *Server) serveReverseConn(ctx context.Context, sess *session, conn net.C
 	s.active.Add(1)
 	done := s.metrics.streamOpened("reverse-tcp")
 	start := time.Now()
-	mux.Splice(conn, st, func(sent, received int64) {
-		stop()
+	stop() // the splice closes conn from now on, when ctx ends
+	s.parking.Splice(ctx, conn, st, func(sent, received int64) {
 		done(sent, received)
 		log.Info("reverse stream closed", "dest", h.Target, "bytes_out", sent, "bytes_in", received,
 			"duration", time.Since(start).Round(time.Millisecond))

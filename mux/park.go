@@ -1,0 +1,304 @@
+package mux
+
+import (
+	"encoding/binary"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Parking lets the idle directions of splices wait without a goroutine.
+//
+// A Splice direction whose source has been quiet for burstIdle is parked:
+// it is recorded in a table and nothing runs for it until its source may
+// have something, when a goroutine is started to carry it on. A server
+// holding many idle streams then costs no goroutine, and no goroutine
+// stack, per idle stream. Two kinds of source park:
+//
+//   - a yamux stream of a session whose Config named this Parking: the
+//     session's connection sees each yamux frame go by, and once yamux has
+//     taken in a frame that carries data, a FIN or a reset for a parked
+//     stream, it wakes that stream's direction (see frameWatch);
+//   - a TCP connection, on Linux: it is registered, one-shot, with an epoll
+//     instance of the Parking's own, waited on by one goroutine for all.
+//
+// Any other source waits as Splice's directions always do, on a goroutine
+// of its own. The zero Parking is not usable; a nil *Parking parks nothing.
+type Parking struct {
+	mu       sync.Mutex
+	sessions map[*yamux.Session]*frameWatch
+	closed   bool
+
+	poll     *poller // started at the first TCP park; nil until then
+	pollErr  error   // why the poller could not start
+	pollOnce sync.Once
+}
+
+// NewParking returns a Parking. Close it once every session using it has
+// ended.
+func NewParking() *Parking {
+	return &Parking{sessions: make(map[*yamux.Session]*frameWatch)}
+}
+
+// Close stops the TCP poller, if it started, and waits for it. Directions
+// still parked are left to their sessions' ends, which wake them.
+func (p *Parking) Close() error {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	p.closed = true
+	poll := p.poll
+	p.mu.Unlock()
+	p.pollOnce.Do(func() {}) // no poller starts after this
+	if poll != nil {
+		return poll.close()
+	}
+	return nil
+}
+
+// addSession makes sess's streams parkable, through w, until sess ends.
+func (p *Parking) addSession(sess *yamux.Session, w *frameWatch) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
+		p.sessions[sess] = w
+	}
+}
+
+func (p *Parking) removeSession(sess *yamux.Session) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.sessions, sess)
+}
+
+// poller returns the TCP poller, starting it on first use; nil when the
+// platform has none or it could not start.
+func (p *Parking) poller() *poller {
+	p.pollOnce.Do(func() {
+		p.mu.Lock()
+		closed := p.closed
+		p.mu.Unlock()
+		if closed {
+			return
+		}
+		poll, err := newPoller()
+		p.mu.Lock()
+		p.poll, p.pollErr = poll, err
+		p.mu.Unlock()
+	})
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.poll
+}
+
+// parker returns how src parks, or nil when it cannot.
+func (p *Parking) parker(src any) parker {
+	if p == nil {
+		return nil
+	}
+	switch c := src.(type) {
+	case *yamux.Stream:
+		p.mu.Lock()
+		w := p.sessions[c.Session()]
+		p.mu.Unlock()
+		if w == nil {
+			return nil
+		}
+		return &streamParker{w: w, st: c}
+	default:
+		poll := p.poller()
+		if poll == nil {
+			return nil
+		}
+		return poll.parker(src)
+	}
+}
+
+// parker parks one direction of a splice on its source.
+type parker interface {
+	// park records h, to be woken (h.wake) once its source may have
+	// something to read. It reports false when h was not recorded, or
+	// was taken back at once, by park itself.
+	park(h *half) bool
+	// ready reports whether h's source has something already (a parker
+	// told of what comes later, as epoll is, says false).
+	ready() bool
+	// unpark takes h back; it reports whether h was parked, in which case
+	// the caller now carries it on.
+	unpark(h *half) bool
+}
+
+// streamParker parks a direction reading a yamux stream.
+type streamParker struct {
+	w  *frameWatch
+	st *yamux.Stream
+}
+
+func (sp *streamParker) park(h *half) bool {
+	if !sp.w.add(sp.st.StreamID(), h) {
+		return false
+	}
+	// An idle stream gives back its receive buffer: yamux keeps it at the
+	// size of the largest burst otherwise.
+	sp.st.Shrink()
+	return true
+}
+
+// ready looks for a frame that came in before the direction was recorded.
+func (sp *streamParker) ready() bool { return streamReady(sp.st) }
+
+func (sp *streamParker) unpark(h *half) bool {
+	return sp.w.remove(sp.st.StreamID(), h)
+}
+
+// streamReady reports whether a read of st would not block: data is
+// buffered, or the stream has ended or failed.
+func streamReady(st *yamux.Stream) bool {
+	st.SetReadDeadline(time.Unix(1, 0))
+	_, err := st.Read(nil)
+	st.SetReadDeadline(time.Time{})
+	return !errors.Is(err, yamux.ErrTimeout)
+}
+
+// yamux frame types and flags (yamux spec.md) that concern a reader.
+const (
+	yamuxTypeWindowUpdate = 1
+	yamuxFlagFIN          = 4
+	yamuxFlagRST          = 8
+)
+
+// frameWatch follows the yamux frames a session's connection reads, to
+// wake the parked directions their streams' frames concern.
+//
+// yamux reads its connection through a bufio.Reader, in one goroutine
+// that handles each frame before it reads the next. wsConn.Read never
+// returns bytes of two frames at once, so the bufio.Reader never holds
+// the next frame's bytes while yamux is handling one, and when Read is
+// called for a frame's first bytes, yamux has finished with the frame
+// before: its data is in the stream's buffer, its FIN or reset recorded.
+// That is when the frame's stream is woken. A direction records itself
+// as parked first and then looks at its stream, so a frame is either seen
+// by that look or wakes it afterwards: none is missed.
+type frameWatch struct {
+	// Read's own: the frame being read.
+	hdr    [yamuxHeaderSize]byte
+	hn     int    // header bytes read
+	body   uint32 // body bytes still to read
+	wakeID uint32 // the frame being read concerns a reader of this stream
+
+	nparked atomic.Int32 // len(parked), read without the lock
+	mu      sync.Mutex
+	parked  map[uint32]waker
+	closed  bool
+}
+
+// waker is a parked direction: a *half.
+type waker interface{ wake() }
+
+// limit cuts p so that a read into it ends at the current frame's end,
+// after waking the stream the frame before concerned.
+func (w *frameWatch) limit(p []byte) []byte {
+	if w.wakeID != 0 && w.hn == 0 {
+		w.wake(w.wakeID)
+		w.wakeID = 0
+	}
+	if w.hn < yamuxHeaderSize {
+		return p[:min(len(p), yamuxHeaderSize-w.hn)]
+	}
+	return p[:min(uint32(len(p)), w.body)]
+}
+
+// advance takes note of b, read into the slice limit returned.
+func (w *frameWatch) advance(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	if w.hn < yamuxHeaderSize {
+		w.hn += copy(w.hdr[w.hn:], b)
+		if w.hn < yamuxHeaderSize {
+			return
+		}
+		typ, flags := w.hdr[1], binary.BigEndian.Uint16(w.hdr[2:])
+		id, length := binary.BigEndian.Uint32(w.hdr[4:]), binary.BigEndian.Uint32(w.hdr[8:])
+		if typ == yamuxTypeData {
+			w.body = length
+		}
+		if (typ == yamuxTypeData && length > 0) ||
+			((typ == yamuxTypeData || typ == yamuxTypeWindowUpdate) && flags&(yamuxFlagFIN|yamuxFlagRST) != 0) {
+			w.wakeID = id
+		}
+	} else {
+		w.body -= uint32(len(b))
+	}
+	if w.body == 0 {
+		w.hn = 0 // the frame is whole: the next bytes start a header
+	}
+}
+
+// add records h as parked on stream id; false once the connection has
+// ended.
+func (w *frameWatch) add(id uint32, h waker) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return false
+	}
+	if w.parked == nil {
+		w.parked = make(map[uint32]waker)
+	}
+	w.parked[id] = h
+	w.nparked.Store(int32(len(w.parked)))
+	return true
+}
+
+// remove takes h back from stream id; it reports whether h was there.
+func (w *frameWatch) remove(id uint32, h waker) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.parked[id] != h {
+		return false
+	}
+	delete(w.parked, id)
+	w.nparked.Store(int32(len(w.parked)))
+	return true
+}
+
+// wake wakes the direction parked on stream id, if any.
+func (w *frameWatch) wake(id uint32) {
+	if w.nparked.Load() == 0 {
+		return
+	}
+	w.mu.Lock()
+	h := w.parked[id]
+	if h != nil {
+		delete(w.parked, id)
+		w.nparked.Store(int32(len(w.parked)))
+	}
+	w.mu.Unlock()
+	if h != nil {
+		h.wake()
+	}
+}
+
+// close wakes every parked direction, once the connection has ended: their
+// streams end with it. No direction parks afterwards.
+func (w *frameWatch) close() {
+	w.mu.Lock()
+	parked := w.parked
+	w.parked, w.closed = nil, true
+	w.nparked.Store(0)
+	w.mu.Unlock()
+	for _, h := range parked {
+		h.wake()
+	}
+}

@@ -1,0 +1,307 @@
+package mux
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// countWaker counts its wake-ups.
+type countWaker struct{ n int }
+
+func (c *countWaker) wake() { c.n++ }
+
+// TestFrameWatch reads random yamux frames through frameWatch in random
+// pieces, as wsConn.Read does, and checks that no read crosses a frame's
+// end and that a parked stream is woken by each frame that concerns a
+// reader (data, FIN, reset) once that frame has been read whole and the
+// next read begins, and by nothing else.
+func TestFrameWatch(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	type frame struct {
+		id    uint32
+		wakes bool
+		n     int // header and body
+	}
+	var wire []byte
+	var frames []frame
+	for range 2000 {
+		var hdr [yamuxHeaderSize]byte
+		typ := byte(rng.IntN(4)) // data, window update, ping, go away
+		flags := uint16(0)
+		if rng.IntN(4) == 0 {
+			flags = []uint16{1, 2, yamuxFlagFIN, yamuxFlagRST}[rng.IntN(4)]
+		}
+		id := uint32(1 + rng.IntN(5))
+		length := uint32(rng.IntN(3) * rng.IntN(3000)) // often 0
+		hdr[1] = typ
+		binary.BigEndian.PutUint16(hdr[2:], flags)
+		binary.BigEndian.PutUint32(hdr[4:], id)
+		binary.BigEndian.PutUint32(hdr[8:], length)
+		f := frame{id: id, n: yamuxHeaderSize}
+		wire = append(wire, hdr[:]...)
+		if typ == yamuxTypeData {
+			wire = append(wire, make([]byte, length)...)
+			f.n += int(length)
+			f.wakes = length > 0
+		}
+		if typ <= yamuxTypeWindowUpdate && flags&(yamuxFlagFIN|yamuxFlagRST) != 0 {
+			f.wakes = true
+		}
+		frames = append(frames, f)
+	}
+
+	var w frameWatch
+	wakers := map[uint32]*countWaker{}
+	for id := uint32(1); id <= 5; id++ {
+		wakers[id] = &countWaker{}
+		w.add(id, wakers[id])
+	}
+	want := map[uint32]int{}
+	buf := make([]byte, 64<<10)
+	pos, fi, fend := 0, 0, frames[0].n // fend: the end of frame fi
+	for pos < len(wire) {
+		p := w.limit(buf[:1+rng.IntN(len(buf))])
+		n := min(len(p), len(wire)-pos, 1+rng.IntN(len(p)))
+		copy(p, wire[pos:pos+n])
+		if pos+n > fend {
+			t.Fatalf("a read of %d bytes at %d crosses the end of frame %d at %d", n, pos, fi, fend)
+		}
+		w.advance(p[:n])
+		pos += n
+		for id, c := range wakers {
+			if c.n != want[id] {
+				t.Fatalf("at byte %d (frame %d): stream %d woken %d times, want %d", pos, fi, id, c.n, want[id])
+			}
+		}
+		if pos == fend {
+			// The frame is whole; its wake comes with the next read.
+			if frames[fi].wakes {
+				want[frames[fi].id]++
+			}
+			if fi++; fi < len(frames) {
+				fend += frames[fi].n
+			}
+		}
+		// A woken stream parks again, as an idle direction would.
+		for id, c := range wakers {
+			w.add(id, c)
+		}
+	}
+	w.limit(buf) // the read after the last frame
+	for id, c := range wakers {
+		if c.n != want[id] || want[id] == 0 {
+			t.Errorf("stream %d woken %d times, want %d (and some)", id, c.n, want[id])
+		}
+	}
+	w.close()
+	if w.add(1, wakers[1]) {
+		t.Error("a closed frameWatch took a parked stream")
+	}
+}
+
+// startLineTarget starts a TCP service that echoes each line, closes the
+// connection on the line "close", and once its client half-closes,
+// half-closes too.
+func startLineTarget(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(testTimeout))
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil || line == "close\n" {
+						c.(*net.TCPConn).CloseWrite()
+						return
+					}
+					if _, err := io.WriteString(c, line); err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	return l.Addr().String()
+}
+
+// parkedCount reports the directions parked on p: on sess's streams and
+// on sockets.
+func parkedCount(p *Parking, sess *yamux.Session) (streams, conns int) {
+	p.mu.Lock()
+	w, poll := p.sessions[sess], p.poll
+	p.mu.Unlock()
+	if w != nil {
+		w.mu.Lock()
+		streams = len(w.parked)
+		w.mu.Unlock()
+	}
+	if poll != nil {
+		conns = poll.count()
+	}
+	return streams, conns
+}
+
+// waitParked waits until n streams' directions are parked on both sides,
+// and no goroutine waits for a splice.
+func waitParked(t *testing.T, p *Parking, sess *yamux.Session, n int) {
+	t.Helper()
+	wantConns, wantGoroutines := n, 0
+	if runtime.GOOS != "linux" {
+		wantConns, wantGoroutines = 0, n // sockets park only on Linux
+	}
+	var streams, conns, gs int
+	for deadline := time.Now().Add(testTimeout); time.Now().Before(deadline); {
+		streams, conns = parkedCount(p, sess)
+		gs = pipeGoroutines()
+		if streams == n && conns == wantConns && gs == wantGoroutines {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("parked: %d stream and %d socket directions, %d goroutines waiting; want %d, %d and %d",
+		streams, conns, gs, n, wantConns, wantGoroutines)
+}
+
+// TestParkingSplice carries streams to a TCP service through
+// Parking.SpliceTCP as the server does, and checks that idle streams park
+// both directions (no goroutine each), that data either way wakes them,
+// and that every way a stream ends reaches closed with the right counts:
+// the client's FIN, the service closing first, and the session's end.
+func TestParkingSplice(t *testing.T) {
+	p := NewParking()
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Errorf("Parking.Close: %v", err)
+		}
+	})
+	ts := startTunnelServer(t, serverOptions{tr: transports[2], cfg: &Config{Parking: p}})
+	client, server := ts.dial(t, nil)
+	target := startLineTarget(t)
+	closed := make(chan spliced, 100)
+	var dialer net.Dialer
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			st, err := server.AcceptStream()
+			if err != nil {
+				return
+			}
+			err = p.SpliceTCP(context.Background(), st, dialer.DialContext, target, testTimeout, nil,
+				func(sent, received int64) { closed <- spliced{sent, received} })
+			if err != nil {
+				t.Errorf("SpliceTCP: %v", err)
+			}
+		}
+	})
+	t.Cleanup(func() { server.Close(); wg.Wait() })
+
+	const n = 40
+	streams := make([]*yamux.Stream, n)
+	readers := make([]*bufio.Reader, n)
+	sent := make([]int64, n)
+	for i := range streams {
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.SetDeadline(time.Now().Add(testTimeout))
+		if err := ReadReply(st); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		streams[i], readers[i] = st, bufio.NewReader(st)
+	}
+	roundTrip := func(i int, msg string) {
+		t.Helper()
+		line := fmt.Sprintf("%s %d\n", msg, i)
+		if _, err := io.WriteString(streams[i], line); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		sent[i] += int64(len(line))
+		got, err := readers[i].ReadString('\n')
+		if err != nil || got != line {
+			t.Fatalf("stream %d echoed %q, %v; want %q", i, got, err, line)
+		}
+	}
+	for i := range streams {
+		roundTrip(i, "hello")
+	}
+	waitParked(t, p, server, n)
+	for i := range streams {
+		roundTrip(i, "again, after parking")
+	}
+	waitParked(t, p, server, n)
+
+	wantClosed := func(what string, want spliced) {
+		t.Helper()
+		select {
+		case got := <-closed:
+			if got != want {
+				t.Errorf("%s: closed reported %+v, want %+v", what, got, want)
+			}
+		case <-time.After(testTimeout):
+			t.Fatalf("%s: closed not called", what)
+		}
+	}
+	// The service closes first: the client reads EOF, then closes.
+	io.WriteString(streams[0], "close\n")
+	if b, err := io.ReadAll(readers[0]); err != nil || len(b) != 0 {
+		t.Fatalf("stream 0 after the service closed: %q, %v; want EOF", b, err)
+	}
+	streams[0].Close()
+	wantClosed("service closed first", spliced{sent[0] + 6, sent[0]})
+
+	// The client half-closes a parked stream: the service sees EOF and
+	// closes in turn.
+	streams[1].Close()
+	if b, err := io.ReadAll(readers[1]); err != nil || len(b) != 0 {
+		t.Fatalf("stream 1 after its FIN: %q, %v; want EOF", b, err)
+	}
+	wantClosed("client half-closed", spliced{sent[1], sent[1]})
+	waitParked(t, p, server, n-2)
+
+	// The session ends with the rest parked: each one ends.
+	var total int64
+	for _, s := range sent[2:] {
+		total += s
+	}
+	client.Close()
+	var got spliced
+	for i := 2; i < n; i++ {
+		select {
+		case c := <-closed:
+			got.aToB += c.aToB
+			got.bToA += c.bToA
+		case <-time.After(testTimeout):
+			t.Fatalf("%d of %d parked streams never ended after the session did", n-i, n-2)
+		}
+	}
+	if got != (spliced{total, total}) {
+		t.Errorf("streams cut by the session's end carried %+v, want %d each way", got, total)
+	}
+	if streams, conns := parkedCount(p, server); streams+conns != 0 {
+		t.Errorf("after the session's end %d stream and %d socket directions are still parked", streams, conns)
+	}
+}
