@@ -184,17 +184,15 @@ func (s *suite) writeGaps(b *strings.Builder, rows []targetRow) {
 		c := s.scale.streams
 		d := func(name string) float64 { return c.metricPerItem(name) / 1024 }
 		p("**Idle streams.** %.1f KiB per idle stream once the server has collected its garbage:\n", c.perItem(c.srvRSS[:], 2))
-		p("%.1f goroutines per stream (one waiting on each direction; the goroutine that served the\n", c.metricPerItem("go_goroutines"))
-		p("stream ends once it is answered) with %.1f KiB of stacks between them, and %.1f KiB of heap\n", d("go_memstats_stack_inuse_bytes"), d("go_memstats_heap_inuse_bytes"))
-		p("(the yamux stream and the receive buffer it keeps after its first frame, the connection to\n")
-		p("the target, the splice's own state). Done (commits 9be2e5c, 19783e4, 358c0e8): an idle\n")
-		p("direction waits for data without a buffer (a one-byte MSG_PEEK through the runtime's\n")
-		p("poller for a socket, a zero-length read for a yamux stream), each wait runs on a fresh\n")
-		p("goroutine in a shallow frame so its stack stays at the runtime's smallest, buffers are\n")
-		p("taken from pools only while data flows, and no logger is built per stream: 21.7 KiB\n")
-		p("before. *Would take:* one goroutine per idle stream rather than two, the target\n")
-		p("connection waited on by a shared epoll instance (about 2.5 KiB less, still above 8 KiB),\n")
-		p("and a yamux stream that gives its receive buffer back when drained.\n\n")
+		p("%.1f goroutines per stream with %.1f KiB of stacks, and %.1f KiB of heap (the yamux\n", c.metricPerItem("go_goroutines"), d("go_memstats_stack_inuse_bytes"), d("go_memstats_heap_inuse_bytes"))
+		p("stream, the splice's state, the connection to the target; see the heap profile in\n")
+		p("[Scale](#scale)). Done: an idle direction holds no buffer (pools only while data flows),\n")
+		p("and once idle for 200 ms it is parked (`mux.Parking`) with no goroutine at all: a yamux\n")
+		p("stream is woken by the session's connection as it reads a frame for it, a target socket\n")
+		p("by one epoll instance for all of them; the stream's receive buffer is given back\n")
+		p("(21.7 KiB per stream with a goroutine per direction, 11.4 KiB with shallow ones and no\n")
+		p("buffers). *Would take:* a smaller yamux stream (its struct, channels and timers are the\n")
+		p("largest item of the heap).\n\n")
 	}
 	if missed["link"] && s.link != nil {
 		l := s.link
