@@ -2,6 +2,7 @@ package mux
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -143,6 +144,63 @@ func FuzzReadDatagram(f *testing.F) {
 		}
 		if consumed := len(data) - r.Len(); consumed != enc.Len() {
 			t.Fatalf("ReadDatagram consumed %d bytes of a %d-byte frame", consumed, enc.Len())
+		}
+	})
+}
+
+// FuzzFrameWatch reads arbitrary bytes, as yamux frames from a peer,
+// through frameWatch in pieces of arbitrary sizes. It must never panic,
+// never let a read cross the end of a frame (found here by an independent
+// parse of the same bytes), and wake only streams parked on it.
+func FuzzFrameWatch(f *testing.F) {
+	data := func(id uint32, flags uint16, body int) []byte {
+		h := make([]byte, yamuxHeaderSize, yamuxHeaderSize+body)
+		h[1] = yamuxTypeData
+		binary.BigEndian.PutUint16(h[2:], flags)
+		binary.BigEndian.PutUint32(h[4:], id)
+		binary.BigEndian.PutUint32(h[8:], uint32(body))
+		return append(h, make([]byte, body)...)
+	}
+	f.Add(append(data(1, 1, 5), data(3, yamuxFlagFIN, 0)...), []byte{3, 200, 1})
+	f.Add(data(7, 0, 4000), []byte{12, 1, 255})
+	f.Add([]byte{0, 1, 0, 8, 0, 0, 0, 5, 0, 0, 0, 9}, []byte{})
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 1, 2}, []byte{5})
+	f.Fuzz(func(t *testing.T, wire, sizes []byte) {
+		// Frame ends by an independent parse.
+		var ends []int
+		for pos := 0; pos+yamuxHeaderSize <= len(wire); {
+			end := pos + yamuxHeaderSize
+			if wire[pos+1] == yamuxTypeData {
+				end += int(binary.BigEndian.Uint32(wire[pos+8:]))
+			}
+			ends = append(ends, end)
+			pos = end
+		}
+		var w frameWatch
+		parked := &countWaker{}
+		w.add(1, parked)
+		buf := make([]byte, 1<<16)
+		for pos, i := 0, 0; pos < len(wire); i++ {
+			size := len(buf)
+			if len(sizes) > 0 {
+				size = 1 + int(sizes[i%len(sizes)])
+			}
+			p := w.limit(buf[:size])
+			n := min(len(p), len(wire)-pos)
+			if n == 0 {
+				t.Fatalf("limit left no room at byte %d", pos)
+			}
+			for _, end := range ends {
+				if pos < end && pos+n > end {
+					t.Fatalf("a read of %d bytes at %d crosses the frame end at %d", n, pos, end)
+				}
+			}
+			copy(p, wire[pos:pos+n])
+			w.advance(p[:n])
+			pos += n
+		}
+		if parked.n > 1 {
+			t.Fatalf("a stream parked once was woken %d times", parked.n)
 		}
 	})
 }
