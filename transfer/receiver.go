@@ -973,13 +973,32 @@ func (r *receiver) seal(f *rfile, sync bool) error {
 	return nil
 }
 
-// place renames a sealed and synced partial file into place.
+// place renames a sealed and synced partial file into place. Under the
+// policies that keep existing files (never, for a file absent when
+// planned, and rename), a file that appears at the final name after
+// finalName looked is not replaced either: the rename does not replace.
 func (r *receiver) place(f *rfile) error {
 	final, err := r.finalName(f)
 	if err != nil {
 		return err
 	}
-	if err := r.cfg.root.Rename(f.part, final); err != nil {
+	switch {
+	case r.cfg.overwrite == OverwriteRename:
+		err = r.renameNoReplace(f.part, final)
+		for tries := 0; errors.Is(err, fs.ErrExist) && tries < 10; tries++ {
+			if final, err = r.freeName(f.final); err == nil {
+				err = r.renameNoReplace(f.part, final)
+			}
+		}
+	case r.cfg.overwrite == OverwriteNever && !f.exists:
+		err = r.renameNoReplace(f.part, final)
+		if errors.Is(err, fs.ErrExist) {
+			return &ConflictError{Paths: []string{f.e.Path}, Total: 1}
+		}
+	default:
+		err = r.cfg.root.Rename(f.part, final)
+	}
+	if err != nil {
 		return rootErr(final, err)
 	}
 	if f.nchunks > 1 {
@@ -1030,6 +1049,24 @@ func (r *receiver) flush() ([]int, error) {
 		f.mu.Unlock()
 	}
 	return done, first
+}
+
+// renameNoReplace renames old to name unless name exists (fs.ErrExist):
+// a hard link, which fails on an existing name, then the removal of old.
+// Where the filesystem has no hard links it checks, then renames.
+func (r *receiver) renameNoReplace(old, name string) error {
+	err := r.cfg.root.Link(old, name)
+	if err == nil {
+		r.cfg.root.Remove(old)
+		return nil
+	}
+	if errors.Is(err, fs.ErrExist) || errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if _, err := r.cfg.root.Lstat(name); err == nil {
+		return fs.ErrExist
+	}
+	return r.cfg.root.Rename(old, name)
 }
 
 // finalName applies the overwrite policy at commit time: a file that
