@@ -350,38 +350,85 @@ func TestServeUDPEcho(t *testing.T) {
 	}
 }
 
+// idleAttempts bounds how many times an idle test runs, idle doubled each
+// time, when the machine stalled it.
+const idleAttempts = 5
+
+// retryStalled runs attempt with idle, and again with idle doubled as long
+// as it reports a stall, at most idleAttempts times. An attempt reports a
+// stall, rather than failing, when the test's own pace may have left a
+// flow idle for idle: a loaded machine can stretch a pause meant to be
+// short, or a datagram can be lost, and the flow may then end as it
+// should, so the attempt shows nothing. Once every attempt has stalled the
+// test fails: a flow that never carries a datagram stalls them all.
+func retryStalled(t *testing.T, idle time.Duration, attempt func(idle time.Duration) (stall string)) {
+	t.Helper()
+	var stalls []string
+	for range idleAttempts {
+		stall := attempt(idle)
+		if stall == "" {
+			return
+		}
+		t.Logf("with idle %v: %s; trying again with idle %v", idle, stall, 2*idle)
+		stalls = append(stalls, fmt.Sprintf("with idle %v: %s", idle, stall))
+		idle *= 2
+	}
+	t.Fatalf("every attempt stalled, so none showed anything:\n%s", strings.Join(stalls, "\n"))
+}
+
+// errSuffix is ": err" for a stall's message, or nothing without one.
+func errSuffix(err error) string {
+	if err == nil {
+		return ""
+	}
+	return ": " + err.Error()
+}
+
 // TestServeUDPIdle checks that a flow lives while datagrams move and ends,
 // closing the stream, once nothing has moved for idle.
 func TestServeUDPIdle(t *testing.T) {
 	t.Parallel()
-	const idle = 200 * time.Millisecond
 	target := startUDPEcho(t)
 	var dialer net.Dialer
-	opener, res := runServeUDP(t, context.Background(), dialer.DialContext, target, idle, testTimeout)
-	if err := ReadReply(opener); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, MaxDatagram)
-	// Twice idle in all, never idle for long.
-	const n = 8
-	for i := range n {
-		if err := exchange(opener, datagram(fmt.Sprint(i), 10), buf); err != nil {
-			t.Fatalf("datagram %d, %v into the flow: %v", i, time.Duration(i)*idle/4, err)
+	retryStalled(t, 200*time.Millisecond, func(idle time.Duration) string {
+		// The flow's clock starts after this; each datagram moves after
+		// its write begins and before its echo is read, so the flow
+		// can have been idle at most from the write of one datagram
+		// (or from here) to the echo of the next.
+		prev := time.Now()
+		opener, res := runServeUDP(t, context.Background(), dialer.DialContext, target, idle, testTimeout)
+		if err := ReadReply(opener); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(idle / 4)
-	}
-	last := time.Now()
-	if _, err := ReadDatagram(opener, buf); err != io.EOF {
-		t.Fatalf("read on an idle flow = %v, want io.EOF once the flow ends", err)
-	}
-	if d := time.Since(last); d < idle/2 || d > idle+5*time.Second {
-		t.Errorf("the flow ended %v after the last datagram, want about %v", d, idle)
-	}
-	r := waitServeUDP(t, res)
-	if r.err != nil || r.stats.Sent != n || r.stats.Received != n || r.stats.Dropped != 0 ||
-		r.stats.SentBytes != r.stats.ReceivedBytes {
-		t.Errorf("ServeUDP = %+v, %v; want %d sent and received", r.stats, r.err, n)
-	}
+		buf := make([]byte, MaxDatagram)
+		// Twice idle in all, never idle for long.
+		const n = 8
+		for i := range n {
+			sent := time.Now()
+			err := exchange(opener, datagram(fmt.Sprint(i), 10), buf)
+			if gap := time.Since(prev); gap >= idle {
+				return fmt.Sprintf("datagram %d came back %v after the one before was sent%s", i, gap.Round(time.Millisecond), errSuffix(err))
+			}
+			if err != nil {
+				t.Fatalf("datagram %d, never idle for %v: %v", i, idle, err)
+			}
+			prev = sent
+			time.Sleep(idle / 4)
+		}
+		if _, err := ReadDatagram(opener, buf); err != io.EOF {
+			t.Fatalf("read on an idle flow = %v, want io.EOF once the flow ends", err)
+		}
+		// The last datagram moved after its write began.
+		if d := time.Since(prev); d < idle || d > idle+5*time.Second {
+			t.Errorf("the flow ended %v after the last datagram was sent, want about %v and no less", d, idle)
+		}
+		r := waitServeUDP(t, res)
+		if r.err != nil || r.stats.Sent != n || r.stats.Received != n || r.stats.Dropped != 0 ||
+			r.stats.SentBytes != r.stats.ReceivedBytes {
+			t.Errorf("ServeUDP = %+v, %v; want %d sent and received", r.stats, r.err, n)
+		}
+		return ""
+	})
 }
 
 // TestServeUDPTargetOnly checks that datagrams from the target alone keep
@@ -803,51 +850,130 @@ func TestUDPListenerMaxFlows(t *testing.T) {
 	}
 }
 
+// resender is a source that sends numbered copies of a datagram until one
+// comes back, and tells their replies from late replies to what it sent
+// before.
+type resender struct {
+	c    *net.UDPConn
+	sent map[string]bool
+	buf  []byte
+}
+
+func newResender(c *net.UDPConn) *resender {
+	return &resender{c: c, sent: map[string]bool{}, buf: make([]byte, MaxDatagram)}
+}
+
+// roundTrip sends name.0, name.1, ... each after waiting every for a reply
+// to any of them, at most tries copies, and returns when the first was
+// sent. A reply to something sent before is skipped; one to something
+// never sent is an error.
+func (r *resender) roundTrip(name string, every time.Duration, tries int) (first time.Time, err error) {
+	for k := range tries {
+		p := fmt.Sprintf("%s.%d", name, k)
+		if k == 0 {
+			first = time.Now()
+		}
+		if _, err := r.c.Write([]byte(p)); err != nil {
+			return first, err
+		}
+		r.sent[p] = true
+		r.c.SetReadDeadline(time.Now().Add(every))
+		for {
+			n, err := r.c.Read(r.buf)
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			if err != nil {
+				return first, fmt.Errorf("waiting for the reply to %q: %w", p, err)
+			}
+			got := string(r.buf[:n])
+			if !r.sent[got] {
+				return first, fmt.Errorf("sent %q, got %.20q, which was never sent", p, got)
+			}
+			if strings.HasPrefix(got, name+".") {
+				return first, nil
+			}
+		}
+	}
+	return first, fmt.Errorf("%w to %d copies of %q sent %v apart", errNoReply, tries, name, every)
+}
+
+// errNoReply is resender.roundTrip's error when nothing came back.
+var errNoReply = errors.New("no reply")
+
 // TestUDPListenerIdle checks that a busy flow keeps its stream, that an
 // idle one is closed and forgotten, and that the source's next datagram
 // opens a new stream.
 func TestUDPListenerIdle(t *testing.T) {
 	t.Parallel()
-	const idle = 200 * time.Millisecond
-	fs := newFlowServer(echoFrames)
-	addr, _ := startUDPListener(t, &UDPListener{Idle: idle}, fs)
-	src := udpSource(t, addr)
-	// Twice idle in all, never idle for long.
-	for i := range 8 {
-		if err := roundTrip(src, []byte(fmt.Sprintf("busy %d", i)), testTimeout); err != nil {
-			t.Fatal(err)
+	retryStalled(t, 200*time.Millisecond, func(idle time.Duration) string {
+		fs := newFlowServer(echoFrames)
+		addr, _ := startUDPListener(t, &UDPListener{Idle: idle}, fs)
+		src := newResender(udpSource(t, addr))
+		// Twice idle in all, never idle for long. A datagram moves
+		// the flow after its first copy is sent and before a reply
+		// comes back, so the flow can have been idle at most from the
+		// first copy of one datagram to the reply to the next. A lost
+		// datagram is sent again well within that.
+		const tries = 4
+		var prev time.Time
+		for i := range 8 {
+			first, err := src.roundTrip(fmt.Sprint("busy ", i), idle/4, tries)
+			if err != nil && !errors.Is(err, errNoReply) {
+				t.Fatalf("busy datagram %d: %v", i, err)
+			}
+			if i > 0 {
+				if gap := time.Since(prev); gap >= idle {
+					return fmt.Sprintf("busy datagram %d came back %v after the one before was sent%s", i, gap.Round(time.Millisecond), errSuffix(err))
+				}
+			}
+			if err != nil {
+				// Four copies went unanswered for idle; the first
+				// reply may be that slow.
+				return fmt.Sprintf("busy datagram %d: %v", i, err)
+			}
+			prev = first
+			time.Sleep(idle / 4)
 		}
-		time.Sleep(idle / 4)
-	}
-	if n := fs.opens.Load(); n != 1 {
-		t.Fatalf("a busy flow opened %d streams, want 1", n)
-	}
-	start := time.Now()
-	select {
-	case n := <-fs.ended:
-		if n != 1 {
-			t.Fatalf("stream %d ended, want 1", n)
+		if n := fs.opens.Load(); n != 1 {
+			t.Fatalf("a busy flow opened %d streams, want 1", n)
 		}
-	case <-time.After(testTimeout):
-		t.Fatal("the idle flow's stream was never closed")
-	}
-	if d := time.Since(start); d > idle+5*time.Second {
-		t.Errorf("the idle flow ended after %v, want about %v", d, idle)
-	}
-	// The first datagram after idle is lost today (see the skipped
-	// TestUDPListenerIdleFlowForgotten), so try a few times.
-	var err error
-	for range 5 {
-		if err = roundTrip(src, []byte("back again"), time.Second); err == nil {
-			break
+		start := time.Now()
+		select {
+		case n := <-fs.ended:
+			if n != 1 {
+				t.Fatalf("stream %d ended, want 1", n)
+			}
+		case <-time.After(testTimeout):
+			t.Fatal("the idle flow's stream was never closed")
 		}
-	}
-	if err != nil {
-		t.Fatalf("after the idle flow ended: %v", err)
-	}
-	if n := fs.opens.Load(); n != 2 {
-		t.Errorf("Open called %d times, want 2: one per flow", n)
-	}
+		// The last datagram moved the flow after it was first sent.
+		if d := time.Since(prev); d < idle {
+			t.Errorf("the flow ended %v after its last datagram was sent, want at least idle (%v)", d, idle)
+		}
+		if d := time.Since(start); d > idle+5*time.Second {
+			t.Errorf("the idle flow ended after %v, want about %v", d, idle)
+		}
+		// The flow is forgotten only once its stream has ended, so a
+		// datagram sent in between goes down with it: the copies go on
+		// until one comes back. The new flow they open cannot end
+		// within idle of the first.
+		first, err := src.roundTrip("back again", idle/4, tries)
+		n := fs.opens.Load()
+		if err != nil && !errors.Is(err, errNoReply) {
+			t.Fatalf("after the idle flow ended: %v", err)
+		}
+		if d := time.Since(first); d >= idle {
+			return fmt.Sprintf("the streams were counted %v after the first datagram after idle was sent%s", d.Round(time.Millisecond), errSuffix(err))
+		}
+		if err != nil {
+			t.Fatalf("after the idle flow ended: %v", err)
+		}
+		if n != 2 {
+			t.Errorf("Open called %d times, want 2: one per flow", n)
+		}
+		return ""
+	})
 }
 
 // TestUDPListenerOpenRefused checks that a flow whose stream cannot be
