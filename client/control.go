@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/burrowtun/burrow/mux"
 )
@@ -42,7 +43,8 @@ func listenControl(path string) (net.Listener, error) {
 }
 
 // serveControl carries each control connection over a file-transfer
-// stream of the live session (waiting for one while reconnecting).
+// stream of the live session (waiting up to OpenTimeout for one while
+// reconnecting).
 func (c *Client) serveControl(ctx context.Context, l net.Listener, wg *sync.WaitGroup) {
 	go func() {
 		<-ctx.Done()
@@ -64,13 +66,47 @@ func (c *Client) serveControl(ctx context.Context, l net.Listener, wg *sync.Wait
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, err := c.open(ctx, mux.Header{Kind: mux.KindFile})
-			if err != nil {
-				c.log.Warn("file stream for the control socket refused", "err", err)
+			// Bounded as a forward's open is: a transfer started while
+			// the session is down fails in time, saying why.
+			openCtx, cancel := c.openContext(ctx)
+			st, err := c.open(openCtx, mux.Header{Kind: mux.KindFile})
+			cancel()
+			// The local command learns the outcome as a stream opener
+			// does, in a reply: the server's refusal, or why there is
+			// no stream, reaches its user.
+			if werr := mux.WriteReply(conn, err); err != nil || werr != nil {
+				if err != nil {
+					c.log.Warn("file stream for the control socket refused", "err", err)
+				}
 				conn.Close()
+				if st != nil {
+					st.Close()
+				}
 				return
 			}
 			mux.Pipe(conn, st)
 		}()
 	}
+}
+
+// DialControl connects to the control socket of a running client at path
+// (see Config.Control) and returns a file-transfer stream over that
+// client's session, once the client has opened one: the server's refusal
+// is returned as the *mux.RemoteError it sent.
+func DialControl(ctx context.Context, path string) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w; is 'burrow client --control %s' running?", path, err, path)
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
+	err = mux.ReadReply(conn)
+	if !stop() {
+		err = context.Cause(ctx) // the deadline may be set: conn is done for
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("file stream through the control socket %s: %w", path, err)
+	}
+	return conn, nil
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"time"
@@ -106,12 +105,7 @@ func setupTransfer(c *cli.Context, section string) (*transferSetup, error) {
 	if path := c.String("control"); path != "" {
 		ts.args = args
 		ts.tc.Open = func(ctx context.Context) (io.ReadWriteCloser, error) {
-			var d net.Dialer
-			conn, err := d.DialContext(ctx, "unix", path)
-			if err != nil {
-				return nil, fmt.Errorf("control socket %s: %w; is 'burrow client --control %s' running?", path, err, path)
-			}
-			return conn, nil
+			return client.DialControl(ctx, path)
 		}
 		return ts, nil
 	}
