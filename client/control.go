@@ -89,6 +89,9 @@ func (c *Client) serveControl(ctx context.Context, l net.Listener, wg *sync.Wait
 	}
 }
 
+// controlReplyTimeout bounds DialControl's wait for the client's reply.
+const controlReplyTimeout = 2 * time.Minute
+
 // DialControl connects to the control socket of a running client at path
 // (see Config.Control) and returns a file-transfer stream over that
 // client's session, once the client has opened one: the server's refusal
@@ -99,11 +102,17 @@ func DialControl(ctx context.Context, path string) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control socket %s: %w; is 'burrow client --control %s' running?", path, err, path)
 	}
+	// The client replies within its open timeout (30 s unless set); a
+	// client that never does is not one that speaks this socket's reply.
+	conn.SetReadDeadline(time.Now().Add(controlReplyTimeout))
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
 	err = mux.ReadReply(conn)
 	if !stop() {
 		err = context.Cause(ctx) // the deadline may be set: conn is done for
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("no reply from the client in %v; is it a burrow client of this version?", controlReplyTimeout)
 	}
+	conn.SetReadDeadline(time.Time{})
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("file stream through the control socket %s: %w", path, err)
