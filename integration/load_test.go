@@ -451,13 +451,16 @@ type loadStream struct {
 }
 
 // driveSession opens n streams to echo on sess, reports on opened, and
-// once begin is closed echoes on all of them together until stop: each
-// round writes a message of up to maxMsg bytes on every stream, then
-// reads every echo back and checks it. It then half-closes every stream
-// and expects each to end with nothing more. One goroutine drives a whole
-// session, so that the race detector's goroutine limit allows 1,000 of
-// them.
-func driveSession(sess *yamux.Session, session, n int, echo string, maxMsg int, opened chan<- error, begin <-chan struct{}, stop *time.Time) (msgs, bytes int64, err error) {
+// once begin is closed echoes on all of them together until stop, and at
+// least once: each round writes a message of up to maxMsg bytes on every
+// stream, then reads every echo back and checks it. Once release is
+// closed it half-closes every stream and expects each to end with nothing
+// more. One goroutine drives a whole session, so that the race detector's
+// goroutine limit allows 1,000 of them.
+//
+// On a loaded machine a driver may first run after stop: the first round
+// is then its only one, so that every stream is still checked.
+func driveSession(sess *yamux.Session, session, n int, echo string, maxMsg int, opened chan<- error, begin <-chan struct{}, stop *time.Time, release <-chan struct{}) (msgs, bytes int64, err error) {
 	streams := make([]*loadStream, n)
 	var openErr error
 	for j := range streams {
@@ -479,7 +482,7 @@ func driveSession(sess *yamux.Session, session, n int, echo string, maxMsg int, 
 		return 0, 0, openErr
 	}
 	out, in, want := make([]byte, maxMsg), make([]byte, maxMsg), make([]byte, maxMsg)
-	for time.Now().Before(*stop) {
+	for round := 0; round == 0 || time.Now().Before(*stop); round++ {
 		// Messages fit the 256 KiB initial window: the writes cannot
 		// wait for the reads that follow.
 		for _, ls := range streams {
@@ -505,6 +508,7 @@ func driveSession(sess *yamux.Session, session, n int, echo string, maxMsg int, 
 			bytes += int64(ls.lastSize)
 		}
 	}
+	<-release
 	for _, ls := range streams {
 		ls.st.SetDeadline(time.Now().Add(ioTimeout))
 		if err := ls.st.Close(); err != nil {
@@ -533,7 +537,8 @@ func openFiles(t *testing.T) int {
 }
 
 // TestLoad runs 1,000 sessions of 10 streams each through the real server,
-// each stream echoing checked messages for a fixed time, then closes
+// each stream echoing checked messages for a fixed time (at least one
+// message, however loaded the machine), then closes
 // everything and checks that the server's goroutines, open files and
 // session count, and this process's goroutines and open files (its
 // sessions run package mux as the client does), return to where they
@@ -631,11 +636,16 @@ func TestLoad(t *testing.T) {
 	begin := make(chan struct{})
 	var beginOnce sync.Once
 	start := func(at time.Time) { beginOnce.Do(func() { stop = at; close(begin) }) }
-	t.Cleanup(func() { start(time.Now()) }) // a failed test lets them go
+	// The streams stay open until the count under load has been taken,
+	// however late that is.
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseStreams := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(func() { start(time.Now()); releaseStreams() }) // a failed test lets them go
 	for i, s := range sess {
 		go func() {
 			var r result
-			r.msgs, r.bytes, r.err = driveSession(s, i, perSession, echo, maxMsg, opened, begin, &stop)
+			r.msgs, r.bytes, r.err = driveSession(s, i, perSession, echo, maxMsg, opened, begin, &stop, release)
 			results <- r
 		}()
 	}
@@ -649,15 +659,25 @@ func TestLoad(t *testing.T) {
 	trafficStart := time.Now()
 	start(trafficStart.Add(traffic))
 
-	// Halfway: everything is open on the server.
+	// Halfway: everything is open on the server. Every stream has been
+	// answered, but a loaded server can count one some time after its
+	// answer; none is closed before release, so the count is waited for.
 	time.Sleep(traffic / 2)
-	m := mustMetrics(t, admin)
-	peak := footprintFrom(m)
+	var m map[string]float64
+	var peak serverFootprint
+	for deadline := time.Now().Add(ioTimeout); ; time.Sleep(100 * time.Millisecond) {
+		m = mustMetrics(t, admin)
+		peak = footprintFrom(m)
+		if peak.sessions == sessions && peak.streams == float64(streams) || time.Now().After(deadline) {
+			break
+		}
+	}
 	if peak.sessions != sessions || peak.streams != float64(streams) {
-		t.Errorf("under load the server counts %v, want %d sessions and %d tcp streams", peak, sessions, streams)
+		t.Errorf("under load the server counts %v within %v, want %d sessions and %d tcp streams", peak, ioTimeout, sessions, streams)
 	}
 	t.Logf("under load: server %v, %.0f MiB resident; this process %d goroutines, %d open files",
 		peak, m["process_resident_memory_bytes"]/(1<<20), runtime.NumGoroutine(), openFiles(t))
+	releaseStreams()
 
 	var msgs, total int64
 	failed := 0
