@@ -50,6 +50,10 @@ type recvConfig struct {
 	// the same root may still add, so that together they keep to the
 	// quota.
 	book *quotaBook
+	// space, when set, holds what the other transfers in progress to
+	// the same server may still write, so that together they keep the
+	// reserve free.
+	space *spaceBook
 
 	// lock reserves destination paths against other transfers.
 	lock func(paths []string) (unlock func(), err error)
@@ -107,6 +111,7 @@ type receiver struct {
 	unlock   func()
 	quotaUse int64     // bytes in use under the root, when a quota applies
 	hold     quotaHold // what this transfer may add, in cfg.book
+	spaceH   spaceHold // what this transfer may still write, in cfg.space
 
 	// For the server's report: file data written, and files committed.
 	dataBytes, committed atomic.Int64
@@ -512,11 +517,93 @@ func (r *receiver) checkSpace(need int64) error {
 	if err != nil || avail < 0 {
 		return nil // unknown: the writes will tell
 	}
-	if need+r.cfg.reserve > avail {
-		return fmt.Errorf("%w: the transfer needs %s and %s must stay free, but only %s is available at the destination; free some space",
-			ErrNoSpace, fmtBytes(need), fmtBytes(r.cfg.reserve), fmtBytes(avail))
+	r.spaceH.written = &r.dataBytes
+	return r.cfg.space.reserve(&r.spaceH, need, func(held int64) error {
+		if need+r.cfg.reserve+held > avail {
+			return fmt.Errorf("%w: the transfer needs %s and %s must stay free, but only %s is available at the destination%s; free some space",
+				ErrNoSpace, fmtBytes(need), fmtBytes(r.cfg.reserve), fmtBytes(avail), spaceNote(held))
+		}
+		return nil
+	})
+}
+
+func spaceNote(held int64) string {
+	if held <= 0 {
+		return ""
 	}
+	return " (" + fmtBytes(held) + " of it promised to other transfers in progress)"
+}
+
+// spaceBook keeps what each transfer in progress to one server may still
+// write: the free space a transfer's planning measures does not yet hold
+// what the others will write, and two transfers that each fit alone must
+// not both be accepted past the reserve. A transfer holds what it needed
+// at planning, less what it has written since (which the measure then
+// sees), until it ends. The server keeps one book for all its roots: on
+// several filesystems it refuses early, never late. A nil book holds
+// nothing.
+type spaceBook struct {
+	mu    sync.Mutex
+	holds map[*spaceHold]struct{}
+}
+
+// spaceHold is one transfer's part of a spaceBook.
+type spaceHold struct {
+	need    int64         // guarded by the book's mutex
+	written *atomic.Int64 // the transfer's file data written so far
+}
+
+func (h *spaceHold) outstanding() int64 { return max(h.need-h.written.Load(), 0) }
+
+// reserve adds need to h if check, given what the other transfers may
+// still write, allows it.
+func (b *spaceBook) reserve(h *spaceHold, need int64, check func(held int64) error) error {
+	if b == nil {
+		return check(0)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var held int64
+	for o := range b.holds {
+		if o != h {
+			held += o.outstanding()
+		}
+	}
+	if err := check(held); err != nil {
+		return err
+	}
+	h.need += need
+	if b.holds == nil {
+		b.holds = make(map[*spaceHold]struct{})
+	}
+	b.holds[h] = struct{}{}
 	return nil
+}
+
+// held is what the transfers other than h may still write.
+func (b *spaceBook) held(h *spaceHold) int64 {
+	if b == nil {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var n int64
+	for o := range b.holds {
+		if o != h {
+			n += o.outstanding()
+		}
+	}
+	return n
+}
+
+// release forgets h, once its transfer ended.
+func (b *spaceBook) release(h *spaceHold) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	delete(b.holds, h)
+	b.mu.Unlock()
 }
 
 func fmtBytes(n int64) string {
@@ -731,9 +818,10 @@ func (r *receiver) streamCheck(f *rfile, h *chunkHeader, n int) error {
 		}
 	}
 	if r.cfg.statfs != nil {
-		if avail, err := r.cfg.statfs(r.cfg.root.Name()); err == nil && avail >= 0 && int64(n)+r.cfg.reserve > avail {
-			return fmt.Errorf("%w: only %s free at the destination and %s must stay free; free some space",
-				ErrNoSpace, fmtBytes(avail), fmtBytes(r.cfg.reserve))
+		held := r.cfg.space.held(&r.spaceH)
+		if avail, err := r.cfg.statfs(r.cfg.root.Name()); err == nil && avail >= 0 && int64(n)+r.cfg.reserve+held > avail {
+			return fmt.Errorf("%w: only %s free at the destination%s and %s must stay free; free some space",
+				ErrNoSpace, fmtBytes(avail), spaceNote(held), fmtBytes(r.cfg.reserve))
 		}
 	}
 	return nil
@@ -1289,4 +1377,5 @@ func (r *receiver) close() {
 		r.unlock = nil
 	}
 	r.cfg.book.release(&r.hold)
+	r.cfg.space.release(&r.spaceH)
 }

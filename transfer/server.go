@@ -94,6 +94,7 @@ type Server struct {
 	busy      map[string]bool // destination files being written, by root and path
 	buffers   int64           // bytes the admitted transfers' streams may hold
 	books     map[string]*quotaBook
+	space     spaceBook // what receiving transfers may still write
 }
 
 // NewServer returns a Server; cfg is copied.
@@ -380,7 +381,7 @@ func (s *Server) servePush(ctx context.Context, c *conn, ep *Endpoint, h *hello,
 	cfg := recvConfig{
 		root: root, dest: dest, overwrite: h.overwrite, links: h.links, chunkSize: t.cs,
 		stream: h.flags&flagStream != 0, limits: lim, reserve: reserve,
-		quotaBytes: ep.MaxBytes, quotaFiles: ep.MaxFiles, book: s.book(ep),
+		quotaBytes: ep.MaxBytes, quotaFiles: ep.MaxFiles, book: s.book(ep), space: &s.space,
 		lock: s.lockPaths(t.ctx, ep.Root), wrap: s.cfg.wrap,
 	}
 	if reserve > 0 {
