@@ -146,6 +146,12 @@ type Limits struct {
 	// IdleTimeout is how long a stream may stay silent before it is
 	// dropped. Default 2 minutes.
 	IdleTimeout time.Duration
+	// StallTimeout is how long a transfer may move no file data while
+	// its peer keeps it open (its keepalives answer IdleTimeout) before
+	// the server ends it, so that a transfer slot, its destination paths
+	// and its share of quota and free space are not held forever.
+	// Default 10 minutes.
+	StallTimeout time.Duration
 }
 
 // Chunk sizes.
@@ -175,6 +181,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxOpenFiles <= 0 {
 		l.MaxOpenFiles = 256
+	}
+	if l.StallTimeout <= 0 {
+		l.StallTimeout = 10 * time.Minute
 	}
 	if l.IdleTimeout <= 0 {
 		l.IdleTimeout = 2 * time.Minute

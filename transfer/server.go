@@ -410,7 +410,7 @@ func (s *Server) servePush(ctx context.Context, c *conn, ep *Endpoint, h *hello,
 	if err := writePlan(c, recs, &planEnd{id: t.id, streams: uint16(cap(t.streams))}); err != nil {
 		return err
 	}
-	if err := waitDone(c); err != nil {
+	if err := waitDone(c, func() int64 { return r.dataBytes.Load() + r.committed.Load() }, lim.StallTimeout); err != nil {
 		return err
 	}
 	// The client saw every data stream end; a stream still open now is
@@ -492,7 +492,7 @@ func (s *Server) servePull(ctx context.Context, c *conn, ep *Endpoint, h *hello,
 	}
 	t.send.sortPlan()
 	close(t.ready)
-	if err := waitDone(c); err != nil {
+	if err := waitDone(c, func() int64 { return t.send.dataBytes.Load() + t.send.ended.Load() }, lim.StallTimeout); err != nil {
 		return err
 	}
 	t.cancel()
@@ -501,10 +501,37 @@ func (s *Server) servePull(ctx context.Context, c *conn, ep *Endpoint, h *hello,
 }
 
 // waitDone reads the control stream until the client's Done; the client
-// sends keepalives meanwhile.
-func waitDone(c *conn) error {
-	_, err := c.expect(frameDone)
-	return err
+// sends keepalives meanwhile. A transfer whose progress (file data and
+// files done, as progress counts them) stands still for stall ends with
+// an error sent to the client: keepalives alone do not hold it open.
+func waitDone(c *conn, progress func() int64, stall time.Duration) error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.expect(frameDone)
+		done <- err
+	}()
+	tick := time.NewTicker(max(stall/8, time.Millisecond))
+	defer tick.Stop()
+	last, moved := progress(), time.Now()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case now := <-tick.C:
+			if p := progress(); p != last {
+				last, moved = p, now
+				continue
+			}
+			if now.Sub(moved) < stall {
+				continue
+			}
+			err := fmt.Errorf("%w: the transfer moved no file data for %v; the server ended it (partial files are kept: run the command again)", ErrTimeout, stall)
+			c.sendError(err)
+			c.abort()
+			<-done
+			return err
+		}
+	}
 }
 
 // serveData serves a data stream of a transfer started on another stream.
