@@ -53,9 +53,10 @@ type ServerConfig struct {
 	// Defaults 64 and 8.
 	MaxTransfers, MaxTransfersPerUser int
 	// MaxBufferBytes bounds the memory the data streams of all
-	// transfers may hold together, counted as two chunks per stream. A
-	// transfer is granted the streams that fit, at least one, or is
-	// refused as busy. Default DefaultBufferBudget.
+	// transfers may hold together, counted as two chunks per stream; the
+	// transfers of one user may hold half of it. A transfer is granted
+	// the streams that fit, at least one, or is refused as busy. Default
+	// DefaultBufferBudget.
 	MaxBufferBytes int64
 	// Statfs reports the bytes available to the server on the
 	// filesystem holding dir; nil means the operating system's
@@ -91,8 +92,9 @@ type Server struct {
 	mu        sync.Mutex
 	transfers map[transferID]*transfer
 	perUser   map[string]int
-	busy      map[string]bool // destination files being written, by root and path
-	buffers   int64           // bytes the admitted transfers' streams may hold
+	busy      map[string]bool  // destination files being written, by root and path
+	buffers   int64            // bytes the admitted transfers' streams may hold
+	userBufs  map[string]int64 // the same, by user
 	books     map[string]*quotaBook
 	space     spaceBook // what receiving transfers may still write
 }
@@ -113,7 +115,7 @@ func NewServer(cfg ServerConfig) *Server {
 		cfg.Statfs = statfs
 	}
 	return &Server{cfg: cfg, transfers: make(map[transferID]*transfer), perUser: make(map[string]int), busy: make(map[string]bool),
-		books: make(map[string]*quotaBook)}
+		userBufs: make(map[string]int64), books: make(map[string]*quotaBook)}
 }
 
 // transfer is the state that a control stream shares with its data
@@ -261,9 +263,15 @@ func (s *Server) admit(ctx context.Context, ep *Endpoint, h *hello) (*transfer, 
 		return nil, fmt.Errorf("%w: user %s already has %d transfers in progress; wait for one to finish", ErrBusy, ep.User, s.perUser[ep.User])
 	}
 	// A data stream holds two chunk-sized buffers at most: grant the
-	// streams that fit in what is left of the budget.
+	// streams that fit in what is left of the budget, and of the user's
+	// half of it, so that one user's transfers cannot take it all.
 	per := 2 * int64(h.chunkSize)
+	userLeft := max(s.cfg.MaxBufferBytes/2, per) - s.userBufs[ep.User]
 	n := min(int64(max(int(h.streams), 1)), int64(s.cfg.Limits.MaxStreams), (s.cfg.MaxBufferBytes-s.buffers)/per)
+	if n >= 1 && userLeft/per < 1 {
+		return nil, fmt.Errorf("%w: user %s's transfers in progress hold their share of the server's transfer memory; wait for one to finish, or use a smaller chunk size", ErrBusy, ep.User)
+	}
+	n = min(n, userLeft/per)
 	if n < 1 {
 		return nil, fmt.Errorf("%w: the server's transfers hold all the memory it gives them; try again later, or with a smaller chunk size", ErrBusy)
 	}
@@ -273,6 +281,7 @@ func (s *Server) admit(ctx context.Context, ep *Endpoint, h *hello) (*transfer, 
 	t.streams = make(chan struct{}, n)
 	t.buffers = n * per
 	s.buffers += t.buffers
+	s.userBufs[ep.User] += t.buffers
 	s.transfers[t.id] = t
 	s.perUser[ep.User]++
 	return t, nil
@@ -284,6 +293,9 @@ func (s *Server) retire(t *transfer, ep *Endpoint) {
 	t.closing = true
 	delete(s.transfers, t.id)
 	s.buffers -= t.buffers
+	if s.userBufs[ep.User] -= t.buffers; s.userBufs[ep.User] <= 0 {
+		delete(s.userBufs, ep.User)
+	}
 	if s.perUser[ep.User]--; s.perUser[ep.User] <= 0 {
 		delete(s.perUser, ep.User)
 	}
