@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"crypto/rand"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"regexp"
 	"slices"
 	"strings"
@@ -97,6 +99,31 @@ func (a *attackRun) dial() (net.Conn, error) {
 	return c, nil
 }
 
+// handshake completes TLS on c, dialed at dialed, as an attacker of kind.
+// A loaded server may not finish a handshake by its deadline, the header
+// timeout, and then closes the connection: that is the server defending
+// itself, recorded as a close of kind+" handshake", and handshake returns
+// nil. Any other failure is one of the test's.
+func (a *attackRun) handshake(kind string, c net.Conn, dialed time.Time) *tls.Conn {
+	tc := tls.Client(c, attackTLS)
+	tc.SetDeadline(time.Now().Add(ioTimeout))
+	err := tc.Handshake()
+	switch {
+	case err == nil:
+		return tc
+	case closedByPeer(err):
+		a.closedAfter(kind+" handshake", time.Since(dialed))
+	default:
+		a.failf("%s: TLS handshake: %v", kind, err)
+	}
+	return nil
+}
+
+// closedByPeer reports whether err says the far end closed the connection.
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
+}
+
 // awaitClose reads c until the server closes it, for at most bound, and
 // returns how long that took; ok is false if it was still open.
 func awaitClose(c net.Conn, bound time.Duration) (time.Duration, bool) {
@@ -136,6 +163,7 @@ func trickle(c net.Conn, start time.Time, bound time.Duration, piece func(i int)
 // header line a second, until the server closes the connection.
 // It calls established once the handshake is over.
 func (a *attackRun) slowloris(established func()) {
+	dialed := time.Now()
 	c, err := a.dial()
 	if err != nil {
 		established()
@@ -144,12 +172,9 @@ func (a *attackRun) slowloris(established func()) {
 	}
 	defer a.held.Add(-1)
 	defer c.Close()
-	tc := tls.Client(c, attackTLS)
-	tc.SetDeadline(time.Now().Add(ioTimeout))
-	err = tc.Handshake()
+	tc := a.handshake("slowloris", c, dialed)
 	established()
-	if err != nil {
-		a.failf("slowloris: TLS handshake: %v", err)
+	if tc == nil {
 		return
 	}
 	start := time.Now() // the server's header deadline runs from about here
@@ -244,6 +269,7 @@ func (a *attackRun) garbage() {
 // credentials, then sends WebSocket frames at once as if it had been let
 // in: they can only be read as a second, malformed, HTTP request.
 func (a *attackRun) noCredentials() {
+	dialed := time.Now()
 	c, err := a.dial()
 	if err != nil {
 		a.failf("no credentials: %v", err)
@@ -251,10 +277,8 @@ func (a *attackRun) noCredentials() {
 	}
 	defer a.held.Add(-1)
 	defer c.Close()
-	tc := tls.Client(c, attackTLS)
-	tc.SetDeadline(time.Now().Add(ioTimeout))
-	if err := tc.Handshake(); err != nil {
-		a.failf("no credentials: TLS handshake: %v", err)
+	tc := a.handshake("no credentials", c, dialed)
+	if tc == nil {
 		return
 	}
 	var req strings.Builder
@@ -310,7 +334,19 @@ func failedLogins(a *attackRun, rate, n int, stop <-chan struct{}) {
 		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
 		req.Header.Set("Sec-WebSocket-Protocol", "burrow.v1")
 		req.SetBasicAuth("mallory", "guess")
+		// A new connection's handshake may be closed by a loaded
+		// server at its deadline, before any request is read; the next
+		// attempt dials again.
+		var shed atomic.Bool
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			TLSHandshakeDone: func(_ tls.ConnectionState, err error) { shed.Store(err != nil && closedByPeer(err)) },
+		}))
+		start := time.Now()
 		resp, err := hc.Do(req)
+		if err != nil && shed.Load() && closedByPeer(err) {
+			a.closedAfter("login handshake", time.Since(start))
+			continue
+		}
 		if err != nil {
 			a.failf("failed login: %v", err)
 			return
@@ -393,7 +429,6 @@ func measureService(t *testing.T, attacked, twin goodClient) goodService {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(ioTimeout))
 		conns[j] = conn
 	}
 	var rtts [2][]float64
@@ -401,6 +436,7 @@ func measureService(t *testing.T, attacked, twin goodClient) goodService {
 	for range 31 {
 		for j, conn := range conns {
 			start := time.Now()
+			conn.SetDeadline(start.Add(ioTimeout)) // one exchange, not all 31
 			if _, err := conn.Write(msg); err != nil {
 				t.Fatal(err)
 			}
@@ -562,6 +598,19 @@ func TestHostile(t *testing.T) {
 		t.Logf("%s: %s", kind, lifetimeSpread(a.lifetime[kind]))
 		if len(a.lifetime[kind]) == 0 {
 			t.Errorf("no %s connection was closed by the server", kind)
+		}
+	}
+	// A handshake the server closed is one it could not finish by its
+	// deadline, which runs from its accept: never sooner.
+	for _, k := range []struct {
+		kind string
+		run  *attackRun
+	}{{"slowloris handshake", a}, {"no credentials handshake", a}, {"login handshake", guesser}} {
+		kind, shed := k.kind, k.run.lifetime[k.kind]
+		t.Logf("%s closed by the server before it was done: %s", kind, lifetimeSpread(shed))
+		if len(shed) > 0 && slices.Min(shed) < defaultHeaderTimeout {
+			t.Errorf("the server closed a %s %v after it was dialed, before its header timeout (%v)",
+				kind, slices.Min(shed).Round(time.Millisecond), defaultHeaderTimeout)
 		}
 	}
 	// Garbage is refused at once, not at a deadline: most such
