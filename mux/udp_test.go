@@ -435,38 +435,70 @@ func TestServeUDPIdle(t *testing.T) {
 // a flow alive: a stream of answers to one request is not idle.
 func TestServeUDPTargetOnly(t *testing.T) {
 	t.Parallel()
-	const idle = 200 * time.Millisecond
 	const answers = 8
-	target := startUDPService(t, func(pc *net.UDPConn, p []byte, from *net.UDPAddr) {
+	var dialer net.Dialer
+	retryStalled(t, 200*time.Millisecond, func(idle time.Duration) string {
+		var mu sync.Mutex
+		var wrote []time.Time // when the target sent each answer
+		target := startUDPService(t, func(pc *net.UDPConn, p []byte, from *net.UDPAddr) {
+			for i := range answers {
+				time.Sleep(idle / 4)
+				mu.Lock()
+				wrote = append(wrote, time.Now())
+				mu.Unlock()
+				if _, err := pc.WriteToUDP(datagram(fmt.Sprint(i), 10), from); err != nil {
+					return
+				}
+			}
+		})
+		opener, res := runServeUDP(t, context.Background(), dialer.DialContext, target, idle, testTimeout)
+		if err := ReadReply(opener); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteDatagram(opener, []byte("subscribe")); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		buf := make([]byte, MaxDatagram)
 		for i := range answers {
-			time.Sleep(idle / 4)
-			if _, err := pc.WriteToUDP(datagram(fmt.Sprint(i), 10), from); err != nil {
-				return
+			got, err := ReadDatagram(opener, buf)
+			now := time.Now()
+			// The flow carried answer i after the target sent it and
+			// before it was read here, so it went without traffic at
+			// most from the target's sending of one answer (or the
+			// subscription) to the reading of the next.
+			mu.Lock()
+			from := start
+			if i > 0 && i-1 < len(wrote) {
+				from = wrote[i-1]
+			}
+			mu.Unlock()
+			if gap := now.Sub(from); gap >= idle {
+				opener.Close()
+				waitServeUDP(t, res)
+				return fmt.Sprintf("answer %d came %v after the one before it left%s", i, gap.Round(time.Millisecond), errSuffix(err))
+			}
+			if err != nil || !bytes.Equal(got, datagram(fmt.Sprint(i), 10)) {
+				t.Fatalf("answer %d = %q, %v", i, got, err)
 			}
 		}
-	})
-	var dialer net.Dialer
-	opener, res := runServeUDP(t, context.Background(), dialer.DialContext, target, idle, testTimeout)
-	if err := ReadReply(opener); err != nil {
-		t.Fatal(err)
-	}
-	if err := WriteDatagram(opener, []byte("subscribe")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, MaxDatagram)
-	for i := range answers {
-		got, err := ReadDatagram(opener, buf)
-		if err != nil || !bytes.Equal(got, datagram(fmt.Sprint(i), 10)) {
-			t.Fatalf("answer %d = %q, %v", i, got, err)
+		if _, err := ReadDatagram(opener, buf); err != io.EOF {
+			t.Fatalf("read after the answers = %v, want io.EOF once idle", err)
 		}
-	}
-	if _, err := ReadDatagram(opener, buf); err != io.EOF {
-		t.Fatalf("read after the answers = %v, want io.EOF once idle", err)
-	}
-	r := waitServeUDP(t, res)
-	if r.stats.Sent != 1 || r.stats.Received != answers {
-		t.Errorf("ServeUDP stats = %+v, want 1 sent and %d received", r.stats, answers)
-	}
+		// The flow carried the last answer after the target sent it: it
+		// may end no sooner than idle after that.
+		mu.Lock()
+		last := wrote[len(wrote)-1]
+		mu.Unlock()
+		if ended := time.Since(last); ended < idle {
+			t.Errorf("the flow ended %v after the target sent its last answer, before idle (%v) had passed", ended.Round(time.Millisecond), idle)
+		}
+		r := waitServeUDP(t, res)
+		if r.stats.Sent != 1 || r.stats.Received != answers {
+			t.Errorf("ServeUDP stats = %+v, want 1 sent and %d received", r.stats, answers)
+		}
+		return ""
+	})
 }
 
 func TestServeUDPRefused(t *testing.T) {
