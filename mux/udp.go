@@ -290,12 +290,20 @@ func (l *UDPListener) Serve(ctx context.Context) error {
 			f.act.touch()
 			flows[from] = f
 			wg.Add(1)
+			// A flow is forgotten as soon as it decides to end, before
+			// its stream is closed: the source's next datagram opens a
+			// new flow rather than going down with the old one.
+			forget := func() {
+				mu.Lock()
+				if flows[from] == f {
+					delete(flows, from)
+				}
+				mu.Unlock()
+			}
 			go func() {
 				defer wg.Done()
-				stats := l.runFlow(ctx, from, f.q, &f.act, idle, log)
-				mu.Lock()
-				delete(flows, from)
-				mu.Unlock()
+				stats := l.runFlow(ctx, from, f.q, &f.act, idle, forget, log)
+				forget()
 				l.dropped.Add(stats.Dropped)
 			}()
 		}
@@ -306,8 +314,9 @@ func (l *UDPListener) Serve(ctx context.Context) error {
 }
 
 // runFlow carries one flow: queue -> stream, stream -> socket (to from),
-// until the stream ends or the flow is idle.
-func (l *UDPListener) runFlow(ctx context.Context, from netip.AddrPort, q *udpQueue, act *activity, idle time.Duration, log *slog.Logger) UDPStats {
+// until the stream ends or the flow is idle. It calls forget once the
+// flow has ended, before it closes the stream.
+func (l *UDPListener) runFlow(ctx context.Context, from netip.AddrPort, q *udpQueue, act *activity, idle time.Duration, forget func(), log *slog.Logger) UDPStats {
 	var stats UDPStats
 	log = log.With("source", from.String())
 	st, err := l.Open(ctx)
@@ -376,6 +385,7 @@ func (l *UDPListener) runFlow(ctx context.Context, from netip.AddrPort, q *udpQu
 		t.Stop()
 		break
 	}
+	forget()
 	close(stop)
 	st.Close()
 	st.SetReadDeadline(time.Now())
