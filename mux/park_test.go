@@ -114,37 +114,19 @@ func TestFrameWatch(t *testing.T) {
 // connection on the line "close", and once its client half-closes,
 // half-closes too.
 func startLineTarget(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { l.Close(); wg.Wait() })
-	wg.Go(func() {
+	return startTCPService(t, func(c *net.TCPConn) {
+		r := bufio.NewReader(c)
 		for {
-			c, err := l.Accept()
-			if err != nil {
+			line, err := r.ReadString('\n')
+			if err != nil || line == "close\n" {
+				c.CloseWrite()
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(testTimeout))
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil || line == "close\n" {
-						c.(*net.TCPConn).CloseWrite()
-						return
-					}
-					if _, err := io.WriteString(c, line); err != nil {
-						return
-					}
-				}
-			})
+			if _, err := io.WriteString(c, line); err != nil {
+				return
+			}
 		}
 	})
-	return l.Addr().String()
 }
 
 // parkedCount reports the directions parked on p: on sess's streams and

@@ -34,6 +34,16 @@ func closedPort(t *testing.T) string {
 // connection until its client half-closes, then half-closes too. It is
 // stopped, and its goroutines waited for, when the test ends.
 func startTCPEcho(t *testing.T) string {
+	return startTCPService(t, func(c *net.TCPConn) {
+		io.Copy(c, c)
+		c.CloseWrite()
+	})
+}
+
+// startTCPService runs serve on each connection to a new listener on
+// 127.0.0.1:0, with testTimeout as its deadline, and closes it after; the
+// listener closes and the connections are waited for when the test ends.
+func startTCPService(t *testing.T, serve func(*net.TCPConn)) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -50,8 +60,7 @@ func startTCPEcho(t *testing.T) string {
 			wg.Go(func() {
 				defer c.Close()
 				c.SetDeadline(time.Now().Add(testTimeout))
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
+				serve(c.(*net.TCPConn))
 			})
 		}
 	})

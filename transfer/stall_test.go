@@ -1,7 +1,6 @@
 package transfer
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -17,25 +16,7 @@ func TestStalledTransferEnds(t *testing.T) {
 	t.Parallel()
 	const stall = 300 * time.Millisecond
 	h := newHarness(t, ServerConfig{MaxTransfersPerUser: 1, Limits: Limits{StallTimeout: stall}}, Endpoint{Read: true, Write: true})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	rw, err := h.open(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc := newConn(ctx, rw, 10*time.Second)
-	defer cc.close()
-	hl := hello{op: opPush, chunkSize: MinChunkSize, streams: 1, dest: "inbox"}
-	if err := cc.send(frameHello, func(e *enc) { encodeHello(e, &hl) }); err != nil {
-		t.Fatal(err)
-	}
-	entries := []Entry{fileEntry("held", 4)}
-	err = cc.writeWhile(func() error {
-		return writeManifest(cc, entries, &manifestEnd{count: uint64(len(entries))})
-	}, func() error {
-		_, _, err := readPlan(cc, nil)
-		return err
-	})
+	cc, _, err := startPush(t, h, hello{dest: "inbox"}, []Entry{fileEntry("held", 4)})
 	if err != nil {
 		t.Fatal(err)
 	}
