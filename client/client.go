@@ -87,6 +87,10 @@ type Client struct {
 	mu      sync.Mutex
 	sess    *yamux.Session
 	changed chan struct{} // closed and replaced whenever sess changes
+
+	// parking holds the idle directions of Run's forwards (nil outside
+	// Run: a Connect session forwards nothing).
+	parking *mux.Parking
 }
 
 // New checks cfg and returns a Client. It does not connect.
@@ -150,6 +154,8 @@ func New(cfg Config) (*Client, error) {
 func (c *Client) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	c.parking = mux.NewParking()
+	defer c.parking.Close() // after every forward has ended (wg)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel(nil)
@@ -283,11 +289,16 @@ func (c *Client) connect(ctx context.Context) (*yamux.Session, error) {
 		header = http.Header{}
 	}
 	(&http.Request{Header: header}).SetBasicAuth(c.cfg.Username, c.cfg.Password)
+	var mc mux.Config
+	if c.cfg.Mux != nil {
+		mc = *c.cfg.Mux
+	}
+	mc.Parking = c.parking
 	sess, err := mux.Dial(ctx, c.cfg.URL, &mux.DialOptions{
 		HTTPClient: c.http,
 		Header:     header,
 		Host:       header.Get("Host"),
-		Config:     c.cfg.Mux,
+		Config:     &mc,
 	})
 	if err != nil {
 		return nil, c.explain(err)

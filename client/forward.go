@@ -64,33 +64,37 @@ func (c *Client) serveListener(ctx context.Context, l net.Listener, r Remote, wg
 			return
 		}
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.forward(ctx, conn, r)
-		}()
+		go c.forward(ctx, conn, r, wg.Done)
 	}
 }
 
-// forward carries conn to the remote's target. A plain forward sends the
-// connection's first bytes right behind the stream header, without waiting
-// for the server to dial the target, so a new connection costs one round
-// trip through the tunnel rather than two. A SOCKS forward waits for the
-// server's answer, which it owes its client before any payload.
-func (c *Client) forward(ctx context.Context, conn net.Conn, r Remote) {
+// forward carries conn to the remote's target, and calls release once
+// the connection has ended. A plain forward sends the connection's first
+// bytes right behind the stream header, without waiting for the server
+// to dial the target, so a new connection costs one round trip through
+// the tunnel rather than two. A SOCKS forward waits for the server's
+// answer, which it owes its client before any payload. Once the stream
+// is answered, a splice carries the connection and this goroutine ends:
+// an idle connection waits parked (see mux.Parking), on no goroutine.
+func (c *Client) forward(ctx context.Context, conn net.Conn, r Remote, release func()) {
 	log := c.log.With("local", conn.LocalAddr().String(), "remote", r.RemoteAddr(), "peer", conn.RemoteAddr().String())
-	// Until the stream is open, closing conn is how ctx's end reaches us.
+	// Until the splice starts, closing conn is how ctx's end reaches us.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
 	if r.Socks {
-		c.forwardSOCKS(ctx, conn, log)
+		c.forwardSOCKS(ctx, conn, log, stop, release)
 		return
+	}
+	fail := func() {
+		stop()
+		conn.Close()
+		release()
 	}
 	openCtx, cancel := c.openContext(ctx)
 	defer cancel()
 	st, err := mux.OpenEarly(openCtx, c.session, mux.Header{Kind: mux.KindTCP, Target: r.RemoteAddr()})
 	if err != nil {
 		log.Warn("forward refused", "err", err)
-		conn.Close()
+		fail()
 		return
 	}
 	// The bytes the connection has sent already (a client that speaks
@@ -98,37 +102,37 @@ func (c *Client) forward(ctx context.Context, conn net.Conn, r Remote) {
 	early, err := sendReceived(conn, st)
 	if err != nil {
 		log.Warn("local connection failed", "err", err)
-		conn.Close()
 		st.Close()
+		fail()
 		return
 	}
-	// The reply is read beside the copy: the copy from conn starts at
-	// once, the copy to conn after an accepting reply. A refusal ends
-	// both and closes conn.
+	// The copy from conn starts at once, the copy to conn after an
+	// accepting reply. A refusal ends both and closes conn.
 	replied := make(chan error, 1)
-	go func() {
-		err := st.WaitReply(openCtx)
-		if err == nil {
-			log.Info("stream opened", "stream", st.StreamID())
-		}
-		replied <- err
-	}()
 	start := time.Now()
-	sent, received := mux.Pipe(conn, st)
-	sent += early
-	if err := <-replied; err != nil {
-		switch {
-		case errors.Is(err, net.ErrClosed):
-			log.Info("connection closed before the server replied")
-		case errors.Is(err, mux.ErrEarlyDataSent):
-			log.Warn("forward lost with the session", "err", err)
-		default:
-			log.Warn("forward refused", "err", err)
+	stop()
+	c.parking.Splice(ctx, conn, st, func(sent, received int64) {
+		defer release()
+		sent += early
+		if err := <-replied; err != nil {
+			switch {
+			case errors.Is(err, net.ErrClosed):
+				log.Info("connection closed before the server replied")
+			case errors.Is(err, mux.ErrEarlyDataSent):
+				log.Warn("forward lost with the session", "err", err)
+			default:
+				log.Warn("forward refused", "err", err)
+			}
+			return
 		}
-		return
+		log.Info("stream closed", "stream", st.StreamID(), "bytes_out", sent, "bytes_in", received,
+			"duration", time.Since(start).Round(time.Millisecond))
+	})
+	err = st.WaitReply(openCtx)
+	if err == nil {
+		log.Info("stream opened", "stream", st.StreamID())
 	}
-	log.Info("stream closed", "stream", st.StreamID(), "bytes_out", sent, "bytes_in", received,
-		"duration", time.Since(start).Round(time.Millisecond))
+	replied <- err
 }
 
 // firstBytes holds what sendReceived reads: a typical first flight of a
@@ -149,14 +153,21 @@ func sendReceived(conn net.Conn, st *mux.EarlyStream) (int64, error) {
 }
 
 // forwardSOCKS reads a SOCKS request from conn, asks the server for its
-// target and answers the SOCKS client with the server's verdict.
-func (c *Client) forwardSOCKS(ctx context.Context, conn net.Conn, log *slog.Logger) {
+// target and answers the SOCKS client with the server's verdict; stop
+// ends the watch that closes conn with ctx, release is called once the
+// connection has ended.
+func (c *Client) forwardSOCKS(ctx context.Context, conn net.Conn, log *slog.Logger, stop func() bool, release func()) {
+	fail := func() {
+		stop()
+		conn.Close()
+		release()
+	}
 	conn.SetDeadline(time.Now().Add(c.cfg.OpenTimeout))
 	target, err := mux.SOCKSHandshake(conn, c.cfg.SOCKSAuth)
 	conn.SetDeadline(time.Time{})
 	if err != nil {
 		log.Warn("socks request failed", "err", err)
-		conn.Close()
+		fail()
 		return
 	}
 	log = log.With("target", target)
@@ -166,14 +177,17 @@ func (c *Client) forwardSOCKS(ctx context.Context, conn net.Conn, log *slog.Logg
 	mux.SOCKSReply(conn, err)
 	if err != nil {
 		log.Warn("forward refused", "err", err)
-		conn.Close()
+		fail()
 		return
 	}
 	start := time.Now()
 	log.Info("stream opened", "stream", st.StreamID())
-	sent, received := mux.Pipe(conn, st)
-	log.Info("stream closed", "stream", st.StreamID(), "bytes_out", sent, "bytes_in", received,
-		"duration", time.Since(start).Round(time.Millisecond))
+	stop()
+	c.parking.Splice(ctx, conn, st, func(sent, received int64) {
+		log.Info("stream closed", "stream", st.StreamID(), "bytes_out", sent, "bytes_in", received,
+			"duration", time.Since(start).Round(time.Millisecond))
+		release()
+	})
 }
 
 // openContext bounds the wait for a session and for the server's reply.

@@ -210,6 +210,24 @@ func (e *EarlyStream) interrupt() {
 	}
 }
 
+// answered returns the stream once the peer has accepted it, nil before
+// (or when it failed): reads then go to it as they are.
+func (e *EarlyStream) answered() *yamux.Stream {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.accepted {
+		return e.st
+	}
+	return nil
+}
+
+// failed reports whether the stream failed before or instead of a reply.
+func (e *EarlyStream) failed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.err != nil
+}
+
 // isSettled reports whether the wait for the reply is over; e.mu is held.
 func (e *EarlyStream) isSettled() bool { return e.accepted || e.err != nil }
 

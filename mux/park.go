@@ -101,26 +101,34 @@ func (p *Parking) poller() *poller {
 	return p.poll
 }
 
-// parker returns how src parks, or nil when it cannot.
-func (p *Parking) parker(src any) parker {
+// parker returns how src parks, or nil when it cannot; later reports
+// that it may once it has changed (an EarlyStream, once answered, parks
+// as its yamux stream).
+func (p *Parking) parker(src any) (pk parker, later bool) {
 	if p == nil {
-		return nil
+		return nil, false
 	}
 	switch c := src.(type) {
+	case *EarlyStream:
+		st := c.answered()
+		if st == nil {
+			return nil, !c.failed()
+		}
+		return p.parker(st)
 	case *yamux.Stream:
 		p.mu.Lock()
 		w := p.sessions[c.Session()]
 		p.mu.Unlock()
 		if w == nil {
-			return nil
+			return nil, false
 		}
-		return &streamParker{w: w, st: c}
+		return &streamParker{w: w, st: c}, false
 	default:
 		poll := p.poller()
 		if poll == nil {
-			return nil
+			return nil, false
 		}
-		return poll.parker(src)
+		return poll.parker(src), false
 	}
 }
 

@@ -137,9 +137,11 @@ func (p *Parking) Splice(ctx context.Context, a, b io.ReadWriteCloser, done func
 }
 
 func (p *Parking) newSplice(a, b io.ReadWriteCloser, done func(aToB, bToA int64)) *splice {
-	s := &splice{done: done}
-	s.ab = half{s: s, dst: b, src: a, pk: p.parker(a)}
-	s.ba = half{s: s, dst: a, src: b, pk: p.parker(b)}
+	s := &splice{done: done, p: p}
+	s.ab = half{s: s, dst: b, src: a}
+	s.ba = half{s: s, dst: a, src: b}
+	s.ab.setParker()
+	s.ba.setParker()
 	s.running.Store(2)
 	return s
 }
@@ -148,6 +150,7 @@ type splice struct {
 	ab, ba  half
 	running atomic.Int32 // directions not yet ended
 	done    func(aToB, bToA int64)
+	p       *Parking
 }
 
 // start carries both directions on from now on.
@@ -163,11 +166,14 @@ func (s *splice) start() {
 // makes sure only one goroutine carries h on: a wake-up that comes while
 // next is still parking h leaves h to next.
 func (s *splice) next(h *half) {
-	if h.pk != nil && !h.stay.Load() {
+	if h.later {
+		h.setParker()
+	}
+	if pk := h.parker(); pk != nil && !h.stay.Load() {
 		h.state.Store(parking)
-		if h.pk.park(h) {
-			ready := h.stay.Load() || h.pk.ready()
-			if h.state.CompareAndSwap(parking, parked) && (!ready || !h.pk.unpark(h)) {
+		if pk.park(h) {
+			ready := h.stay.Load() || pk.ready()
+			if h.state.CompareAndSwap(parking, parked) && (!ready || !pk.unpark(h)) {
 				return // parked; or woken since, and carried on by the wake
 			}
 		}
@@ -256,15 +262,34 @@ type half struct {
 	dst, src io.ReadWriteCloser
 	n        int64        // bytes copied
 	idle     []byte       // the buffer of a source that cannot wait without one
-	pk       parker       // how src parks; nil when it cannot
+	pk       atomic.Value // how src parks (a parker), once known
+	later    bool         // src may become parkable (see setParker); the runner's own
 	stay     atomic.Bool  // never park again: src is being closed
 	state    atomic.Int32 // running, parking, parked or wokenParking
+}
+
+// setParker finds how h's source parks. A source that cannot park yet
+// but may later (an EarlyStream before its reply) is looked at again
+// each time h would park.
+func (h *half) setParker() {
+	pk, later := h.s.p.parker(h.src)
+	if pk != nil {
+		h.pk.Store(pk)
+	}
+	h.later = later
+}
+
+// parker is how h's source parks, or nil.
+func (h *half) parker() parker {
+	pk, _ := h.pk.Load().(parker)
+	return pk
 }
 
 // unpark takes h back from its parker; it reports whether h was parked,
 // and is now the caller's to carry on.
 func (h *half) unpark() bool {
-	return h.pk != nil && h.pk.unpark(h)
+	pk := h.parker()
+	return pk != nil && pk.unpark(h)
 }
 
 // step copies what src has once waitData has returned waited and err,
@@ -342,6 +367,14 @@ type deadliner interface {
 // or failed, without holding a buffer. waited is false, at once, when
 // src cannot wait that way.
 func waitData(src io.Reader) (waited bool, err error) {
+	if e, ok := src.(*EarlyStream); ok {
+		// Once answered, an EarlyStream reads its yamux stream as it is.
+		<-e.settled
+		if e.failed() {
+			return true, e.err
+		}
+		src = e.answered()
+	}
 	if st, ok := src.(*yamux.Stream); ok {
 		// An empty Read waits as any Read does (for data, the peer's FIN
 		// or reset, the session's end or the read deadline) and takes
