@@ -352,10 +352,7 @@ func (c *Client) serveSession(ctx context.Context, sess *yamux.Session) error {
 				return
 			}
 			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c.serveStream(ctx, st)
-			}()
+			go c.serveStream(ctx, st, wg.Done)
 		}
 	}()
 	select {

@@ -9,12 +9,20 @@ import (
 	"github.com/hashicorp/yamux"
 )
 
-// serveStream answers a stream the server opened for a reverse remote.
-// The client dials only what its own remotes name: a KindReverseTCP or
-// KindReverseUDP stream names the bind address, and the client dials that
-// remote's target; a KindTCP stream (from an R:socks listener) is served
-// only when an R:socks remote was asked for.
-func (c *Client) serveStream(ctx context.Context, st *yamux.Stream) {
+// serveStream answers a stream the server opened for a reverse remote,
+// and calls release once it has ended. The client dials only what its
+// own remotes name: a KindReverseTCP or KindReverseUDP stream names the
+// bind address, and the client dials that remote's target; a KindTCP
+// stream (from an R:socks listener) is served only when an R:socks remote
+// was asked for. A TCP stream, once answered, is carried by a splice that
+// parks while idle: this goroutine ends.
+func (c *Client) serveStream(ctx context.Context, st *yamux.Stream, release func()) {
+	spliced := false
+	defer func() {
+		if !spliced {
+			release()
+		}
+	}()
 	h, err := mux.ReadHeaderTimeout(st, c.cfg.OpenTimeout)
 	if err != nil {
 		st.Close()
@@ -28,6 +36,20 @@ func (c *Client) serveStream(ctx context.Context, st *yamux.Stream) {
 	}
 	dialer := &net.Dialer{Timeout: c.cfg.DialTimeout}
 	start := time.Now()
+	spliceTCP := func(target string, logArgs ...any) {
+		err := c.parking.SpliceTCP(ctx, st, dialer.DialContext, target, c.cfg.DialTimeout,
+			func() { log.Info("reverse stream opened", logArgs...) },
+			func(sent, received int64) {
+				log.Info("reverse stream closed", append(logArgs, "bytes_out", sent, "bytes_in", received,
+					"duration", time.Since(start).Round(time.Millisecond))...)
+				release()
+			})
+		if err != nil {
+			log.Warn("reverse stream refused", "err", err)
+			return
+		}
+		spliced = true
+	}
 	switch h.Kind {
 	case mux.KindReverseTCP, mux.KindReverseUDP:
 		proto := "tcp"
@@ -49,27 +71,13 @@ func (c *Client) serveStream(ctx context.Context, st *yamux.Stream) {
 				"datagrams_in", stats.Received, "dropped", stats.Dropped)
 			return
 		}
-		sent, received, err := mux.ServeTCP(ctx, st, dialer.DialContext, r.RemoteAddr(), c.cfg.DialTimeout,
-			func() { log.Info("reverse stream opened", "remote", r.RemoteAddr()) })
-		if err != nil {
-			log.Warn("reverse stream refused", "err", err)
-			return
-		}
-		log.Info("reverse stream closed", "remote", r.RemoteAddr(), "bytes_out", sent, "bytes_in", received,
-			"duration", time.Since(start).Round(time.Millisecond))
+		spliceTCP(r.RemoteAddr(), "remote", r.RemoteAddr())
 	case mux.KindTCP:
 		if !c.hasReverseSOCKS() {
 			refuse(mux.Refuse(mux.CodeDenied, "the client has no R:socks remote"))
 			return
 		}
-		sent, received, err := mux.ServeTCP(ctx, st, dialer.DialContext, h.Target, c.cfg.DialTimeout,
-			func() { log.Info("reverse stream opened") })
-		if err != nil {
-			log.Warn("reverse stream refused", "err", err)
-			return
-		}
-		log.Info("reverse stream closed", "bytes_out", sent, "bytes_in", received,
-			"duration", time.Since(start).Round(time.Millisecond))
+		spliceTCP(h.Target)
 	default:
 		refuse(mux.Refuse(mux.CodeUnsupported, "stream kind %d is not served by the client", h.Kind))
 	}
