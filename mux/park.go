@@ -44,16 +44,19 @@ func NewParking() *Parking {
 }
 
 // Close stops the TCP poller, if it started, and waits for it. Directions
-// still parked are left to their sessions' ends, which wake them.
+// parked on sockets are woken to go on on goroutines of their own; those
+// parked on streams are left to their sessions' ends, which wake them.
 func (p *Parking) Close() error {
 	if p == nil {
 		return nil
 	}
 	p.mu.Lock()
 	p.closed = true
+	p.mu.Unlock()
+	p.pollOnce.Do(func() {}) // waits for a poller starting meanwhile; none starts after
+	p.mu.Lock()
 	poll := p.poll
 	p.mu.Unlock()
-	p.pollOnce.Do(func() {}) // no poller starts after this
 	if poll != nil {
 		return poll.close()
 	}

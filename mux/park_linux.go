@@ -16,20 +16,30 @@ import (
 // waits on it for all of them. The runtime's own poller has the same
 // sockets registered too; epoll allows that.
 //
-// Parked directions are found by file descriptor: a descriptor names one
-// open socket at a time, and a splice takes its direction back (unpark)
-// before it closes the socket, so an entry never outlives its socket. An
-// event may still come late, for a direction already woken or taken back
-// and parked again: a wake-up with nothing to read costs a goroutine that
-// waits as an unparked direction does, nothing more.
+// Each park records its direction under a token of its own, which its
+// epoll registration carries back, never under the socket's descriptor: a
+// descriptor's number is reused as soon as the socket is closed, possibly
+// by another splice parking at the same moment. An event may still come
+// late, for a direction already woken or taken back and parked again
+// under a new token: it finds nothing, or, once tokens have wrapped
+// around, wakes a direction with nothing to read, which then waits on a
+// goroutine as an unparked direction does.
 type poller struct {
 	epfd, evfd int
 	done       chan struct{}
 
 	mu     sync.Mutex
-	parked map[int32]*half
-	closed bool
+	parked map[uint32]*half // by token
+	token  uint32           // the last token handed out
+	closed bool             // set by loop as it ends: no more parks
+
+	closeOnce sync.Once
+	closeErr  error
 }
+
+// evToken is the token of the eventfd that stops the loop; parks never
+// get it.
+const evToken = 0
 
 func newPoller() (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -41,21 +51,32 @@ func newPoller() (*poller, error) {
 		unix.Close(epfd)
 		return nil, os.NewSyscallError("eventfd", err)
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: evToken}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
 		unix.Close(evfd)
 		unix.Close(epfd)
 		return nil, os.NewSyscallError("epoll_ctl", err)
 	}
-	p := &poller{epfd: epfd, evfd: evfd, done: make(chan struct{}), parked: make(map[int32]*half)}
+	p := &poller{epfd: epfd, evfd: evfd, done: make(chan struct{}), parked: make(map[uint32]*half)}
 	go p.loop()
 	return p, nil
 }
 
 // loop wakes the directions whose sockets became readable (or hung up,
-// or failed) until close.
+// or failed) until close. When it ends, for close or because epoll
+// failed, it wakes every direction still parked, to go on on goroutines
+// of their own, and refuses parks from then on.
 func (p *poller) loop() {
 	defer close(p.done)
+	defer func() {
+		p.mu.Lock()
+		parked := p.parked
+		p.parked, p.closed = map[uint32]*half{}, true
+		p.mu.Unlock()
+		for _, h := range parked {
+			h.wake()
+		}
+	}()
 	events := make([]unix.EpollEvent, 256)
 	for {
 		n, err := unix.EpollWait(p.epfd, events, -1)
@@ -65,37 +86,40 @@ func (p *poller) loop() {
 			}
 			return
 		}
+		stop := false
 		for _, ev := range events[:n] {
-			if ev.Fd == int32(p.evfd) {
-				return
+			token := uint32(ev.Fd)
+			if token == evToken {
+				stop = true
+				continue
 			}
 			p.mu.Lock()
-			h := p.parked[ev.Fd]
-			delete(p.parked, ev.Fd)
+			h := p.parked[token]
+			delete(p.parked, token)
 			p.mu.Unlock()
 			if h != nil {
 				h.wake()
 			}
 		}
+		if stop {
+			return
+		}
 	}
 }
 
-// close stops loop and waits for it. Directions still parked stay so
-// until their splices take them back.
+// close stops loop, which wakes the directions still parked, waits for
+// it and releases the epoll instance. It is safe to call more than once.
 func (p *poller) close() error {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil
-	}
-	p.closed = true
-	p.mu.Unlock()
-	one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
-	if _, err := unix.Write(p.evfd, one); err != nil {
-		return os.NewSyscallError("write", err)
-	}
-	<-p.done
-	return errors.Join(unix.Close(p.epfd), unix.Close(p.evfd))
+	p.closeOnce.Do(func() {
+		one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
+		if _, err := unix.Write(p.evfd, one); err != nil {
+			p.closeErr = os.NewSyscallError("write", err)
+			return
+		}
+		<-p.done
+		p.closeErr = errors.Join(unix.Close(p.epfd), unix.Close(p.evfd))
+	})
+	return p.closeErr
 }
 
 // parker returns how src parks: a TCP connection parks on p.
@@ -108,18 +132,14 @@ func (p *poller) parker(src any) parker {
 	if err != nil {
 		return nil
 	}
-	fd := -1
-	if rc.Control(func(f uintptr) { fd = int(f) }) != nil || fd < 0 {
-		return nil
-	}
-	return &connParker{p: p, rc: rc, fd: int32(fd)}
+	return &connParker{p: p, rc: rc}
 }
 
 // connParker parks a direction reading a TCP connection.
 type connParker struct {
 	p     *poller
 	rc    syscall.RawConn
-	fd    int32
+	token uint32      // the current park's; guarded by p.mu
 	added atomic.Bool // registered with the epoll instance (disarmed after an event)
 }
 
@@ -130,11 +150,22 @@ func (cp *connParker) park(h *half) bool {
 		p.mu.Unlock()
 		return false
 	}
-	p.parked[cp.fd] = h
+	// A token not in use: the counter wraps around after 2^32 parks, past
+	// directions that may still be parked.
+	for {
+		if p.token++; p.token != evToken && p.parked[p.token] == nil {
+			break
+		}
+	}
+	token := p.token
+	cp.token = token
+	p.parked[token] = h
 	p.mu.Unlock()
 	// Level-triggered: a socket that is readable already reports so at
-	// once, so data that came before the registration is not missed.
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: cp.fd}
+	// once, so data that came before the registration is not missed. A
+	// closed socket fails Control: it cannot be registered by mistake
+	// under the number of another.
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(token)}
 	var ctlErr error
 	err := cp.rc.Control(func(fd uintptr) {
 		op := unix.EPOLL_CTL_MOD
@@ -153,7 +184,7 @@ func (cp *connParker) park(h *half) bool {
 		return true
 	}
 	// The socket is closed or cannot be watched: h goes on unparked,
-	// unless an event took it meanwhile.
+	// unless a wake took it meanwhile.
 	return !cp.unpark(h)
 }
 
@@ -164,10 +195,10 @@ func (cp *connParker) unpark(h *half) bool {
 	p := cp.p
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.parked[cp.fd] != h {
+	if p.parked[cp.token] != h {
 		return false
 	}
-	delete(p.parked, cp.fd)
+	delete(p.parked, cp.token)
 	return true
 }
 
