@@ -312,6 +312,11 @@ func (c *Client) connect(ctx context.Context) (*yamux.Session, error) {
 func (c *Client) serveSession(ctx context.Context, sess *yamux.Session) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// The streams the server opened end with the session: their targets'
+	// connections are closed rather than left half-closed, which a target
+	// may keep open, holding the reconnection back (wg).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	defer sess.Close()
 	defer c.setSession(nil)
 	for _, r := range c.cfg.Remotes {

@@ -101,8 +101,9 @@ func (ts *tunnelServer) dropSessions() {
 
 func (ts *tunnelServer) url() string { return "wss" + strings.TrimPrefix(ts.URL, "https") }
 
-// run starts a client with one forward on 127.0.0.1:0 and returns the
-// bound address and the channel Run's result arrives on.
+// run starts a client with one forward on 127.0.0.1:0 (before cfg's own
+// remotes) and returns the bound address and the channel Run's result
+// arrives on.
 func run(t *testing.T, ts *tunnelServer, cfg client.Config) (string, <-chan error) {
 	t.Helper()
 	r, err := client.ParseRemote("127.0.0.1:0:127.0.0.1:9")
@@ -111,7 +112,7 @@ func run(t *testing.T, ts *tunnelServer, cfg client.Config) (string, <-chan erro
 	}
 	cfg.URL = ts.url()
 	cfg.TLS = ts.Client().Transport.(*http.Transport).TLSClientConfig
-	cfg.Remotes = []client.Remote{r}
+	cfg.Remotes = append([]client.Remote{r}, cfg.Remotes...)
 	addr := make(chan string, 1)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
