@@ -532,7 +532,11 @@ func TestSpliceIdleCost(t *testing.T) {
 		})
 		wg.Wait()
 	}
-	time.Sleep(100 * time.Millisecond) // every direction waiting
+	// Every direction waiting: a splice starts with a burst, which ends
+	// after burstIdle without data.
+	for deadline := time.Now().Add(testTimeout); pipeGoroutines() < 2*n && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	runtime.GC()
 	runtime.GC()
 	runtime.ReadMemStats(&after)

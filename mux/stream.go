@@ -153,10 +153,14 @@ type splice struct {
 	p       *Parking
 }
 
-// start carries both directions on from now on.
+// start carries both directions on from now on. Each starts as a burst,
+// reading with a pooled buffer, and parks only once it has been idle for
+// burstIdle: a new connection's first exchange does not pay for parking
+// and waking (in paired runs, parking at once made connect + one round
+// trip + close about an eighth slower).
 func (s *splice) start() {
-	s.next(&s.ab)
-	s.next(&s.ba)
+	go s.copy(&s.ab, true, nil)
+	go s.copy(&s.ba, true, nil)
 }
 
 // next parks h, or starts a goroutine that waits for h's source.
