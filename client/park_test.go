@@ -15,13 +15,15 @@ import (
 )
 
 // forwardGoroutines counts the goroutines of this process that carry a
-// forwarded connection: in the forward itself or waiting in a splice.
+// forwarded connection: in the forward itself, or in a splice, waiting
+// (wait) or copying (copy, a first burst runs in it alone).
 func forwardGoroutines() int {
 	var buf bytes.Buffer
 	pprof.Lookup("goroutine").WriteTo(&buf, 2) // as runtime.Stack(all) prints them
 	count := 0
 	for _, g := range bytes.Split(buf.Bytes(), []byte("\n\n")) {
-		if bytes.Contains(g, []byte("client.(*Client).forward(")) || bytes.Contains(g, []byte("mux.(*splice).wait(")) {
+		if bytes.Contains(g, []byte("client.(*Client).forward(")) || bytes.Contains(g, []byte("mux.(*splice).wait(")) ||
+			bytes.Contains(g, []byte("mux.(*splice).copy(")) {
 			count++
 		}
 	}
