@@ -32,8 +32,7 @@ type Parking struct {
 	sessions map[*yamux.Session]*frameWatch
 	closed   bool
 
-	poll     *poller // started at the first TCP park; nil until then
-	pollErr  error   // why the poller could not start
+	poll     *poller // started at the first TCP park; nil until then, or if it cannot start
 	pollOnce sync.Once
 }
 
@@ -94,9 +93,11 @@ func (p *Parking) poller() *poller {
 		if closed {
 			return
 		}
-		poll, err := newPoller()
+		// A poller that cannot start (no epoll) leaves sockets to wait
+		// on goroutines, as they do without a Parking.
+		poll, _ := newPoller()
 		p.mu.Lock()
-		p.poll, p.pollErr = poll, err
+		p.poll = poll
 		p.mu.Unlock()
 	})
 	p.mu.Lock()

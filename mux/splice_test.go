@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/metrics"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -63,33 +64,24 @@ func streamPair(t *testing.T) (local, remote *yamux.Stream) {
 // tcpPair returns both ends of a TCP connection over loopback, closed when
 // the test ends.
 func tcpPair(t *testing.T) (a, b *net.TCPConn) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := l.Accept()
-	if err != nil {
-		c.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
+	c, s := connPair(t, "tcp", "127.0.0.1:0")
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
+// unixPair is tcpPair for a Unix stream socket.
 func unixPair(t *testing.T) (a, b *net.UnixConn) {
+	c, s := connPair(t, "unix", filepath.Join(t.TempDir(), "s"))
+	return c.(*net.UnixConn), s.(*net.UnixConn)
+}
+
+func connPair(t *testing.T, network, addr string) (client, server net.Conn) {
 	t.Helper()
-	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	l, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	c, err := net.Dial("unix", l.Addr().String())
+	c, err := net.Dial(network, l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +91,7 @@ func unixPair(t *testing.T) (a, b *net.UnixConn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.UnixConn), s.(*net.UnixConn)
+	return c, s
 }
 
 // waitSource is a source waitData can wait on, and what its peer can do.
@@ -611,17 +603,10 @@ func TestPipeGoroutines(t *testing.T) {
 
 // pipeGoroutines counts the goroutines in Pipe or in a splice's wait.
 func pipeGoroutines() int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
+	var buf bytes.Buffer
+	pprof.Lookup("goroutine").WriteTo(&buf, 2) // as runtime.Stack(all) prints them
 	count := 0
-	for _, g := range bytes.Split(buf, []byte("\n\n")) {
+	for _, g := range bytes.Split(buf.Bytes(), []byte("\n\n")) {
 		if bytes.Contains(g, []byte("mux.Pipe(")) || bytes.Contains(g, []byte("mux.(*splice).wait(")) {
 			count++
 		}

@@ -3,7 +3,7 @@ package server_test
 import (
 	"io"
 	"net"
-	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -58,16 +58,9 @@ func holdTarget(t *testing.T) string {
 
 // goroutinesIn counts the goroutines with fn on their stack.
 func goroutinesIn(fn string) int {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	return strings.Count(string(buf), fn+"(")
+	var buf strings.Builder
+	pprof.Lookup("goroutine").WriteTo(&buf, 2) // as runtime.Stack(all) prints them
+	return strings.Count(buf.String(), fn+"(")
 }
 
 // TestIdleTCPStreams checks what an idle TCP stream costs the server: the

@@ -563,13 +563,7 @@ func (b *spaceBook) reserve(h *spaceHold, need int64, check func(held int64) err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var held int64
-	for o := range b.holds {
-		if o != h {
-			held += o.outstanding()
-		}
-	}
-	if err := check(held); err != nil {
+	if err := check(b.othersLocked(h)); err != nil {
 		return err
 	}
 	h.need += need
@@ -587,6 +581,12 @@ func (b *spaceBook) held(h *spaceHold) int64 {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	return b.othersLocked(h)
+}
+
+// othersLocked is what the transfers other than h may still write; b.mu
+// is held.
+func (b *spaceBook) othersLocked(h *spaceHold) int64 {
 	var n int64
 	for o := range b.holds {
 		if o != h {
