@@ -55,6 +55,7 @@ type EarlyStream struct {
 	accepted   bool
 	err        error                   // why the stream failed; set at most once
 	settled    chan struct{}           // closed once accepted or err is set
+	moved      chan struct{}           // closed (and replaced) when reopen moves to a new stream
 	abort      context.CancelCauseFunc // ends a WaitReply in progress
 }
 
@@ -71,7 +72,7 @@ func OpenEarly(ctx context.Context, sessions SessionFunc, h Header) (*EarlyStrea
 	if err != nil {
 		return nil, err
 	}
-	return &EarlyStream{header: header, sessions: sessions, sess: sess, st: st, settled: make(chan struct{})}, nil
+	return &EarlyStream{header: header, sessions: sessions, sess: sess, st: st, settled: make(chan struct{}), moved: make(chan struct{})}, nil
 }
 
 // openStream opens a stream on the live session; a session that closes
@@ -190,6 +191,8 @@ func (e *EarlyStream) reopen(ctx context.Context) error {
 		return e.err
 	}
 	e.sess, e.st = sess, st
+	close(e.moved)
+	e.moved = make(chan struct{})
 	fin := e.fin
 	e.mu.Unlock()
 	// A failure shows in the reply, which WaitReply reads next.
@@ -284,11 +287,25 @@ func (e *EarlyStream) Write(p []byte) (int, error) {
 }
 
 // writeEarly sends what fits of p before the reply. It sends nothing if
-// the reply has come meanwhile.
+// the reply has come meanwhile. While the stream's session is closed it
+// waits for WaitReply to move the stream to the next session: written
+// to the dead stream, p would be lost, and counted as sent, fail the
+// connection.
 func (e *EarlyStream) writeEarly(p []byte) (int, error) {
 	e.wmu.Lock()
 	defer e.wmu.Unlock()
 	e.mu.Lock()
+	for !e.isSettled() && e.sess.IsClosed() {
+		moved := e.moved
+		e.mu.Unlock()
+		e.wmu.Unlock()
+		select {
+		case <-moved:
+		case <-e.settled:
+		}
+		e.wmu.Lock()
+		e.mu.Lock()
+	}
 	if e.isSettled() {
 		e.mu.Unlock()
 		return 0, nil
