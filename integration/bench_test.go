@@ -531,7 +531,7 @@ func (s *suite) goBenchmarks() {
 
 // muxBenchArgs are the mux package's benchmarks of the tunnel and its
 // baselines in one process, with allocation counts.
-var muxBenchArgs = []string{"test", "-run", "^$", "-bench", `StreamThroughput/wss\+batch|SmallWrites/wss\+batch|TLSBaseline|TCPBaseline`, "-benchmem", "-count", "3"}
+var muxBenchArgs = []string{"test", "-run", "^$", "-bench", `StreamThroughput/wss\+batch|SmallWrites/wss\+batch|SmallWritesStreams/wss\+batch|TLSBaseline|TCPBaseline`, "-benchmem", "-count", "3"}
 
 // muxBench is one benchmark's runs.
 type muxBench struct {

@@ -19,11 +19,15 @@ import (
 // yamux writes every data frame as two calls, its 12-byte header and then
 // the body. Sent as a WebSocket message each, that would be two messages,
 // two TLS records and two syscalls per frame. wsConn holds a data header
-// back and sends it with its body as one message; every other write (a
-// window update, a ping) is a message of its own. Each message is written
-// in the caller's goroutine, with the connection under TLS corked (see
-// corkConn) so that its records leave in one syscall: no queue, no
-// goroutine and no hand-off between yamux and the socket.
+// back and sends it with its body as one message. Small frames (a short
+// body, a window update, a ping) are held back too while yamux's send
+// queue has more frames waiting (see sendQueue): the send loop is about to
+// write them, and they join the same message, up to coalesceLimit bytes.
+// A frame with nothing queued behind it leaves at once, so coalescing
+// never delays one. Each message is written in the caller's goroutine,
+// with the connection under TLS corked (see corkConn) so that its records
+// leave in one syscall: no timer, no goroutine and no hand-off between
+// yamux and the socket.
 type wsConn struct {
 	net.Conn // websocket.NetConn: addresses, and releasing its timers
 	ws       *websocket.Conn
@@ -40,7 +44,9 @@ type wsConn struct {
 	wsem   chan struct{}
 	hdr    [yamuxHeaderSize]byte // a data frame header waiting for its body
 	held   bool
-	werr   error // first write error; sticky
+	out    *[]byte    // small frames held back for the next message; from outBufs
+	queued func() int // frames waiting in yamux's send queue; nil if unknown
+	werr   error      // first write error; sticky
 	closed bool
 
 	closeOnce sync.Once
@@ -63,12 +69,17 @@ const (
 	yamuxTypeData   = 0
 )
 
-// smallMessage is the largest body copied behind its header into one
-// WebSocket frame; a larger one is sent as a message of several frames
-// (header, body, end), which costs a few bytes rather than a copy.
-const smallMessage = 4 << 10
+// smallMessage is the largest body copied behind its header into a
+// message; a larger one is sent as a message of several WebSocket frames
+// (held frames and header, body, end), which costs a few bytes rather than
+// a copy. coalesceLimit bounds the small frames held back for one message:
+// about one TLS record.
+const (
+	smallMessage  = 4 << 10
+	coalesceLimit = 16 << 10
+)
 
-var msgBufs = newBufPool(yamuxHeaderSize + smallMessage)
+var outBufs = newBufPool(coalesceLimit + yamuxHeaderSize + smallMessage)
 
 // newWSConn wraps ws, which runs over raw (nil when unknown); under is the
 // network connection beneath it (a *tls.Conn over a corkConn, say), or nil.
@@ -150,8 +161,10 @@ func isDataHeader(p []byte) bool {
 }
 
 // Write sends p as a WebSocket message, a data frame header together with
-// the body written next. It returns once the message has been handed to
-// the kernel. After a failure every Write returns the same error.
+// the body written next, small frames together while more are queued. It
+// returns once the message has been handed to the kernel, or p has been
+// held back for a message the send loop's next frame completes. After a
+// failure every Write returns the same error.
 func (c *wsConn) Write(p []byte) (int, error) {
 	c.wsem <- struct{}{}
 	defer func() { <-c.wsem }()
@@ -173,13 +186,90 @@ func (c *wsConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// send writes the held header, if any, and p as one message; c.wsem is
-// held.
-func (c *wsConn) send(p []byte) (err error) {
-	// No deadline in the context: a write that blocks is ended by
-	// closing the connection (Close, or keepAlive's abort), and a
-	// context that can end costs coder/websocket a timer per frame.
-	ctx := context.Background()
+// setQueue tells c how to see yamux's send queue, once the session over
+// it exists.
+func (c *wsConn) setQueue(queued func() int) {
+	c.wsem <- struct{}{}
+	c.queued = queued
+	<-c.wsem
+}
+
+// send writes p, behind the held header if any and the frames held back
+// before it; c.wsem is held.
+func (c *wsConn) send(p []byte) error {
+	held := c.held
+	c.held = false
+	if len(p) <= smallMessage {
+		if c.out == nil {
+			c.out = outBufs.Get().(*[]byte)
+		}
+		if held {
+			*c.out = append(*c.out, c.hdr[:]...)
+		}
+		*c.out = append(*c.out, p...)
+		if len(*c.out) < coalesceLimit && c.queued != nil && c.queued() > 0 {
+			return nil // the send loop's next frame joins this message
+		}
+		return c.flush()
+	}
+	return c.corked(func(ctx context.Context) error {
+		w, err := c.ws.Writer(ctx, websocket.MessageBinary)
+		if err != nil {
+			return err
+		}
+		var lead []byte // what goes before the body: held frames, header
+		if c.out != nil {
+			if held {
+				*c.out = append(*c.out, c.hdr[:]...)
+			}
+			lead = *c.out
+		} else if held {
+			lead = c.hdr[:]
+		}
+		if len(lead) > 0 {
+			_, err = w.Write(lead)
+		}
+		c.releaseOut()
+		if err == nil {
+			_, err = w.Write(p)
+		}
+		if err != nil {
+			w.Close()
+			return err
+		}
+		return w.Close()
+	})
+}
+
+// flush sends the frames held back as one message; c.wsem is held.
+func (c *wsConn) flush() error {
+	if c.out == nil {
+		return nil
+	}
+	err := c.corked(func(ctx context.Context) error {
+		return c.ws.Write(ctx, websocket.MessageBinary, *c.out)
+	})
+	c.releaseOut()
+	return err
+}
+
+// releaseOut gives the buffer of held frames back; c.wsem is held.
+func (c *wsConn) releaseOut() {
+	putOut(c.out)
+	c.out = nil
+}
+
+// putOut gives a buffer of held frames back to outBufs; nil is ignored.
+func putOut(bp *[]byte) {
+	if bp != nil {
+		*bp = (*bp)[:0]
+		outBufs.Put(bp)
+	}
+}
+
+// corked runs write, which writes one message, with the connection under
+// TLS corked.
+func (c *wsConn) corked(write func(context.Context) error) (err error) {
 	if c.cork != nil {
 		c.cork.Cork()
 		defer func() {
@@ -188,32 +278,10 @@ func (c *wsConn) send(p []byte) (err error) {
 			}
 		}()
 	}
-	held := c.held
-	c.held = false
-	switch {
-	case !held:
-		return c.ws.Write(ctx, websocket.MessageBinary, p)
-	case len(p) <= smallMessage:
-		bp := msgBufs.Get().(*[]byte)
-		b := append(append((*bp)[:0], c.hdr[:]...), p...)
-		err = c.ws.Write(ctx, websocket.MessageBinary, b)
-		*bp = b[:0]
-		msgBufs.Put(bp)
-		return err
-	}
-	w, err := c.ws.Writer(ctx, websocket.MessageBinary)
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(c.hdr[:]); err != nil {
-		w.Close()
-		return err
-	}
-	if _, err := w.Write(p); err != nil {
-		w.Close()
-		return err
-	}
-	return w.Close()
+	// No deadline in the context: a write that blocks is ended by
+	// closing the connection (Close, or keepAlive's abort), and a
+	// context that can end costs coder/websocket a timer per frame.
+	return write(context.Background())
 }
 
 // lockForClose takes c.wsem, waiting up to closeDrainTimeout for a write
@@ -239,6 +307,14 @@ func (c *wsConn) Close() error {
 	c.closeOnce.Do(func() {
 		drained := c.lockForClose(closeDrainTimeout)
 		c.closed = true
+		// Frames held back were reported written to yamux: they go
+		// before the close frame, unless writing has failed.
+		pending := c.out
+		c.out = nil
+		if c.werr != nil || !drained {
+			putOut(pending)
+			pending = nil
+		}
 		<-c.wsem
 		if !drained {
 			// The network is not taking our bytes (a blackholed or dead
@@ -250,23 +326,37 @@ func (c *wsConn) Close() error {
 		// A closing handshake, not NetConn's immediate close: closing
 		// the socket with the peer's last frames unread would make the
 		// kernel reset the connection and drop what we just sent.
-		c.closeErr = c.closeHandshake()
+		c.closeErr = c.closeHandshake(pending)
 		c.Conn.Close() // releases NetConn's timers
 	})
 	return c.closeErr
 }
 
-// closeHandshake closes the WebSocket with a closing handshake of at most
-// closeHandshakeTimeout. coder/websocket bounds its own wait at 5 s, except
-// when it starts between two reads of a message the peer has stopped
-// sending: it then reads the rest without a deadline, for as long as the
-// connection stays open. Closing the connection under it ends the wait.
-func (c *wsConn) closeHandshake() error {
-	if c.raw == nil {
+// closeHandshake sends pending (frames held back, or nil) and closes the
+// WebSocket with a closing handshake, in at most closeHandshakeTimeout.
+// coder/websocket bounds its own wait at 5 s, except when it starts
+// between two reads of a message the peer has stopped sending: it then
+// reads the rest without a deadline, for as long as the connection stays
+// open. Closing the connection under it ends the wait.
+func (c *wsConn) closeHandshake(pending *[]byte) error {
+	bye := func() error {
+		if pending != nil {
+			err := c.corked(func(ctx context.Context) error {
+				return c.ws.Write(ctx, websocket.MessageBinary, *pending)
+			})
+			putOut(pending)
+			if err != nil {
+				c.ws.CloseNow()
+				return err
+			}
+		}
 		return c.ws.Close(websocket.StatusNormalClosure, "")
 	}
+	if c.raw == nil {
+		return bye()
+	}
 	done := make(chan error, 1)
-	go func() { done <- c.ws.Close(websocket.StatusNormalClosure, "") }()
+	go func() { done <- bye() }()
 	t := time.NewTimer(closeHandshakeTimeout)
 	defer t.Stop()
 	select {
@@ -288,6 +378,7 @@ func (c *wsConn) abort() {
 	c.closeOnce.Do(func() {
 		c.closeErr = c.ws.CloseNow()
 		c.lockForClose(0) // a blocked write fails now that ws is closed
+		c.releaseOut()
 		c.closed = true
 		<-c.wsem
 		c.Conn.Close()

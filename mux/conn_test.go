@@ -114,6 +114,85 @@ func TestCoalescing(t *testing.T) {
 	}
 }
 
+// TestCoalescingStreams measures the server's TCP writes for small frames
+// that many streams write at once: frames that wait in yamux's send queue
+// behind each other leave together, so there are far fewer writes than
+// frames.
+func TestCoalescingStreams(t *testing.T) {
+	t.Parallel()
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			t.Parallel()
+			counter := &countingListener{}
+			ts := startTunnelServer(t, serverOptions{tr: tr, wrap: func(l net.Listener) net.Listener {
+				counter.Listener = l
+				return counter
+			}})
+			client, server := ts.dial(t, nil)
+			const streams, frames, size = 32, 200, 64
+			var readers, writers sync.WaitGroup
+			errc := make(chan error, 2*streams)
+			peers := make([]net.Conn, streams)
+			for i := range streams {
+				st, err := client.OpenStream()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+				st.SetDeadline(time.Now().Add(testTimeout))
+				if _, err := st.Write([]byte{1}); err != nil { // makes the stream known to the server
+					t.Fatal(err)
+				}
+				peer, err := server.AcceptStream()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer peer.Close()
+				peer.SetDeadline(time.Now().Add(testTimeout))
+				if _, err := io.ReadFull(peer, make([]byte, 1)); err != nil {
+					t.Fatal(err)
+				}
+				peers[i] = peer
+				readers.Go(func() {
+					if n, err := io.Copy(io.Discard, st); err != nil || n != frames*size {
+						errc <- fmt.Errorf("stream %d: read %d bytes (%v), want %d", i, n, err, frames*size)
+					}
+				})
+			}
+			writes0 := counter.writes.Load()
+			start := make(chan struct{})
+			for _, peer := range peers {
+				writers.Go(func() {
+					defer peer.Close()
+					<-start
+					msg := bytes.Repeat([]byte{'m'}, size)
+					for range frames {
+						if _, err := peer.Write(msg); err != nil {
+							errc <- err
+							return
+						}
+					}
+				})
+			}
+			close(start)
+			writers.Wait()
+			readers.Wait()
+			close(errc)
+			for err := range errc {
+				t.Fatal(err)
+			}
+			writes := counter.writes.Load() - writes0
+			t.Logf("%d streams x %d frames of %d bytes left in %d TCP writes: %.1f frames per write",
+				streams, frames, size, writes, float64(streams*frames)/float64(writes))
+			// 32 writers each with a frame in the queue: sent one by one,
+			// every frame would be a write of its own.
+			if limit := int64(streams * frames / 2); writes > limit {
+				t.Errorf("%d TCP writes for %d frames (limit %d): queued frames do not leave together", writes, streams*frames, limit)
+			}
+		})
+	}
+}
+
 // TestCorkedMessage checks that one bulk frame from the client, a
 // WebSocket message that coder/websocket masks and writes in 4 KiB pieces
 // (a TLS record each), reaches the TCP socket in one write when the
@@ -306,6 +385,138 @@ func TestWSConnMessages(t *testing.T) {
 	}
 	if !slices.Equal(gotMsgs, wantMsgs) {
 		t.Errorf("message sizes %v\nwant %v (a data header with its body, anything else alone)", gotMsgs, wantMsgs)
+	}
+}
+
+// TestWSConnHoldsQueuedFrames checks that small frames written while the
+// send queue reports more to come leave together, that a frame with
+// nothing queued behind it leaves at once, that a large frame carries the
+// held ones in front of it, and that Close sends what is still held.
+func TestWSConnHoldsQueuedFrames(t *testing.T) {
+	t.Parallel()
+	client, server := wsPair(t)
+	c := newWSConn(context.Background(), client, nil, nil)
+	var queued atomic.Int64 // what the fake send queue reports
+	c.setQueue(func() int { return int(queued.Load()) })
+	msgs := readMessages(server)
+
+	var want bytes.Buffer
+	frame := func(size int) {
+		t.Helper()
+		hdr, body := yamuxFrame(yamuxTypeData, size), bytes.Repeat([]byte{byte(size)}, size)
+		want.Write(hdr)
+		want.Write(body)
+		for _, p := range [][]byte{hdr, body} {
+			if n, err := c.Write(p); err != nil || n != len(p) {
+				t.Fatalf("Write: %d, %v", n, err)
+			}
+		}
+	}
+	const windowUpdate = 1
+	var got bytes.Buffer
+	expect := func(what string, size int) {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			got.Write(m)
+			if len(m) != size {
+				t.Fatalf("%s: a message of %d bytes, want %d", what, len(m), size)
+			}
+		case <-time.After(testTimeout):
+			t.Fatalf("%s: no message", what)
+		}
+	}
+	nothingYet := func(what string) {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			t.Fatalf("%s: a message of %d bytes left while more frames were queued", what, len(m))
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+
+	// Nothing queued: each frame is a message of its own, at once.
+	frame(100)
+	expect("a lone frame", yamuxHeaderSize+100)
+
+	// Three frames and a window update behind each other, then the last
+	// one with the queue empty: one message.
+	queued.Store(3)
+	frame(10)
+	frame(20)
+	want.Write(yamuxFrame(windowUpdate, 1<<20))
+	if _, err := c.Write(yamuxFrame(windowUpdate, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	nothingYet("queued frames")
+	queued.Store(0)
+	frame(30)
+	expect("frames queued behind each other", 4*yamuxHeaderSize+10+20+30)
+
+	// A queue that never empties: a message leaves once it holds
+	// coalesceLimit bytes.
+	queued.Store(64)
+	var sizes int
+	for sizes < coalesceLimit {
+		frame(smallMessage)
+		sizes += yamuxHeaderSize + smallMessage
+	}
+	expect("a full message", sizes)
+
+	// A large frame takes the held ones in front of it.
+	frame(1)
+	frame(2 * smallMessage)
+	expect("held frames and a large one", 2*yamuxHeaderSize+1+2*smallMessage)
+
+	// Close sends what is held.
+	frame(5)
+	nothingYet("a held frame")
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	expect("a frame held at Close", yamuxHeaderSize+5)
+	for m := range msgs {
+		t.Errorf("a %d-byte message after the last expected one", len(m))
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Errorf("the peer received %d bytes that differ from the %d written", got.Len(), want.Len())
+	}
+}
+
+// TestWSConnNoAllocs checks that wsConn allocates nothing per message,
+// writing data frames small and large (a copy behind the header, or a
+// message of several WebSocket frames) or reading them, as a client (which
+// masks) and as a server. The count is of the whole process: the reader
+// drains the other end meanwhile (and the test is not parallel).
+func TestWSConnNoAllocs(t *testing.T) {
+	for _, side := range []string{"client", "server"} {
+		client, server := wsPair(t)
+		w, r := client, server
+		if side == "server" {
+			w, r = server, client
+		}
+		c, rc := newWSConn(context.Background(), w, nil, nil), newWSConn(context.Background(), r, nil, nil)
+		drained := make(chan struct{})
+		go func() {
+			defer close(drained)
+			io.CopyBuffer(io.Discard, readerOnly{rc}, make([]byte, 64<<10))
+		}()
+		for _, size := range []int{1000, 64 << 10} {
+			hdr, body := yamuxFrame(yamuxTypeData, size), make([]byte, size)
+			allocs := testing.AllocsPerRun(500, func() {
+				if _, err := c.Write(hdr); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.Write(body); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("%s: %v allocations per %d-byte frame written and read", side, allocs, size)
+			}
+		}
+		c.Close()
+		<-drained
 	}
 }
 

@@ -1137,6 +1137,21 @@ func TestPipe(t *testing.T) {
 	})
 }
 
+// TestSendQueue checks that sendQueue finds yamux's send queue, which
+// wsConn needs to coalesce small frames.
+func TestSendQueue(t *testing.T) {
+	t.Parallel()
+	ts := startTunnelServer(t, serverOptions{tr: transports[0]})
+	client, _ := ts.dial(t, nil)
+	q := sendQueue(client)
+	if q == nil {
+		t.Fatal("sendQueue finds no send queue in this yamux.Session: small frames are not coalesced")
+	}
+	if n := q(); n < 0 || n > 64 {
+		t.Errorf("send queue length %d, want 0 to 64 (the queue's capacity)", n)
+	}
+}
+
 // Benchmarks. BenchmarkStreamThroughput and BenchmarkSmallWrites move data
 // over one stream of a tunnel on TLS loopback; BenchmarkTLSBaseline moves
 // the same data over a bare TLS loopback connection, so the cost of the
@@ -1154,6 +1169,69 @@ func benchmarkTunnels(b *testing.B, size int) {
 		if tr.tls {
 			b.Run(tr.name, func(b *testing.B) { benchmarkTunnel(b, tr, size) })
 		}
+	}
+}
+
+// BenchmarkSmallWritesStreams is BenchmarkSmallWrites on 16 streams at
+// once, each writing its share of b.N 64-byte writes: the traffic of many
+// interactive connections, whose frames queue behind each other.
+func BenchmarkSmallWritesStreams(b *testing.B) {
+	for _, tr := range transports {
+		if tr.tls {
+			b.Run(tr.name, func(b *testing.B) { benchmarkStreams(b, tr, 16, 64) })
+		}
+	}
+}
+
+func benchmarkStreams(b *testing.B, tr transport, streams, size int) {
+	ts := startTunnelServer(b, serverOptions{tr: tr})
+	client, server := ts.dial(b, nil)
+	sts := make([]*yamux.Stream, streams)
+	done := make(chan int64, streams)
+	for i := range sts {
+		st, err := client.OpenStream()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := st.Write([]byte{1}); err != nil {
+			b.Fatal(err)
+		}
+		peer, err := server.AcceptStream()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer peer.Close()
+		go drain(peer, done)
+		sts[i] = st
+	}
+	buf := make([]byte, size)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for i, st := range sts {
+		n := b.N / streams
+		if i < b.N%streams {
+			n++
+		}
+		wg.Go(func() {
+			for range n {
+				if _, err := st.Write(buf); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+			st.Close()
+		})
+	}
+	wg.Wait()
+	var got int64
+	for range streams {
+		got += <-done
+	}
+	b.StopTimer()
+	if want := int64(b.N)*int64(size) + int64(streams); got != want {
+		b.Fatalf("readers got %d bytes, want %d", got, want)
 	}
 }
 
