@@ -117,6 +117,33 @@ func TestForwardNoResendAfterRestart(t *testing.T) {
 	}
 }
 
+// TestForwardEndsWithSession checks that a forwarded connection whose
+// session dies is closed, and its stream logged closed, without waiting
+// for the local application to write or close: it is not left half-open.
+func TestForwardEndsWithSession(t *testing.T) {
+	ts := newTunnelServerWith(t, echoStream)
+	logs := &syncBuffer{}
+	addr, _ := run(t, ts, client.Config{Username: "alice", Password: "secret", MaxRetryInterval: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(request)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, len(request))); err != nil {
+		t.Fatalf("echo through the forward: %v", err)
+	}
+	ts.dropSessions()
+	if n, err := io.Copy(io.Discard, c); n != 0 || (err != nil && !isReset(err)) {
+		t.Fatalf("after the session ended the connection read %d bytes, %v; want its end", n, err)
+	}
+	waitLog(t, logs, `msg="stream closed"`, `peer=`+c.LocalAddr().String())
+}
+
 // TestForwardRefused checks that a refused forward closes the local
 // connection and logs the server's reason in one line.
 func TestForwardRefused(t *testing.T) {

@@ -444,6 +444,46 @@ func TestSpliceReset(t *testing.T) {
 	}
 }
 
+// TestSpliceSessionEnd checks that a splice ends whole when the session
+// of its stream ends: the connection is closed, not half-closed, so an
+// application that only waits is not left holding it, and done is called
+// without it writing.
+func TestSpliceSessionEnd(t *testing.T) {
+	t.Parallel()
+	for _, side := range []string{"opener", "acceptor"} {
+		t.Run(side, func(t *testing.T) {
+			t.Parallel()
+			local, remote := streamPair(t)
+			st, peer := local, remote
+			if side == "acceptor" {
+				st, peer = remote, local
+			}
+			c, app := tcpPair(t)
+			res := startSplice(t, st, c)
+			app.SetDeadline(time.Now().Add(testTimeout))
+			peer.SetDeadline(time.Now().Add(testTimeout))
+			if _, err := peer.Write([]byte("hi")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(app, make([]byte, 2)); err != nil {
+				t.Fatal(err)
+			}
+			peer.Session().Close() // the connection under the session ends
+			if n, err := io.Copy(io.Discard, app); err != nil || n != 0 {
+				t.Errorf("the application read %d bytes, %v; want the end", n, err)
+			}
+			select {
+			case got := <-res:
+				if got.aToB != 2 || got.bToA != 0 {
+					t.Errorf("done reported %+v, want 2 and 0 bytes", got)
+				}
+			case <-time.After(testTimeout):
+				t.Fatal("the splice still runs after its session ended: the connection was left half-closed")
+			}
+		})
+	}
+}
+
 // TestSpliceTCP runs a stream through SpliceTCP as a server does: opened
 // after the reply, closed once with the counts; a refusal calls neither.
 func TestSpliceTCP(t *testing.T) {

@@ -315,7 +315,7 @@ func (h *half) step(waited bool, err error) (more bool) {
 	o := h.s.other(h)
 	o.stay.Store(true)
 	parked := o.unpark()
-	if err == io.EOF {
+	if err == io.EOF && !sessionEnded(h.src) {
 		closeWrite(h.dst)
 	} else {
 		h.dst.Close()
@@ -323,6 +323,23 @@ func (h *half) step(waited bool, err error) (more bool) {
 	}
 	if parked {
 		o.wake()
+	}
+	return false
+}
+
+// sessionEnded reports whether r is a yamux stream whose session has
+// ended. yamux ends such a stream's reads with io.EOF, as if the peer had
+// closed it, but nothing written the other way can arrive any more: the
+// splice ends whole rather than leave dst half-closed, waiting on a peer
+// that may never write or close.
+func sessionEnded(r io.Reader) bool {
+	switch st := r.(type) {
+	case *yamux.Stream:
+		return st.Session().IsClosed()
+	case *EarlyStream:
+		if a := st.answered(); a != nil {
+			return a.Session().IsClosed()
+		}
 	}
 	return false
 }
