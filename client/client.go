@@ -132,7 +132,7 @@ func New(cfg Config) (*Client, error) {
 			if err != nil {
 				return nil, err
 			}
-			return mux.CoalesceWrites(conn, 0), nil
+			return mux.CoalesceWrites(conn, mux.MaxBatch(cfg.copyBuffer())), nil
 		},
 		TLSClientConfig:     cfg.TLS,
 		TLSHandshakeTimeout: cfg.DialTimeout,
@@ -146,6 +146,14 @@ func New(cfg Config) (*Client, error) {
 	}, nil
 }
 
+// copyBuffer is the Mux configuration's CopyBuffer (0: mux's default).
+func (cfg *Config) copyBuffer() int {
+	if cfg.Mux == nil {
+		return 0
+	}
+	return cfg.Mux.CopyBuffer
+}
+
 // Run binds every local listener, then keeps a session to the server
 // until ctx is done or reconnecting is given up. It returns nil when ctx
 // ends or a stdio remote's connection is over, and an error for a failure
@@ -154,7 +162,7 @@ func New(cfg Config) (*Client, error) {
 func (c *Client) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	c.parking = mux.NewParking()
+	c.parking = mux.NewParking(c.cfg.copyBuffer())
 	defer c.parking.Close() // after every forward has ended (wg)
 	var wg sync.WaitGroup
 	defer wg.Wait()

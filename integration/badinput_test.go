@@ -231,6 +231,16 @@ func testCommandLineMistakes(t *testing.T) {
 			[]string{"notaport"},
 		},
 		{
+			"server with a tiny copy buffer", nil,
+			server("--tls-cert", cert.certFile, "--tls-key", cert.keyFile, "--authfile", authfile, "--copy-buffer", "100"),
+			[]string{"--copy-buffer", "100", "16384"},
+		},
+		{
+			"client with a huge copy buffer", auth,
+			[]string{"client", "--fingerprint", cert.fingerprint, "--copy-buffer", "1000000000", url, remote},
+			[]string{"--copy-buffer", "1000000000", "16777216"},
+		},
+		{
 			"client with plain ws URL", auth,
 			[]string{"client", "--fingerprint", cert.fingerprint, "ws://127.0.0.1:1", remote},
 			[]string{"wss://"},

@@ -130,7 +130,16 @@ func TestHalfClose(t *testing.T) {
 		body := fmt.Sprintf("read %d bytes, sha256 %x\n", len(req), sum)
 		fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 	})
-	tun := startTunnel(t, nil, nil, nil, "127.0.0.1:0:"+target)
+	// The default tunnel, and one whose ends read busy connections in the
+	// smallest pieces --copy-buffer allows.
+	small := []string{"--copy-buffer", "16384"}
+	tunnels := []struct {
+		name string
+		tun  *tunnel
+	}{
+		{"default", startTunnel(t, nil, nil, nil, "127.0.0.1:0:"+target)},
+		{"copy buffer 16 KiB", startTunnel(t, nil, small, small, "127.0.0.1:0:"+target)},
+	}
 
 	bigBody := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
 	tests := []struct {
@@ -141,35 +150,44 @@ func TestHalfClose(t *testing.T) {
 		{"GET", []byte("GET / HTTP/1.0\r\nHost: target\r\n\r\n")},
 		{"POST 1MiB", append([]byte("POST /upload HTTP/1.0\r\nContent-Length: "+strconv.Itoa(len(bigBody))+"\r\n\r\n"), bigBody...)},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c, err := net.DialTimeout("tcp", tun.locals[0], ioTimeout)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(ioTimeout))
-			werr := make(chan error, 1)
-			go func() {
-				_, err := c.Write(tt.req)
-				if err == nil {
-					err = c.(*net.TCPConn).CloseWrite()
-				}
-				werr <- err
-			}()
-			resp, err := io.ReadAll(c)
-			if err != nil {
-				t.Fatalf("reading the response: %v (got %q)", err, resp)
-			}
-			if err := <-werr; err != nil {
-				t.Fatalf("writing the request: %v", err)
-			}
-			sum := sha256.Sum256(tt.req)
-			body := fmt.Sprintf("read %d bytes, sha256 %x\n", len(tt.req), sum)
-			want := fmt.Sprintf("HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-			if string(resp) != want {
-				t.Fatalf("response %q, want %q", resp, want)
-			}
-		})
+	for _, tn := range tunnels {
+		for _, tt := range tests {
+			t.Run(tn.name+"/"+tt.name, func(t *testing.T) {
+				halfCloseExchange(t, tn.tun.locals[0], tt.req)
+			})
+		}
+	}
+}
+
+// halfCloseExchange sends req through the forward at local, half-closes
+// and checks the target's answer: req's length and hash.
+func halfCloseExchange(t *testing.T, local string, req []byte) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", local, ioTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(ioTimeout))
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(req)
+		if err == nil {
+			err = c.(*net.TCPConn).CloseWrite()
+		}
+		werr <- err
+	}()
+	resp, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("reading the response: %v (got %q)", err, resp)
+	}
+	if err := <-werr; err != nil {
+		t.Fatalf("writing the request: %v", err)
+	}
+	sum := sha256.Sum256(req)
+	body := fmt.Sprintf("read %d bytes, sha256 %x\n", len(req), sum)
+	want := fmt.Sprintf("HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	if string(resp) != want {
+		t.Fatalf("response %q, want %q", resp, want)
 	}
 }

@@ -31,7 +31,7 @@ type corkConn struct {
 	closeErr  error
 }
 
-// corkBufs serves corkConns of the default size; others get a pool each.
+// corkBufs serves corkConns of the default size.
 var corkBufs = newBufPool(DefaultMaxBatch)
 
 func newBufPool(size int) *sync.Pool {
@@ -46,18 +46,21 @@ type corker interface {
 
 // CoalesceWrites wraps c so that the TLS records of one WebSocket message
 // leave in one write to c (see corkConn); max bounds the bytes held back
-// (DefaultMaxBatch when 0). Use it under TLS, on the connection a
-// WebSocket session runs over: the session finds it through
+// (DefaultMaxBatch when 0; see MaxBatch). Use it under TLS, on the
+// connection a WebSocket session runs over: the session finds it through
 // (*tls.Conn).NetConn and corks it around each message it sends.
 func CoalesceWrites(c net.Conn, max int) net.Conn {
-	if max <= 0 {
-		max = DefaultMaxBatch
-	}
-	pool := corkBufs
-	if max != DefaultMaxBatch {
-		pool = newBufPool(max)
-	}
+	max, pool := batchPool(max)
 	return &corkConn{Conn: c, max: max, bufs: pool}
+}
+
+// batchPool returns max, or DefaultMaxBatch for 0, and a pool of buffers
+// of that size: the shared one for the default.
+func batchPool(max int) (int, *sync.Pool) {
+	if max <= 0 || max == DefaultMaxBatch {
+		return DefaultMaxBatch, corkBufs
+	}
+	return max, newBufPool(max)
 }
 
 // Cork holds writes back until the matching Uncork.
@@ -176,14 +179,16 @@ func findCorker(c net.Conn) corker {
 // coalescingListener wraps accepted connections with CoalesceWrites.
 type coalescingListener struct {
 	net.Listener
-	max int
+	max  int
+	bufs *sync.Pool // shared by its connections
 }
 
 // CoalescingListener returns a listener whose connections coalesce the
-// TLS records of a message (see CoalesceWrites), for a server that serves
-// TLS on top of it.
+// TLS records of a message (see CoalesceWrites, whose max this is), for a
+// server that serves TLS on top of it.
 func CoalescingListener(l net.Listener, max int) net.Listener {
-	return coalescingListener{l, max}
+	max, pool := batchPool(max)
+	return coalescingListener{l, max, pool}
 }
 
 func (l coalescingListener) Accept() (net.Conn, error) {
@@ -191,5 +196,5 @@ func (l coalescingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return CoalesceWrites(c, l.max), nil
+	return &corkConn{Conn: c, max: l.max, bufs: l.bufs}, nil
 }

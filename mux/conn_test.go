@@ -235,7 +235,7 @@ func TestCorkedMessage(t *testing.T) {
 			defer peer.Close()
 			peer.SetDeadline(time.Now().Add(testTimeout))
 
-			const size = copyBufSize // a bulk frame, within the initial window
+			const size = DefaultCopyBuffer // a bulk frame, within the initial window
 			got := make(chan error, 1)
 			go func() {
 				_, err := io.ReadFull(peer, make([]byte, size))

@@ -34,12 +34,27 @@ type Parking struct {
 
 	poll     *poller // started at the first TCP park; nil until then, or if it cannot start
 	pollOnce sync.Once
+
+	bufs *sync.Pool // copy buffers of busy directions
 }
 
-// NewParking returns a Parking. Close it once every session using it has
-// ended.
-func NewParking() *Parking {
-	return &Parking{sessions: make(map[*yamux.Session]*frameWatch)}
+// NewParking returns a Parking whose splices read a busy direction
+// copyBuffer bytes at a time (see Config.CopyBuffer; 0 means
+// DefaultCopyBuffer). Close it once every session using it has ended.
+func NewParking(copyBuffer int) *Parking {
+	p := &Parking{sessions: make(map[*yamux.Session]*frameWatch), bufs: copyBufs}
+	if n := clampCopyBuffer(copyBuffer); n != DefaultCopyBuffer {
+		p.bufs = newBufPool(n)
+	}
+	return p
+}
+
+// copyBufs returns the pool of p's copy buffers (the default's, for nil).
+func (p *Parking) copyBufs() *sync.Pool {
+	if p == nil {
+		return copyBufs
+	}
+	return p.bufs
 }
 
 // Close stops the TCP poller, if it started, and waits for it. Directions

@@ -40,7 +40,7 @@ func waitSocketsParked(t *testing.T, p *Parking, n int) {
 // the closed X, and Y's data still wakes Y's direction. (Parks recorded
 // under the descriptor once lost Y's direction for good.)
 func TestParkReusedDescriptor(t *testing.T) {
-	p := NewParking()
+	p := NewParking(0)
 	defer p.Close()
 	if p.poller() == nil {
 		t.Skip("no socket poller on this platform")
@@ -95,7 +95,7 @@ func TestParkReusedDescriptor(t *testing.T) {
 // parked on sockets, which then go on on goroutines: a splice between two
 // sockets still carries data and ends.
 func TestParkingCloseWakesSockets(t *testing.T) {
-	p := NewParking()
+	p := NewParking(0)
 	aPeer, a := tcpPair(t)
 	bPeer, b := tcpPair(t)
 	done := make(chan spliced, 1)
@@ -130,7 +130,7 @@ func TestParkingCloseWakesSockets(t *testing.T) {
 // descriptors behind).
 func TestParkingCloseRacesPollerStart(t *testing.T) {
 	for i := range 3000 {
-		p := NewParking()
+		p := NewParking(0)
 		var wg sync.WaitGroup
 		var start atomic.Bool
 		wg.Go(func() {

@@ -173,7 +173,7 @@ func waitParked(t *testing.T, p *Parking, sess *yamux.Session, n int) {
 // and that every way a stream ends reaches closed with the right counts:
 // the client's FIN, the service closing first, and the session's end.
 func TestParkingSplice(t *testing.T) {
-	p := NewParking()
+	p := NewParking(0)
 	t.Cleanup(func() {
 		if err := p.Close(); err != nil {
 			t.Errorf("Parking.Close: %v", err)

@@ -5,12 +5,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -441,6 +443,62 @@ func TestSpliceReset(t *testing.T) {
 		}
 	case <-time.After(testTimeout):
 		t.Fatal("done not called after a reset")
+	}
+}
+
+// writeSizes is a connection that records the size of every write to it.
+type writeSizes struct {
+	*net.TCPConn
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (w *writeSizes) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.sizes = append(w.sizes, len(p))
+	w.mu.Unlock()
+	return w.TCPConn.Write(p)
+}
+
+func (w *writeSizes) largest() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Max(append(w.sizes, 0))
+}
+
+// TestParkingCopyBuffer checks that a Parking's splices read a busy
+// direction in pieces of its copy buffer: no larger, and larger than the
+// small buffer a burst starts with.
+func TestParkingCopyBuffer(t *testing.T) {
+	t.Parallel()
+	for _, size := range []int{MinCopyBuffer, 3 * MinCopyBuffer} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			t.Parallel()
+			p := NewParking(size)
+			defer p.Close()
+			a, aPeer := tcpPair(t)
+			b, bPeer := tcpPair(t)
+			dst := &writeSizes{TCPConn: b}
+			done := make(chan struct{})
+			p.Splice(context.Background(), a, dst, func(int64, int64) { close(done) })
+			const total = 4 << 20
+			go func() {
+				aPeer.Write(make([]byte, total))
+				aPeer.CloseWrite()
+			}()
+			bPeer.SetDeadline(time.Now().Add(testTimeout))
+			if n, err := io.Copy(io.Discard, bPeer); n != total || err != nil {
+				t.Fatalf("copied %d bytes, %v; want %d", n, err, total)
+			}
+			bPeer.Close()
+			<-done
+			if got := dst.largest(); got != size {
+				t.Errorf("largest write %d bytes, want the copy buffer's %d", got, size)
+			}
+		})
+	}
+	if got := MaxBatch(0); got != DefaultMaxBatch {
+		t.Errorf("MaxBatch(0) = %d, want DefaultMaxBatch", got)
 	}
 }
 

@@ -49,18 +49,8 @@ func ReadHeaderTimeout(st *yamux.Stream, timeout time.Duration) (Header, error) 
 // burstIdle without a byte.
 const (
 	smallBufSize = 4 << 10
-	copyBufSize  = 256 << 10 // see below
 	burstIdle    = 200 * time.Millisecond
 )
-
-// copyBufSize is a bulk direction's read, and so the largest yamux frame
-// it sends. Each frame is one WebSocket message and one write to the
-// socket, written from yamux's send loop: against 64 KiB, 256 KiB cut the
-// syscalls per MiB of a one-stream upload through the binaries by nearly a
-// third, the context switches by about two fifths and the CPU per GiB by
-// about a seventh (make bench's iperf3 upload, paired runs). A pool holds
-// it only while data flows; a stream's receive window (16 MiB) is what
-// bounds the memory a stream may cost.
 
 // idleBufSize is the buffer a direction waits with when its source cannot
 // wait for data without one.
@@ -68,7 +58,7 @@ const idleBufSize = 1 << 10
 
 var (
 	smallBufs = sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }}
-	copyBufs  = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+	copyBufs  = newBufPool(DefaultCopyBuffer) // a nil Parking's, and most others'
 )
 
 // halfCloser is a connection whose write side can be closed on its own:
@@ -350,9 +340,10 @@ func (h *half) burst(waited bool) error {
 	d, ok := h.src.(deadliner)
 	if !ok {
 		// Nothing can end a burst: one copy to the end.
-		bp := copyBufs.Get().(*[]byte)
-		n, err := io.CopyBuffer(writerOnly{h.dst}, readerOnly{h.src}, *bp)
-		copyBufs.Put(bp)
+		pool := h.s.p.copyBufs()
+		bp := pool.Get().(*[]byte)
+		n, err := io.CopyBuffer(writerOnly{h.dst}, readerOnly{h.src}, (*bp)[:cap(*bp)])
+		pool.Put(bp)
 		h.n += n
 		if err == nil {
 			err = io.EOF
@@ -374,7 +365,7 @@ func (h *half) burst(waited bool) error {
 			return err
 		}
 	}
-	n, err := burst(h.dst, h.src, d)
+	n, err := burst(h.dst, h.src, d, h.s.p.copyBufs())
 	h.n += n
 	return err
 }
@@ -407,8 +398,9 @@ func waitData(src io.Reader) (waited bool, err error) {
 }
 
 // burst copies with pooled buffers until the source has been quiet for
-// burstIdle (nil error) or ends (io.EOF) or fails.
-func burst(dst io.Writer, src io.Reader, d deadliner) (int64, error) {
+// burstIdle (nil error) or ends (io.EOF) or fails: small ones first, from
+// large when a read fills a small one.
+func burst(dst io.Writer, src io.Reader, d deadliner, large *sync.Pool) (int64, error) {
 	pool := &smallBufs
 	bp := pool.Get().(*[]byte)
 	defer func() { pool.Put(bp) }()
@@ -416,7 +408,7 @@ func burst(dst io.Writer, src io.Reader, d deadliner) (int64, error) {
 	var total int64
 	for {
 		d.SetReadDeadline(time.Now().Add(burstIdle))
-		n, err := src.Read(*bp)
+		n, err := src.Read((*bp)[:cap(*bp)])
 		if n > 0 {
 			if _, werr := dst.Write((*bp)[:n]); werr != nil {
 				return total, werr
@@ -429,10 +421,10 @@ func burst(dst io.Writer, src io.Reader, d deadliner) (int64, error) {
 			}
 			return total, err
 		}
-		if n == len(*bp) && pool == &smallBufs {
+		if n == cap(*bp) && pool == &smallBufs {
 			// More is waiting: read it in large pieces.
 			pool.Put(bp)
-			pool = &copyBufs
+			pool = large
 			bp = pool.Get().(*[]byte)
 		}
 	}

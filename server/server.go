@@ -169,12 +169,12 @@ func New(cfg Config) (*Server, error) {
 		reserved: make(map[string]int),
 		binds:    bindTable{m: make(map[string]*bindLease)},
 		metrics:  cfg.Metrics,
-		parking:  mux.NewParking(),
 	}
 	var mc mux.Config
 	if cfg.Mux != nil {
 		mc = *cfg.Mux
 	}
+	s.parking = mux.NewParking(mc.CopyBuffer)
 	mc.Parking = s.parking
 	s.cfg.Mux = &mc
 	s.auth.Store(&authHolder{cfg.Auth})

@@ -104,7 +104,9 @@ func runClient(c *cli.Context) error {
 	go notify.watchdog(ctx)
 	cfg.Connected = func() { readyOnce.Do(notify.ready) }
 	cfg.Remotes = remotes
-	cfg.Mux = muxConfig(c)
+	if cfg.Mux, err = muxConfig(c); err != nil {
+		return err
+	}
 	cfg.MaxRetryInterval = c.Duration("max-retry-interval")
 	cfg.MaxRetryCount = c.Int("max-retry-count")
 	cfg.NoRetry = c.Int("max-retry-count") == 0

@@ -184,6 +184,10 @@ func runServer(c *cli.Context) error {
 			log.Info("transfer finished", attrs...)
 		},
 	})
+	mc, err := muxConfig(c)
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Config{
 		Auth:                 users,
 		Backend:              backend,
@@ -194,7 +198,7 @@ func runServer(c *cli.Context) error {
 		MaxSessionsPerUser:   c.Int("max-sessions-per-user"),
 		MaxStreamsPerSession: c.Int("max-streams"),
 		Path:                 c.String("path"),
-		Mux:                  muxConfig(c),
+		Mux:                  mc,
 		Logger:               log,
 		AllowReverse:         c.Bool("reverse"),
 		UDPIdle:              c.Duration("udp-idle"),
@@ -249,10 +253,10 @@ func runServer(c *cli.Context) error {
 	serveErr := make(chan error, 1)
 	go func() {
 		if tc.config == nil {
-			serveErr <- hs.Serve(mux.CoalescingListener(ln, 0))
+			serveErr <- hs.Serve(mux.CoalescingListener(ln, mux.MaxBatch(mc.CopyBuffer)))
 			return
 		}
-		serveErr <- hs.ServeTLS(mux.CoalescingListener(ln, 0), "", "")
+		serveErr <- hs.ServeTLS(mux.CoalescingListener(ln, mux.MaxBatch(mc.CopyBuffer)), "", "")
 	}()
 	adm.ready.Store(true)
 	notify.ready()

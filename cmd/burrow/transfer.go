@@ -121,7 +121,9 @@ func setupTransfer(c *cli.Context, section string) (*transferSetup, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.Mux = muxConfig(c)
+	if cfg.Mux, err = muxConfig(c); err != nil {
+		return nil, err
+	}
 	sess, err := client.Connect(c.Context, cfg)
 	if err != nil {
 		return nil, err
