@@ -238,7 +238,7 @@ func testCommandLineMistakes(t *testing.T) {
 		{
 			"client with a huge copy buffer", auth,
 			[]string{"client", "--fingerprint", cert.fingerprint, "--copy-buffer", "1000000000", url, remote},
-			[]string{"--copy-buffer", "1000000000", "16777216"},
+			[]string{"--copy-buffer", "1000000000", "1048576"},
 		},
 		{
 			"client with plain ws URL", auth,

@@ -23,8 +23,10 @@ import (
 // body, a window update, a ping) are held back too while yamux's send
 // queue has more frames waiting (see sendQueue): the send loop is about to
 // write them, and they join the same message, up to coalesceLimit bytes.
-// A frame with nothing queued behind it leaves at once, so coalescing
-// never delays one. Each message is written in the caller's goroutine,
+// Frames queue when the network is slower than the streams writing to it.
+// A frame with nothing queued behind it leaves at once, and held frames
+// leave on their own before a large frame: a small frame waits at most
+// for the send loop to take the next one from its queue. Each message is written in the caller's goroutine,
 // with the connection under TLS corked (see corkConn) so that its records
 // leave in one syscall: no timer, no goroutine and no hand-off between
 // yamux and the socket.
@@ -71,8 +73,7 @@ const (
 
 // smallMessage is the largest body copied behind its header into a
 // message; a larger one is sent as a message of several WebSocket frames
-// (held frames and header, body, end), which costs a few bytes rather than
-// a copy. coalesceLimit bounds the small frames held back for one message:
+// (header, body, end), which costs a few bytes rather than a copy. coalesceLimit bounds the small frames held back for one message:
 // about one TLS record.
 const (
 	smallMessage  = 4 << 10
@@ -175,6 +176,14 @@ func (c *wsConn) Write(p []byte) (int, error) {
 		return 0, net.ErrClosed
 	}
 	if !c.held && isDataHeader(p) {
+		if c.out != nil && binary.BigEndian.Uint32(p[8:]) > smallMessage {
+			// A large frame is next: what is held leaves now, rather
+			// than wait for its body to be copied, sealed and written.
+			if err := c.flush(); err != nil {
+				c.werr = err
+				return 0, err
+			}
+		}
 		copy(c.hdr[:], p)
 		c.held = true
 		return len(p), nil
@@ -212,24 +221,17 @@ func (c *wsConn) send(p []byte) error {
 		}
 		return c.flush()
 	}
+	if err := c.flush(); err != nil { // held frames, if any, go first
+		return err
+	}
 	return c.corked(func(ctx context.Context) error {
 		w, err := c.ws.Writer(ctx, websocket.MessageBinary)
 		if err != nil {
 			return err
 		}
-		var lead []byte // what goes before the body: held frames, header
-		if c.out != nil {
-			if held {
-				*c.out = append(*c.out, c.hdr[:]...)
-			}
-			lead = *c.out
-		} else if held {
-			lead = c.hdr[:]
+		if held {
+			_, err = w.Write(c.hdr[:])
 		}
-		if len(lead) > 0 {
-			_, err = w.Write(lead)
-		}
-		c.releaseOut()
 		if err == nil {
 			_, err = w.Write(p)
 		}
@@ -352,9 +354,6 @@ func (c *wsConn) closeHandshake(pending *[]byte) error {
 		}
 		return c.ws.Close(websocket.StatusNormalClosure, "")
 	}
-	if c.raw == nil {
-		return bye()
-	}
 	done := make(chan error, 1)
 	go func() { done <- bye() }()
 	t := time.NewTimer(closeHandshakeTimeout)
@@ -363,7 +362,11 @@ func (c *wsConn) closeHandshake(pending *[]byte) error {
 	case err := <-done:
 		return err
 	case <-t.C:
-		c.raw.Close()
+		if c.raw != nil {
+			c.raw.Close()
+		} else {
+			c.ws.CloseNow()
+		}
 		<-done
 		return errCloseHandshakeTimeout
 	}

@@ -42,10 +42,12 @@ const (
 	// switches by about two fifths and the CPU per GiB by about a
 	// seventh (make bench's iperf3 upload, paired runs). A pool holds it
 	// only while data flows; a stream's receive window is what bounds the
-	// memory a stream may cost. MinCopyBuffer and MaxCopyBuffer bound it.
+	// memory a stream may cost. yamux's send loop keeps a buffer as large
+	// as the largest frame its session has sent, for the session's life:
+	// MaxCopyBuffer bounds that, and MinCopyBuffer the syscalls per byte.
 	DefaultCopyBuffer = 256 << 10
 	MinCopyBuffer     = 16 << 10
-	MaxCopyBuffer     = 16 << 20
+	MaxCopyBuffer     = 1 << 20
 	// DefaultMaxBatch is what a corkConn holds back for one message:
 	// MaxBatch of DefaultCopyBuffer.
 	DefaultMaxBatch = 2 * DefaultCopyBuffer
