@@ -518,7 +518,7 @@ func (r *receiver) checkSpace(need int64) error {
 		return nil // unknown: the writes will tell
 	}
 	r.spaceH.written = &r.dataBytes
-	return r.cfg.space.reserve(&r.spaceH, need, func(held int64) error {
+	return r.cfg.space.reserve(&r.spaceH, filesystemOf(r.cfg.root.Name()), need, func(held int64) error {
 		if need+r.cfg.reserve+held > avail {
 			return fmt.Errorf("%w: the transfer needs %s and %s must stay free, but only %s is available at the destination%s; free some space",
 				ErrNoSpace, fmtBytes(need), fmtBytes(r.cfg.reserve), fmtBytes(avail), spaceNote(held))
@@ -539,8 +539,8 @@ func spaceNote(held int64) string {
 // what the others will write, and two transfers that each fit alone must
 // not both be accepted past the reserve. A transfer holds what it needed
 // at planning, less what it has written since (which the measure then
-// sees), until it ends. The server keeps one book for all its roots: on
-// several filesystems it refuses early, never late. A nil book holds
+// sees), until it ends. The server keeps one book for all its roots; a
+// transfer counts only the holds on its own filesystem. A nil book holds
 // nothing.
 type spaceBook struct {
 	mu    sync.Mutex
@@ -550,19 +550,21 @@ type spaceBook struct {
 // spaceHold is one transfer's part of a spaceBook.
 type spaceHold struct {
 	need    int64         // guarded by the book's mutex
+	fs      uint64        // the filesystem written to (filesystemOf); guarded by the book's mutex
 	written *atomic.Int64 // the transfer's file data written so far
 }
 
 func (h *spaceHold) outstanding() int64 { return max(h.need-h.written.Load(), 0) }
 
-// reserve adds need to h if check, given what the other transfers may
-// still write, allows it.
-func (b *spaceBook) reserve(h *spaceHold, need int64, check func(held int64) error) error {
+// reserve adds need to h, a transfer writing to filesystem fs, if check,
+// given what the other transfers to fs may still write, allows it.
+func (b *spaceBook) reserve(h *spaceHold, fs uint64, need int64, check func(held int64) error) error {
 	if b == nil {
 		return check(0)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	h.fs = fs
 	if err := check(b.othersLocked(h)); err != nil {
 		return err
 	}
@@ -574,7 +576,8 @@ func (b *spaceBook) reserve(h *spaceHold, need int64, check func(held int64) err
 	return nil
 }
 
-// held is what the transfers other than h may still write.
+// held is what the transfers other than h may still write to its
+// filesystem.
 func (b *spaceBook) held(h *spaceHold) int64 {
 	if b == nil {
 		return 0
@@ -584,12 +587,12 @@ func (b *spaceBook) held(h *spaceHold) int64 {
 	return b.othersLocked(h)
 }
 
-// othersLocked is what the transfers other than h may still write; b.mu
-// is held.
+// othersLocked is what the transfers other than h may still write to its
+// filesystem; b.mu is held.
 func (b *spaceBook) othersLocked(h *spaceHold) int64 {
 	var n int64
 	for o := range b.holds {
-		if o != h {
+		if o != h && o.fs == h.fs {
 			n += o.outstanding()
 		}
 	}

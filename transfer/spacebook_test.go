@@ -68,3 +68,37 @@ func TestSpaceBook(t *testing.T) {
 		t.Errorf("%d transfers of 40 B accepted at once with 100 B free, want 2", n)
 	}
 }
+
+// TestSpaceBookFilesystems: what transfers to one filesystem may still
+// write does not count against a transfer to another; filesystemOf tells
+// them apart.
+func TestSpaceBookFilesystems(t *testing.T) {
+	t.Parallel()
+	var book spaceBook
+	var w1, w2, w3 atomic.Int64
+	h1, h2, h3 := &spaceHold{written: &w1}, &spaceHold{written: &w2}, &spaceHold{written: &w3}
+	heldFor := func(h *spaceHold, fs uint64) int64 {
+		var got int64
+		if err := book.reserve(h, fs, 80, func(held int64) error { got = held; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := heldFor(h1, 1); got != 0 {
+		t.Errorf("the first transfer sees %d B held, want 0", got)
+	}
+	if got := heldFor(h2, 2); got != 0 {
+		t.Errorf("a transfer to another filesystem sees %d B held, want 0", got)
+	}
+	if got := heldFor(h3, 1); got != 80 {
+		t.Errorf("a transfer to the first one's filesystem sees %d B held, want its 80", got)
+	}
+
+	a, b := t.TempDir(), t.TempDir()
+	if fa, fb := filesystemOf(a), filesystemOf(b); fa != fb {
+		t.Errorf("two directories of one filesystem: %d and %d", fa, fb)
+	}
+	if fa, fp := filesystemOf(a), filesystemOf("/proc"); fa != 0 && fp != 0 && fa == fp {
+		t.Errorf("%s and /proc reported as one filesystem (%d)", a, fa)
+	}
+}
