@@ -90,6 +90,17 @@ type proc struct {
 // waited for when the test ends, and its output is logged if the test failed.
 func startProc(t *testing.T, name, stdin string, env []string, args ...string) *proc {
 	t.Helper()
+	var in io.Reader
+	if stdin != "" {
+		in = strings.NewReader(stdin)
+	}
+	return startProcIn(t, name, in, env, args...)
+}
+
+// startProcIn is startProc with stdin read from in (none when nil), which
+// may be a pipe the test keeps open.
+func startProcIn(t *testing.T, name string, in io.Reader, env []string, args ...string) *proc {
+	t.Helper()
 	logFile, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
 	if err != nil {
 		t.Fatal(err)
@@ -97,8 +108,8 @@ func startProc(t *testing.T, name, stdin string, env []string, args ...string) *
 	p := &proc{name: name, done: make(chan struct{})}
 	p.cmd = exec.Command(burrowBin, args...)
 	p.cmd.Env = append(cleanEnv(), env...)
-	if stdin != "" {
-		p.cmd.Stdin = strings.NewReader(stdin)
+	if in != nil {
+		p.cmd.Stdin = in
 	}
 	p.cmd.Stdout = io.MultiWriter(&p.stdout, logFile)
 	p.cmd.Stderr = io.MultiWriter(&p.stderr, logFile)

@@ -1,9 +1,14 @@
 package integration
 
 import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // --max-sessions, end to end: with the server at its maximum, a command
@@ -31,5 +36,48 @@ func TestMaxSessionsFlag(t *testing.T) {
 	p := startProc(t, "ls", "", fsrv.env(), "ls", fsrv.url)
 	if code := p.waitExit(t, exitTimeout); code != 0 {
 		t.Fatalf("ls once the session ended: exit %d\n%s", code, p.stderr.String())
+	}
+}
+
+// --max-transfers, end to end: with one transfer in progress and the
+// server at its maximum of one, another send is refused at once with the
+// reason and a non-zero exit; the first completes, and then the same send
+// goes through.
+func TestMaxTransfersFlag(t *testing.T) {
+	fsrv := newFileServer(t, "--max-transfers", "1")
+	src := filepath.Join(t.TempDir(), "small.txt")
+	if err := os.WriteFile(src, []byte("a small file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// A send from stdin that stays in progress while the pipe is open.
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	held := startProcIn(t, "send-stdin", pr, fsrv.env(), "send", "--json", "--to", "held.bin", fsrv.url, "-")
+	payload := bytes.Repeat([]byte("held open "), 1<<16)
+	go pw.Write(payload)
+	deadline := time.Now().Add(ioTimeout)
+	for !strings.Contains(held.stdout.String(), `"event":"plan"`) { // --json: on stdout
+		if held.exited() || time.Now().After(deadline) {
+			t.Fatalf("the stdin send never reported its plan:\n%s\n%s", held.stdout.String(), held.stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	msg := fsrv.failTransfer(t, "send", []string{"--to", "inbox"}, src)
+	if !strings.Contains(msg, "the server is busy with 1 transfers; try again later") {
+		t.Errorf("send with the server at --max-transfers: %q, want the reason", msg)
+	}
+
+	pw.Close() // the stdin send ends and commits
+	if code := held.waitExit(t, transferTimeout); code != 0 {
+		t.Fatalf("the stdin send: exit %d\n%s", code, held.stderr.String())
+	}
+	if got, err := os.ReadFile(filepath.Join(fsrv.root, "held.bin")); err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("held.bin: %d bytes, %v; want the %d bytes sent", len(got), err, len(payload))
+	}
+	fsrv.transfer(t, "send", []string{"--to", "inbox"}, src)
+	if got, err := os.ReadFile(filepath.Join(fsrv.root, "inbox", "small.txt")); err != nil || string(got) != "a small file\n" {
+		t.Fatalf("inbox/small.txt once the first transfer ended: %q, %v", got, err)
 	}
 }

@@ -167,7 +167,8 @@ func runSend(c *cli.Context) error {
 	}
 	to := c.String("to")
 	stdin := len(ts.args) == 1 && ts.args[0] == "-"
-	p := newProgress(c, "sent", c.App.Writer, c.App.ErrWriter, stdin)
+	// Sending stdin leaves stdout free: --json goes there as always.
+	p := newProgress(c, "sent", c.App.Writer, c.App.ErrWriter, false)
 	ts.tc.Progress = p.event
 	var st transfer.Stats
 	if stdin {
