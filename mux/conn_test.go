@@ -139,24 +139,11 @@ func TestCoalescingStreams(t *testing.T) {
 			errc := make(chan error, 2*streams)
 			peers := make([]net.Conn, streams)
 			for i := range streams {
-				st, err := client.OpenStream()
-				if err != nil {
-					t.Fatal(err)
-				}
+				st, peer := acceptedStream(t, client, server)
 				defer st.Close()
-				st.SetDeadline(time.Now().Add(testTimeout))
-				if _, err := st.Write([]byte{1}); err != nil { // makes the stream known to the server
-					t.Fatal(err)
-				}
-				peer, err := server.AcceptStream()
-				if err != nil {
-					t.Fatal(err)
-				}
 				defer peer.Close()
+				st.SetDeadline(time.Now().Add(testTimeout))
 				peer.SetDeadline(time.Now().Add(testTimeout))
-				if _, err := io.ReadFull(peer, make([]byte, 1)); err != nil {
-					t.Fatal(err)
-				}
 				peers[i] = peer
 				readers.Go(func() {
 					if n, err := io.Copy(io.Discard, st); err != nil || n != frames*size {
@@ -218,22 +205,9 @@ func TestCoalescingClose(t *testing.T) {
 			got := make([]int64, streams)
 			var readers, writers sync.WaitGroup
 			for i := range streams {
-				st, err := client.OpenStream()
-				if err != nil {
-					t.Fatal(err)
-				}
+				st, peer := acceptedStream(t, client, server)
 				st.SetDeadline(time.Now().Add(testTimeout))
-				if _, err := st.Write([]byte{1}); err != nil {
-					t.Fatal(err)
-				}
-				peer, err := server.AcceptStream()
-				if err != nil {
-					t.Fatal(err)
-				}
 				peer.SetDeadline(time.Now().Add(testTimeout))
-				if _, err := io.ReadFull(peer, make([]byte, 1)); err != nil {
-					t.Fatal(err)
-				}
 				readers.Go(func() { got[i], _ = io.Copy(io.Discard, st) })
 				writers.Go(func() {
 					msg := bytes.Repeat([]byte{'m'}, size)

@@ -1189,17 +1189,7 @@ func benchmarkStreams(b *testing.B, tr transport, streams, size int) {
 	sts := make([]*yamux.Stream, streams)
 	done := make(chan int64, streams)
 	for i := range sts {
-		st, err := client.OpenStream()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := st.Write([]byte{1}); err != nil {
-			b.Fatal(err)
-		}
-		peer, err := server.AcceptStream()
-		if err != nil {
-			b.Fatal(err)
-		}
+		st, peer := acceptedStream(b, client, server)
 		defer peer.Close()
 		go drain(peer, done)
 		sts[i] = st
@@ -1230,7 +1220,7 @@ func benchmarkStreams(b *testing.B, tr transport, streams, size int) {
 		got += <-done
 	}
 	b.StopTimer()
-	if want := int64(b.N)*int64(size) + int64(streams); got != want {
+	if want := int64(b.N) * int64(size); got != want {
 		b.Fatalf("readers got %d bytes, want %d", got, want)
 	}
 }

@@ -45,20 +45,28 @@ func yamuxPair(t *testing.T) (client, server *yamux.Session) {
 func streamPair(t *testing.T) (local, remote *yamux.Stream) {
 	t.Helper()
 	client, server := yamuxPair(t)
+	return acceptedStream(t, client, server)
+}
+
+// acceptedStream opens a stream on client and returns it with its end
+// accepted on server, once the byte that makes it known there has been
+// read.
+func acceptedStream(tb testing.TB, client, server *yamux.Session) (local, remote *yamux.Stream) {
+	tb.Helper()
 	local, err := client.OpenStream()
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	// The peer learns of a stream from its first frame.
 	if _, err := local.Write([]byte{0}); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	remote, err = server.AcceptStream()
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	if _, err := io.ReadFull(remote, make([]byte, 1)); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return local, remote
 }
