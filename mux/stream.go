@@ -227,8 +227,8 @@ func (s *splice) abort() {
 	s.ba.stay.Store(true)
 	ab := s.ab.unpark()
 	ba := s.ba.unpark()
-	closeReceived(s.ab.src)
-	closeReceived(s.ab.dst)
+	s.ab.src.Close()
+	s.ab.dst.Close()
 	if ab {
 		s.ab.wake()
 	}
@@ -308,8 +308,8 @@ func (h *half) step(waited bool, err error) (more bool) {
 	if err == io.EOF && !sessionEnded(h.src) {
 		closeWrite(h.dst)
 	} else {
-		closeReceived(h.dst)
-		closeReceived(h.src)
+		h.dst.Close()
+		h.src.Close()
 	}
 	if parked {
 		o.wake()
@@ -428,15 +428,6 @@ func burst(dst io.Writer, src io.Reader, d deadliner, large *sync.Pool) (int64, 
 			bp = pool.Get().(*[]byte)
 		}
 	}
-}
-
-// closeReceived closes c, a splice's end that may have data it received
-// and nobody will read, once that is dropped (up to a MiB): what was
-// written to it is then still delivered, where closing with unread data
-// would reset the connection and lose it.
-func closeReceived(c io.Closer) {
-	discardReceived(c, 1<<20)
-	c.Close()
 }
 
 func closeWrite(c io.Closer) {

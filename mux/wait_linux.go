@@ -62,39 +62,3 @@ func unixStream(c *net.UnixConn) bool {
 	}
 	return ok && a.Net == "unix"
 }
-
-// discardReceived reads and drops what c, a TCP or Unix stream socket, has
-// received and nobody read, without waiting for more, up to max bytes.
-// Closing a socket with unread data makes the kernel reset the connection
-// and drop what it had yet to send, which may be the last bytes a splice
-// delivered. Other connections are left alone.
-func discardReceived(c io.Closer, max int) {
-	var sc syscall.Conn
-	switch c := c.(type) {
-	case *net.TCPConn:
-		sc = c
-	case *net.UnixConn:
-		sc = c
-	default:
-		return
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return
-	}
-	// Control, not Read: the other direction of a splice may be blocked
-	// reading c, holding its read lock until data comes.
-	rc.Control(func(fd uintptr) {
-		var b [4096]byte
-		for n := 0; n < max; {
-			m, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_DONTWAIT)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil || m <= 0 {
-				break
-			}
-			n += m
-		}
-	})
-}

@@ -9,7 +9,3 @@ import "io"
 func waitConn(src io.Reader) (waited bool, err error) {
 	return false, nil
 }
-
-// discardReceived does nothing here: a socket closed with unread data may
-// be reset.
-func discardReceived(io.Closer, int) {}
