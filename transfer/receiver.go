@@ -518,7 +518,7 @@ func (r *receiver) checkSpace(need int64) error {
 		return nil // unknown: the writes will tell
 	}
 	r.spaceH.written = &r.dataBytes
-	return r.cfg.space.reserve(&r.spaceH, filesystemOf(r.cfg.root.Name()), need, func(held int64) error {
+	return r.cfg.space.reserve(&r.spaceH, filesystemOf(r.cfg.root), need, func(held int64) error {
 		if need+r.cfg.reserve+held > avail {
 			return fmt.Errorf("%w: the transfer needs %s and %s must stay free, but only %s is available at the destination%s; free some space",
 				ErrNoSpace, fmtBytes(need), fmtBytes(r.cfg.reserve), fmtBytes(avail), spaceNote(held))

@@ -13,14 +13,3 @@ func statfs(dir string) (int64, error) {
 	}
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
-
-// filesystemOf identifies the filesystem holding dir (its device), so
-// that transfers into different filesystems do not count against each
-// other's free space; 0 when unknown.
-func filesystemOf(dir string) uint64 {
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		return 0
-	}
-	return uint64(st.Dev)
-}
