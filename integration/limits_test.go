@@ -55,7 +55,11 @@ func TestMaxTransfersFlag(t *testing.T) {
 	defer pw.Close()
 	held := startProcIn(t, "send-stdin", pr, fsrv.env(), "send", "--json", "--to", "held.bin", fsrv.url, "-")
 	payload := bytes.Repeat([]byte("held open "), 1<<16)
-	go pw.Write(payload)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := pw.Write(payload)
+		wrote <- err
+	}()
 	deadline := time.Now().Add(ioTimeout)
 	for !strings.Contains(held.stdout.String(), `"event":"plan"`) { // --json: on stdout
 		if held.exited() || time.Now().After(deadline) {
@@ -69,6 +73,16 @@ func TestMaxTransfersFlag(t *testing.T) {
 		t.Errorf("send with the server at --max-transfers: %q, want the reason", msg)
 	}
 
+	// Closing the pipe under a Write in progress would cut the payload
+	// short: the send reads all of it first.
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(transferTimeout):
+		t.Fatal("the stdin send stopped reading its input")
+	}
 	pw.Close() // the stdin send ends and commits
 	if code := held.waitExit(t, transferTimeout); code != 0 {
 		t.Fatalf("the stdin send: exit %d\n%s", code, held.stderr.String())
