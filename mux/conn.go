@@ -26,10 +26,10 @@ import (
 // Frames queue when the network is slower than the streams writing to it.
 // A frame with nothing queued behind it leaves at once, and held frames
 // leave on their own before a large frame: a small frame waits at most
-// for the send loop to take the next one from its queue. Each message is written in the caller's goroutine,
-// with the connection under TLS corked (see corkConn) so that its records
-// leave in one syscall: no timer, no goroutine and no hand-off between
-// yamux and the socket.
+// for the send loop to take the next one from its queue. Each message is
+// written in the caller's goroutine, with the connection under TLS corked
+// (see corkConn) so that its records leave in one syscall: no timer, no
+// goroutine and no hand-off between yamux and the socket.
 type wsConn struct {
 	net.Conn // websocket.NetConn: addresses, and releasing its timers
 	ws       *websocket.Conn
@@ -73,8 +73,9 @@ const (
 
 // smallMessage is the largest body copied behind its header into a
 // message; a larger one is sent as a message of several WebSocket frames
-// (header, body, end), which costs a few bytes rather than a copy. coalesceLimit bounds the small frames held back for one message:
-// about one TLS record.
+// (header, body, end), which costs a few bytes rather than a copy.
+// coalesceLimit bounds the small frames held back for one message: about
+// one TLS record.
 const (
 	smallMessage  = 4 << 10
 	coalesceLimit = 16 << 10

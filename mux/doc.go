@@ -1,10 +1,11 @@
 // Package mux is Burrow's wire protocol and session layer.
 //
 // One WebSocket connection (subprotocol [Subprotocol], binary messages) is
-// wrapped as a [net.Conn] and carries one yamux session. Every yamux stream starts with a small versioned [Header] naming
-// what the opener wants (a TCP connection to a target, for instance); the
-// accepting side answers with a reply ([WriteReply], [ReadReply]) before
-// any payload flows back. [Open] waits for the reply before the opener's
+// wrapped as a [net.Conn] and carries one yamux session. Every yamux
+// stream starts with a small versioned [Header] naming what the opener
+// wants (a TCP connection to a target, for instance); the accepting side
+// answers with a reply ([WriteReply], [ReadReply]) before any payload
+// flows back. [Open] waits for the reply before the opener's
 // payload too; an [EarlyStream] sends payload right behind the header.
 //
 // # Data path
