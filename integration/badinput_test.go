@@ -419,12 +419,8 @@ func testUnreachableTarget(t *testing.T) {
 // checks that the connection is closed without a byte of data.
 func expectClosedWithoutData(t *testing.T, local string) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", local, ioTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialLocal(t, local)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(ioTimeout))
 	got, err := io.ReadAll(c)
 	if err != nil {
 		t.Fatalf("reading a refused forward: %v, want a clean close", err)

@@ -30,12 +30,8 @@ func TestControlRelaysRefusal(t *testing.T) {
 	// Every stream the session may have, held by forwarded connections.
 	var held []net.Conn
 	for range maxStreams {
-		c, err := net.DialTimeout("tcp", locals[0], ioTimeout)
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := dialLocal(t, locals[0])
 		held = append(held, c)
-		c.SetDeadline(time.Now().Add(ioTimeout))
 		if _, err := c.Write([]byte("x")); err != nil {
 			t.Fatal(err)
 		}

@@ -163,17 +163,13 @@ func TestHalfClose(t *testing.T) {
 // and checks the target's answer: req's length and hash.
 func halfCloseExchange(t *testing.T, local string, req []byte) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", local, ioTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialLocal(t, local)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(ioTimeout))
 	werr := make(chan error, 1)
 	go func() {
 		_, err := c.Write(req)
 		if err == nil {
-			err = c.(*net.TCPConn).CloseWrite()
+			err = c.CloseWrite()
 		}
 		werr <- err
 	}()

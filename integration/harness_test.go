@@ -468,6 +468,18 @@ func echoRoundTrip(t *testing.T, local string, msg []byte) {
 	}
 }
 
+// dialLocal connects to addr, a local port (a forward, the server), with
+// ioTimeout as the connection's deadline. The caller closes it.
+func dialLocal(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, ioTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(ioTimeout))
+	return c.(*net.TCPConn)
+}
+
 // echoRoundTripErr is echoRoundTrip for goroutines other than the test's.
 func echoRoundTripErr(local string, msg []byte) error {
 	c, err := net.DialTimeout("tcp", local, ioTimeout)

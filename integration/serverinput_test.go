@@ -325,16 +325,12 @@ func insecureHTTPClient() *http.Client {
 // whatever comes back before the server closes or a second of silence.
 func sendRaw(t *testing.T, addr string, data []byte) []byte {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, ioTimeout)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialLocal(t, addr)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(ioTimeout))
 	if _, err := c.Write(data); err != nil {
 		t.Logf("writing %d bytes of garbage: %v", len(data), err)
 	}
-	c.(*net.TCPConn).CloseWrite()
+	c.CloseWrite()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	resp, err := io.ReadAll(c)
 	if err != nil && !isTimeout(err) && !errors.Is(err, net.ErrClosed) {
