@@ -367,7 +367,10 @@ var receiverOps = []receiverOp{
 }
 
 // xferTarget is how many times faster than scp burrow send should be
-// (issue 5): a large file, many small files.
+// (issue 5): a large file, many small files. The baseline is scp as it
+// is run, with the sshd's default cipher; the large file is also sent
+// with scp -c aes128-gcm@openssh.com, the fastest scp on a CPU with AES
+// instructions, and the document says how burrow compares with that too.
 var xferTarget = map[string]float64{"large": 1.5, "small": 3}
 
 // speedup is how many times faster burrow send was than tool (the
@@ -376,15 +379,16 @@ func (x *xferResult) speedup(c, tool string) float64 {
 	return medianOf(x.secs[c][tool]) / medianOf(x.secs[c]["burrow"])
 }
 
-// fasterSCP returns the scp variant of case c with the lower median time.
-func (x *xferResult) fasterSCP(c *xferCase) xferTool {
-	var best xferTool
+// scpTools returns the scp variants of case c: the target's baseline
+// (plain scp, the first), then any others.
+func (c *xferCase) scpTools() []xferTool {
+	var out []xferTool
 	for _, tool := range c.tools {
-		if strings.HasPrefix(tool.key, "scp") && (best.key == "" || medianOf(x.secs[c.key][tool.key]) < medianOf(x.secs[c.key][best.key])) {
-			best = tool
+		if strings.HasPrefix(tool.key, "scp") {
+			out = append(out, tool)
 		}
 	}
-	return best
+	return out
 }
 
 func (s *suite) transferTargets() []targetRow {
@@ -395,7 +399,7 @@ func (s *suite) transferTargets() []targetRow {
 	var rows []targetRow
 	for _, c := range x.cases {
 		want := xferTarget[c.key]
-		scp := x.fasterSCP(c)
+		scp := c.scpTools()[0]
 		r := x.speedup(c.key, scp.key)
 		rows = append(rows, targetRow{"burrow send, " + c.label, fmt.Sprintf("≥ %.1f× as fast as %s", want, scp.label),
 			fmt.Sprintf("%.2f× (%.2f s vs %.2f s)", r, medianOf(x.secs[c.key]["burrow"]), medianOf(x.secs[c.key][scp.key])), r >= want, "transfer"})
@@ -445,6 +449,7 @@ func (s *suite) writeTransfers(b *strings.Builder) {
 		}
 		p("\n")
 	}
+	s.writeTransferGap(b, true)
 	p("CPU: the sending command and what it waited for (ssh under scp and rsync), and the\n")
 	p("receiving side (the burrow server; sshd with its finished connection processes), from\n")
 	p("`wait4` and `/proc`.\n\n")
