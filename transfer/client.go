@@ -634,14 +634,14 @@ type writerSink struct {
 	track  *tracker
 }
 
-func (s *writerSink) expect(h *chunkHeader) error {
+func (s *writerSink) expect(h *chunkHeader) (string, error) {
 	if h.file != 0 || int64(h.index) != int64(len(s.hashes)) || int64(h.index) >= s.n {
-		return protoErr("chunk %d of entry %d out of order", h.index, h.file)
+		return "", protoErr("chunk %d of entry %d out of order", h.index, h.file)
 	}
 	if int(h.size) != chunkLen(s.e.Size, s.cs, int64(h.index)) {
-		return fmt.Errorf("%w: chunk %d is %d bytes, expected %d", ErrIntegrity, h.index, h.size, chunkLen(s.e.Size, s.cs, int64(h.index)))
+		return "", fmt.Errorf("%w: chunk %d is %d bytes, expected %d", ErrIntegrity, h.index, h.size, chunkLen(s.e.Size, s.cs, int64(h.index)))
 	}
-	return nil
+	return s.e.Path, nil
 }
 
 func (s *writerSink) write(h *chunkHeader, data []byte, wire int) (int, byte, error) {

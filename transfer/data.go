@@ -126,7 +126,7 @@ func roundUp(n, align int) int { return (n + align - 1) / align * align }
 // sink is the receiving end of data frames: a receiver writing files, or
 // a writer for FetchStream.
 type sink interface {
-	expect(h *chunkHeader) error
+	expect(h *chunkHeader) (name string, err error) // name: the file's, for messages
 	write(h *chunkHeader, data []byte, wire int) (file int, status byte, err error)
 	end(fe *fileEnd) (file int, status byte, err error)
 }
@@ -138,7 +138,8 @@ func recvChunk(b *streamBufs, s sink, p []byte) (int, byte, error) {
 	if err != nil {
 		return -1, 0, err
 	}
-	if err := s.expect(&h); err != nil {
+	name, err := s.expect(&h)
+	if err != nil {
 		return -1, 0, err
 	}
 	raw := data
@@ -148,7 +149,7 @@ func recvChunk(b *streamBufs, s sink, p []byte) (int, byte, error) {
 		}
 	}
 	if chunkHash(raw) != h.hash {
-		return -1, 0, fmt.Errorf("%w: chunk %d of entry %d does not match its hash", ErrIntegrity, h.index, h.file)
+		return -1, 0, fmt.Errorf("%w: chunk %d of %q does not match its hash", ErrIntegrity, h.index, name)
 	}
 	return s.write(&h, raw, len(data))
 }

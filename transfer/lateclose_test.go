@@ -29,7 +29,7 @@ func TestNoWriteAfterClose(t *testing.T) {
 	}
 	write := func(i int) error {
 		h := chunkHeader{file: 0, index: uint32(i), size: uint32(cs), hash: chunkHash(data[i*cs : (i+1)*cs])}
-		if err := r.expect(&h); err != nil {
+		if _, err := r.expect(&h); err != nil {
 			return err
 		}
 		_, _, err := r.write(&h, data[i*cs:(i+1)*cs], cs)

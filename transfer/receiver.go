@@ -691,25 +691,25 @@ func (r *receiver) file(idx uint32) (*rfile, error) {
 
 // expect checks a chunk header against the manifest before its data is
 // decompressed or hashed.
-func (r *receiver) expect(h *chunkHeader) error {
+func (r *receiver) expect(h *chunkHeader) (string, error) {
 	f, err := r.file(h.file)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if f.nchunks < 0 {
 		if int(h.size) > r.cfg.chunkSize {
-			return fmt.Errorf("%w: chunk of %d bytes, more than the chunk size %d", ErrIntegrity, h.size, r.cfg.chunkSize)
+			return "", fmt.Errorf("%w: chunk of %d bytes, more than the chunk size %d", ErrIntegrity, h.size, r.cfg.chunkSize)
 		}
-		return nil
+		return f.e.Path, nil
 	}
 	if int64(h.index) >= f.nchunks {
-		return fmt.Errorf("%w: chunk %d of %q, which has %d chunks (more data than its declared size %d)",
+		return "", fmt.Errorf("%w: chunk %d of %q, which has %d chunks (more data than its declared size %d)",
 			ErrIntegrity, h.index, f.e.Path, f.nchunks, f.e.Size)
 	}
 	if want := chunkLen(f.e.Size, r.cfg.chunkSize, int64(h.index)); int(h.size) != want {
-		return fmt.Errorf("%w: chunk %d of %q is %d bytes, expected %d", ErrIntegrity, h.index, f.e.Path, h.size, want)
+		return "", fmt.Errorf("%w: chunk %d of %q is %d bytes, expected %d", ErrIntegrity, h.index, f.e.Path, h.size, want)
 	}
-	return nil
+	return f.e.Path, nil
 }
 
 // write stores a chunk whose data the caller verified against h.hash. It
