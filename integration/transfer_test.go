@@ -21,6 +21,7 @@ import (
 
 	"github.com/burrowtun/burrow/certs"
 	"github.com/burrowtun/burrow/client"
+	"github.com/klauspost/compress/zstd"
 )
 
 // Tests of burrow send, fetch and ls against a real server: large files
@@ -684,6 +685,142 @@ func TestTransferHostileSender(t *testing.T) {
 	}
 }
 
+// TestTransferHostileChunks is a malicious sender past an honest
+// manifest: chunks that lie about their hash, size or place, a FileEnd
+// that lies about the file, and a zstd bomb, each sent on a data stream
+// to the real server. Each is refused with an error naming the problem,
+// nothing appears under the file's final name, and the server goes on
+// serving.
+func TestTransferHostileChunks(t *testing.T) {
+	fsrv := newFileServer(t)
+	sess := dialFileSession(t, fsrv)
+	good := []byte("good data\n")
+	sum := func(b []byte) []byte { h := sha256.Sum256(b); return h[:] }
+	zenc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bomb := zenc.EncodeAll(make([]byte, 64<<20), nil) // 64 MiB of zeros in a few KiB, declared as 1 MiB
+	zenc.Close()
+	zeros := make([]byte, 1<<20)
+	n := uint64(len(good))
+	cases := []struct {
+		name   string
+		size   uint64   // the file's size in the manifest
+		frames [][]byte // on the data stream, after its Hello
+		want   string
+	}{
+		{name: "hash lie", size: n, frames: [][]byte{chunkFrame(0, 0, 0, n, make([]byte, 32), good)}, want: `chunk 0 of "f" does not match its hash`},
+		{name: "size lie", size: 4, frames: [][]byte{chunkFrame(0, 0, 0, n, sum(good), good)}, want: "is 10 bytes, expected 4"},
+		{name: "data longer than its size", size: n, frames: [][]byte{chunkFrame(0, 0, 0, n, sum(good), append(good, good...))}, want: "carries 20 bytes but declares 10"},
+		{name: "chunk past the end", size: n, frames: [][]byte{chunkFrame(0, 1, 0, n, sum(good), good)}, want: "chunk"},
+		{name: "file past the manifest", size: n, frames: [][]byte{chunkFrame(3, 0, 0, n, sum(good), good)}, want: "entry 3"},
+		{name: "whole-file hash lie", size: n, frames: [][]byte{chunkFrame(0, 0, 0, n, sum(good), good), fileEndFrame(0, n, make([]byte, 32))}, want: "hash"},
+		{name: "decompression bomb", size: uint64(len(zeros)), frames: [][]byte{chunkFrame(0, 0, 1, uint64(len(zeros)), sum(zeros), bomb)}, want: "does not expand to its declared"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dest := fmt.Sprintf("hostile%d", i)
+			msg := hostileChunks(t, sess, dest, tc.size, tc.frames)
+			t.Logf("refused: %s", msg)
+			if !strings.Contains(strings.ToLower(msg), tc.want) {
+				t.Errorf("refusal %q does not name the problem (%q)", msg, tc.want)
+			}
+			// Only partial files (hidden, .part and .journal) may remain.
+			filepath.WalkDir(filepath.Join(fsrv.root, dest), func(path string, d fs.DirEntry, err error) error {
+				if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
+					t.Errorf("%s is under a final name after a refused transfer", path)
+				}
+				return nil
+			})
+		})
+	}
+	// Nothing landed beside the user's directory.
+	entries, err := os.ReadDir(fsrv.files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != testUser {
+			t.Errorf("%s appeared in the files root, outside the user's directory", e.Name())
+		}
+	}
+	// The server is still up and serves an honest client.
+	src := filepath.Join(t.TempDir(), "honest")
+	os.WriteFile(src, good, 0o644)
+	fsrv.transfer(t, "send", []string{"--to", "inbox"}, src)
+	if b, err := os.ReadFile(filepath.Join(fsrv.root, "inbox", "honest")); err != nil || !bytes.Equal(b, good) {
+		t.Fatalf("honest send after the attacks: %q, %v", b, err)
+	}
+}
+
+// hostileChunks pushes one file of size into dest with an honest
+// manifest, then sends frames on a data stream of the transfer and
+// returns the message of the Error the server answers with.
+func hostileChunks(t *testing.T, sess *client.Session, dest string, size uint64, frames [][]byte) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*ioTimeout)
+	defer cancel()
+	ctl, err := sess.OpenFile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctl.Close()
+	ctl.SetDeadline(time.Now().Add(2 * ioTimeout))
+	var manifest []byte
+	manifest = append(manifest, frame(frameHello, pushHello(dest, 0))...)
+	manifest = append(manifest, frame(frameEntries, fileEntry("f", int64(size)))...)
+	manifest = append(manifest, frame(frameManifestEnd, append(append(be(1, 8), make([]byte, 16)...), be(1, 2)...))...)
+	if _, err := ctl.Write(manifest); err != nil {
+		t.Fatal(err)
+	}
+	cr := bufio.NewReader(ctl)
+	var id []byte
+	for id == nil {
+		switch typ, payload := readFrame(t, cr); typ {
+		case framePlan, frameKeepalive:
+		case framePlanEnd:
+			if len(payload) != 18 {
+				t.Fatalf("PlanEnd of %d bytes", len(payload))
+			}
+			id = payload[:16]
+		case frameError:
+			t.Fatalf("the server refused an honest manifest: %x", payload)
+		default:
+			t.Fatalf("the server answered a manifest with frame type %d", typ)
+		}
+	}
+	data, err := sess.OpenFile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Close()
+	data.SetDeadline(time.Now().Add(2 * ioTimeout))
+	hello := append([]byte("BRWT"), 1, 4)
+	out := frame(frameHello, append(hello, id...))
+	for _, f := range frames {
+		out = append(out, f...)
+	}
+	// Written in the background: the server may refuse before reading all.
+	go data.Write(out)
+	return readErrorFrame(t, bufio.NewReader(data), "hostile chunks")
+}
+
+// chunkFrame is a Chunk frame: file (4) | chunk (4) | flags (1) |
+// size (4) | hash (32) | data.
+func chunkFrame(file, chunk uint64, flags byte, size uint64, hash, data []byte) []byte {
+	b := append(be(file, 4), be(chunk, 4)...)
+	b = append(b, flags)
+	b = append(b, be(size, 4)...)
+	b = append(b, hash...)
+	return frame(frameChunk, append(b, data...))
+}
+
+// fileEndFrame is a FileEnd frame: file (4) | size (8) | whole-file hash (32).
+func fileEndFrame(file, size uint64, root []byte) []byte {
+	return frame(frameFileEnd, append(append(be(file, 4), be(size, 8)...), root...))
+}
+
 // dialFileSession opens a session to fsrv with the library, for streams
 // the burrow binary would never send.
 func dialFileSession(t *testing.T, fsrv *fileServer) *client.Session {
@@ -708,6 +845,10 @@ const (
 	frameHello       = 1
 	frameEntries     = 2
 	frameManifestEnd = 3
+	framePlan        = 4
+	framePlanEnd     = 5
+	frameChunk       = 6
+	frameFileEnd     = 7
 	frameError       = 13
 	frameKeepalive   = 14
 )
@@ -788,18 +929,34 @@ func hostilePush(t *testing.T, sess *client.Session, dest string, links byte, en
 		w.Write(frame(frameManifestEnd, append(end, be(1, 2)...)))
 		w.Flush()
 	}()
-	r := bufio.NewReader(st)
+	return readErrorFrame(t, bufio.NewReader(st), "a hostile manifest")
+}
+
+// readFrame reads one frame of the transfer protocol.
+func readFrame(t *testing.T, r *bufio.Reader) (byte, []byte) {
+	t.Helper()
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		t.Fatalf("the server closed the stream without an error frame: %v", err)
+	}
+	n := int(hdr[1])<<24 | int(hdr[2])<<16 | int(hdr[3])<<8 | int(hdr[4])
+	if n > 1<<20 {
+		t.Fatalf("the server sent a frame of %d bytes", n)
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		t.Fatal(err)
+	}
+	return hdr[0], payload
+}
+
+// readErrorFrame reads frames until an Error and returns its message;
+// any other frame but a keepalive fails the test.
+func readErrorFrame(t *testing.T, r *bufio.Reader, what string) string {
+	t.Helper()
 	for {
-		var hdr [5]byte
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			t.Fatalf("the server closed the stream without an error frame: %v", err)
-		}
-		n := int(hdr[1])<<24 | int(hdr[2])<<16 | int(hdr[3])<<8 | int(hdr[4])
-		payload := make([]byte, n)
-		if _, err := io.ReadFull(r, payload); err != nil {
-			t.Fatal(err)
-		}
-		switch hdr[0] {
+		typ, payload := readFrame(t, r)
+		switch typ {
 		case frameKeepalive:
 			continue
 		case frameError:
@@ -809,7 +966,7 @@ func hostilePush(t *testing.T, sess *client.Session, dest string, links byte, en
 			l := int(payload[1])<<8 | int(payload[2])
 			return string(bytes.ToValidUTF8(payload[3:3+min(l, len(payload)-3)], nil))
 		default:
-			t.Fatalf("the server answered a hostile manifest with frame type %d, want an error", hdr[0])
+			t.Fatalf("the server answered %s with frame type %d, want an error", what, typ)
 		}
 	}
 }
