@@ -205,7 +205,22 @@ func (s *suite) targets() []targetRow {
 }
 
 // machine describes where the run happened.
-func machine() [][2]string {
+// sourceCommit names the checked-out commit, and says so when tracked
+// files differ from it. Taken when the suite starts: the suite's own
+// output files differ by the time the report is written.
+func sourceCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	commit := strings.TrimSpace(string(out))
+	if out, _ := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); len(out) > 0 {
+		commit += " (with uncommitted changes)"
+	}
+	return commit
+}
+
+func machine(commit string) [][2]string {
 	model := "?"
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		sc := bufio.NewScanner(f)
@@ -226,10 +241,6 @@ func machine() [][2]string {
 		out, _ := exec.Command(argv[0], argv[1:]...).CombinedOutput()
 		line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 		return line
-	}
-	commit := first("git", "rev-parse", "--short", "HEAD")
-	if out, _ := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); len(out) > 0 {
-		commit += " (with uncommitted changes)"
 	}
 	return [][2]string{
 		{"cores", fmt.Sprint(runtime.NumCPU())},
@@ -277,7 +288,7 @@ func (s *suite) write() error {
 	p("this one run.\n\n")
 
 	p("## Machine\n\n| | |\n|---|---|\n")
-	for _, kv := range machine() {
+	for _, kv := range machine(s.commit) {
 		p("| %s | %s |\n", kv[0], kv[1])
 	}
 	p("| load average (1, 5, 15 min) | %s at the start, %s at the end |\n", s.loadAvg[0], s.loadAvg[1])

@@ -172,6 +172,7 @@ type suite struct {
 	reps    int
 	secs    int
 	out     string
+	commit  string // what was measured (sourceCommit)
 	profDir string // temporary, when BENCH_PROFILES is not set
 
 	iperf   *iperfServer
@@ -227,6 +228,7 @@ func TestBenchSuite(t *testing.T) {
 		s.out = o
 	}
 	s.loadAvg[0] = loadAvg()
+	s.commit = sourceCommit()
 	n, err := raiseNoFile()
 	if err != nil {
 		t.Logf("RLIMIT_NOFILE: %v", err)
