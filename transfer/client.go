@@ -639,7 +639,7 @@ func (s *writerSink) expect(h *chunkHeader) (string, error) {
 		return "", protoErr("chunk %d of entry %d out of order", h.index, h.file)
 	}
 	if int(h.size) != chunkLen(s.e.Size, s.cs, int64(h.index)) {
-		return "", fmt.Errorf("%w: chunk %d is %d bytes, expected %d", ErrIntegrity, h.index, h.size, chunkLen(s.e.Size, s.cs, int64(h.index)))
+		return "", fmt.Errorf("%w: chunk %d of %q is %d bytes, expected %d", ErrIntegrity, h.index, s.e.Path, h.size, chunkLen(s.e.Size, s.cs, int64(h.index)))
 	}
 	return s.e.Path, nil
 }

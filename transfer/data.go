@@ -142,6 +142,9 @@ func recvChunk(b *streamBufs, s sink, p []byte) (int, byte, error) {
 	if err != nil {
 		return -1, 0, err
 	}
+	if h.flags&chunkZstd == 0 && len(data) != int(h.size) {
+		return -1, 0, fmt.Errorf("%w: chunk %d of %q carries %d bytes but declares %d", ErrIntegrity, h.index, name, len(data), h.size)
+	}
 	raw := data
 	if h.flags&chunkZstd != 0 {
 		if raw, err = b.decompress(data, int(h.size)); err != nil {

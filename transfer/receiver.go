@@ -698,7 +698,7 @@ func (r *receiver) expect(h *chunkHeader) (string, error) {
 	}
 	if f.nchunks < 0 {
 		if int(h.size) > r.cfg.chunkSize {
-			return "", fmt.Errorf("%w: chunk of %d bytes, more than the chunk size %d", ErrIntegrity, h.size, r.cfg.chunkSize)
+			return "", fmt.Errorf("%w: chunk %d of %q is %d bytes, more than the chunk size %d", ErrIntegrity, h.index, f.e.Path, h.size, r.cfg.chunkSize)
 		}
 		return f.e.Path, nil
 	}

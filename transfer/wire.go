@@ -436,8 +436,6 @@ func decodeChunk(p []byte, maxChunk int) (c chunkHeader, data []byte, err error)
 		return c, nil, protoErr("unknown chunk flags %#x", c.flags)
 	case c.size == 0 || int64(c.size) > int64(maxChunk):
 		return c, nil, fmt.Errorf("%w: chunk of %d bytes; chunks are 1..%d bytes", ErrLimit, c.size, maxChunk)
-	case c.flags&chunkZstd == 0 && len(data) != int(c.size):
-		return c, nil, fmt.Errorf("%w: chunk %d of file %d carries %d bytes but declares %d", ErrIntegrity, c.index, c.file, len(data), c.size)
 	case c.flags&chunkZstd != 0 && len(data) >= int(c.size):
 		return c, nil, protoErr("compressed chunk is not smaller than its data")
 	}
