@@ -696,12 +696,21 @@ func TestTransferHostileChunks(t *testing.T) {
 	sess := dialFileSession(t, fsrv)
 	good := []byte("good data\n")
 	sum := func(b []byte) []byte { h := sha256.Sum256(b); return h[:] }
-	zenc, err := zstd.NewWriter(nil)
+	// 64 MiB of zeros in a few KiB, declared as 1 MiB. Written as a
+	// stream, so that the frame does not state its size and the
+	// receiver must find out by decoding.
+	var bombBuf bytes.Buffer
+	zenc, err := zstd.NewWriter(&bombBuf, zstd.WithWindowSize(1<<16))
 	if err != nil {
 		t.Fatal(err)
 	}
-	bomb := zenc.EncodeAll(make([]byte, 64<<20), nil) // 64 MiB of zeros in a few KiB, declared as 1 MiB
-	zenc.Close()
+	for range 64 {
+		zenc.Write(make([]byte, 1<<20))
+	}
+	if err := zenc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bomb := bombBuf.Bytes()
 	zeros := make([]byte, 1<<20)
 	n := uint64(len(good))
 	cases := []struct {
@@ -712,10 +721,10 @@ func TestTransferHostileChunks(t *testing.T) {
 	}{
 		{name: "hash lie", size: n, frames: [][]byte{chunkFrame(0, 0, 0, n, make([]byte, 32), good)}, want: `chunk 0 of "f" does not match its hash`},
 		{name: "size lie", size: 4, frames: [][]byte{chunkFrame(0, 0, 0, n, sum(good), good)}, want: "is 10 bytes, expected 4"},
-		{name: "data longer than its size", size: n, frames: [][]byte{chunkFrame(0, 0, 0, n, sum(good), append(good, good...))}, want: "carries 20 bytes but declares 10"},
-		{name: "chunk past the end", size: n, frames: [][]byte{chunkFrame(0, 1, 0, n, sum(good), good)}, want: "chunk"},
+		{name: "data longer than its size", size: n, frames: [][]byte{chunkFrame(0, 0, 0, n, sum(good), append(good, good...))}, want: `chunk 0 of "f" carries 20 bytes but declares 10`},
+		{name: "chunk past the end", size: n, frames: [][]byte{chunkFrame(0, 1, 0, n, sum(good), good)}, want: "which has 1 chunks"},
 		{name: "file past the manifest", size: n, frames: [][]byte{chunkFrame(3, 0, 0, n, sum(good), good)}, want: "entry 3"},
-		{name: "whole-file hash lie", size: n, frames: [][]byte{chunkFrame(0, 0, 0, n, sum(good), good), fileEndFrame(0, n, make([]byte, 32))}, want: "hash"},
+		{name: "whole-file hash lie", size: n, frames: [][]byte{chunkFrame(0, 0, 0, n, sum(good), good), fileEndFrame(0, n, make([]byte, 32))}, want: "whole-file hash"},
 		{name: "decompression bomb", size: uint64(len(zeros)), frames: [][]byte{chunkFrame(0, 0, 1, uint64(len(zeros)), sum(zeros), bomb)}, want: "does not expand to its declared"},
 	}
 	for i, tc := range cases {
@@ -777,7 +786,7 @@ func hostileChunks(t *testing.T, sess *client.Session, dest string, size uint64,
 	cr := bufio.NewReader(ctl)
 	var id []byte
 	for id == nil {
-		switch typ, payload := readFrame(t, cr); typ {
+		switch typ, payload := readFrame(t, cr, "an honest manifest"); typ {
 		case framePlan, frameKeepalive:
 		case framePlanEnd:
 			if len(payload) != 18 {
@@ -933,11 +942,12 @@ func hostilePush(t *testing.T, sess *client.Session, dest string, links byte, en
 }
 
 // readFrame reads one frame of the transfer protocol.
-func readFrame(t *testing.T, r *bufio.Reader) (byte, []byte) {
+// what names what the frame was awaited for, for a stream that ends first.
+func readFrame(t *testing.T, r *bufio.Reader, what string) (byte, []byte) {
 	t.Helper()
 	var hdr [5]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		t.Fatalf("the server closed the stream without an error frame: %v", err)
+		t.Fatalf("the server closed the stream without answering %s: %v", what, err)
 	}
 	n := int(hdr[1])<<24 | int(hdr[2])<<16 | int(hdr[3])<<8 | int(hdr[4])
 	if n > 1<<20 {
@@ -955,7 +965,7 @@ func readFrame(t *testing.T, r *bufio.Reader) (byte, []byte) {
 func readErrorFrame(t *testing.T, r *bufio.Reader, what string) string {
 	t.Helper()
 	for {
-		typ, payload := readFrame(t, r)
+		typ, payload := readFrame(t, r, what)
 		switch typ {
 		case frameKeepalive:
 			continue
