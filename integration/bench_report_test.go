@@ -204,7 +204,6 @@ func (s *suite) targets() []targetRow {
 	return append(rows, s.transferTargets()...)
 }
 
-// machine describes where the run happened.
 // sourceCommit names the checked-out commit, and says so when tracked
 // files differ from it. Taken when the suite starts: the suite's own
 // output files differ by the time the report is written.
@@ -220,6 +219,7 @@ func sourceCommit() string {
 	return commit
 }
 
+// machine describes where the run happened.
 func machine(commit string) [][2]string {
 	model := "?"
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
