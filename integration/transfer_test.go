@@ -21,6 +21,7 @@ import (
 
 	"github.com/burrowtun/burrow/certs"
 	"github.com/burrowtun/burrow/client"
+	"github.com/hashicorp/yamux"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -768,14 +769,8 @@ func TestTransferHostileChunks(t *testing.T) {
 // returns the message of the Error the server answers with.
 func hostileChunks(t *testing.T, sess *client.Session, dest string, size uint64, frames [][]byte) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*ioTimeout)
-	defer cancel()
-	ctl, err := sess.OpenFile(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctl := openFileStream(t, sess)
 	defer ctl.Close()
-	ctl.SetDeadline(time.Now().Add(2 * ioTimeout))
 	var manifest []byte
 	manifest = append(manifest, frame(frameHello, pushHello(dest, 0))...)
 	manifest = append(manifest, frame(frameEntries, fileEntry("f", int64(size)))...)
@@ -799,12 +794,8 @@ func hostileChunks(t *testing.T, sess *client.Session, dest string, size uint64,
 			t.Fatalf("the server answered a manifest with frame type %d", typ)
 		}
 	}
-	data, err := sess.OpenFile(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := openFileStream(t, sess)
 	defer data.Close()
-	data.SetDeadline(time.Now().Add(2 * ioTimeout))
 	hello := append([]byte("BRWT"), 1, 4)
 	out := frame(frameHello, append(hello, id...))
 	for _, f := range frames {
@@ -896,10 +887,9 @@ func pushHello(dest string, links byte) []byte {
 	return append(b, wireString(dest)...)
 }
 
-// hostilePush opens a file stream, sends a push with entries (or count
-// distinct files, sent in batches, when entries is nil) and returns the
-// message of the Error the server answers with.
-func hostilePush(t *testing.T, sess *client.Session, dest string, links byte, entries [][]byte, count uint64) string {
+// openFileStream opens a file-transfer stream on sess whose reads and
+// writes fail after twice the I/O timeout.
+func openFileStream(t *testing.T, sess *client.Session) *yamux.Stream {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*ioTimeout)
 	defer cancel()
@@ -907,8 +897,17 @@ func hostilePush(t *testing.T, sess *client.Session, dest string, links byte, en
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
 	st.SetDeadline(time.Now().Add(2 * ioTimeout))
+	return st
+}
+
+// hostilePush opens a file stream, sends a push with entries (or count
+// distinct files, sent in batches, when entries is nil) and returns the
+// message of the Error the server answers with.
+func hostilePush(t *testing.T, sess *client.Session, dest string, links byte, entries [][]byte, count uint64) string {
+	t.Helper()
+	st := openFileStream(t, sess)
+	defer st.Close()
 	// Write in the background: the server may refuse before reading all.
 	go func() {
 		w := bufio.NewWriterSize(st, 256<<10)
