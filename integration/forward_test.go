@@ -165,20 +165,9 @@ func halfCloseExchange(t *testing.T, local string, req []byte) {
 	t.Helper()
 	c := dialLocal(t, local)
 	defer c.Close()
-	werr := make(chan error, 1)
-	go func() {
-		_, err := c.Write(req)
-		if err == nil {
-			err = c.CloseWrite()
-		}
-		werr <- err
-	}()
-	resp, err := io.ReadAll(c)
+	resp, err := exchange(c, req)
 	if err != nil {
-		t.Fatalf("reading the response: %v (got %q)", err, resp)
-	}
-	if err := <-werr; err != nil {
-		t.Fatalf("writing the request: %v", err)
+		t.Fatalf("request through the forward: %v", err)
 	}
 	sum := sha256.Sum256(req)
 	body := fmt.Sprintf("read %d bytes, sha256 %x\n", len(req), sum)

@@ -493,10 +493,9 @@ func echoRoundTripErr(local string, msg []byte) error {
 	return nil
 }
 
-// echoOver sends msg on c to an echo target, half-closes, and checks that
-// exactly msg comes back before EOF, all within ioTimeout.
-func echoOver(c *net.TCPConn, msg []byte) error {
-	c.SetDeadline(time.Now().Add(ioTimeout))
+// exchange sends msg on c and half-closes it, while reading everything
+// that comes back until EOF.
+func exchange(c *net.TCPConn, msg []byte) ([]byte, error) {
 	werr := make(chan error, 1)
 	go func() {
 		_, err := c.Write(msg)
@@ -509,10 +508,21 @@ func echoOver(c *net.TCPConn, msg []byte) error {
 	if err != nil {
 		c.Close() // unblock the writer
 		<-werr
-		return fmt.Errorf("read echo: %w (got %d bytes)", err, len(got))
+		return got, fmt.Errorf("reading: %w (got %d bytes)", err, len(got))
 	}
 	if err := <-werr; err != nil {
-		return fmt.Errorf("write: %w", err)
+		return got, fmt.Errorf("writing: %w", err)
+	}
+	return got, nil
+}
+
+// echoOver sends msg on c to an echo target, half-closes, and checks that
+// exactly msg comes back before EOF, all within ioTimeout.
+func echoOver(c *net.TCPConn, msg []byte) error {
+	c.SetDeadline(time.Now().Add(ioTimeout))
+	got, err := exchange(c, msg)
+	if err != nil {
+		return fmt.Errorf("echo: %w", err)
 	}
 	if !bytes.Equal(got, msg) {
 		return fmt.Errorf("echo: got %d bytes %.40q, want %d bytes %.40q", len(got), got, len(msg), msg)
