@@ -125,8 +125,8 @@ func New(cfg Config) (*Client, error) {
 		dial = (&proxyDialer{proxy: cfg.Proxy, forward: dialer, timeout: cfg.DialTimeout}).DialContext
 	}
 	transport := &http.Transport{
-		// Batch writes under TLS: a WebSocket client writes its masked
-		// frames in 4 KiB pieces, each a TLS record and a syscall.
+		// Batch writes under TLS: the TLS records of one WebSocket
+		// message leave in one syscall rather than one each.
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			conn, err := dial(ctx, network, addr)
 			if err != nil {

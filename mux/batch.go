@@ -1,23 +1,18 @@
 package mux
 
 import (
+	"io"
 	"net"
 	"sync"
 )
 
-// corkConn is a net.Conn whose writes can be held back and sent together:
-// between Cork and Uncork, writes are appended to a buffer, and Uncork
-// sends it in one write. Outside a corked span a write goes straight
-// through. It sits under TLS, where one WebSocket message becomes several
-// TLS records (a client's masked frames leave in 4 KiB pieces, each a
-// record of its own): corked for the length of a message, those records
-// reach the kernel as one write rather than one syscall each, without a
-// goroutine or a hand-off between the writer and the socket.
-//
-// Writes may come from any goroutine (crypto/tls serialises its own); a
-// write while another goroutine holds the cork joins the corked bytes.
-type corkConn struct {
-	net.Conn
+// corkWriter holds writes back and sends them together: between Cork and
+// Uncork, writes are appended to a buffer, and the last Uncork sends it
+// in one write to w. Outside a corked span a write goes straight through.
+// Writes may come from any goroutine; a write while another goroutine
+// holds the cork joins the corked bytes.
+type corkWriter struct {
+	w   io.Writer
 	max int // the buffer is written out early once it holds this much
 
 	bufs *sync.Pool // of *[]byte with capacity max
@@ -26,10 +21,53 @@ type corkConn struct {
 	corks int     // Cork calls not yet matched by Uncork
 	buf   *[]byte // held bytes; from bufs, and only while there are some
 	err   error   // first write error; sticky
+}
+
+// corkConn is a net.Conn whose writes can be corked (see corkWriter). It
+// sits under TLS, where one WebSocket message becomes several TLS
+// records: corked for the length of a message, those records reach the
+// kernel as one write rather than one syscall each, without a goroutine
+// or a hand-off between the writer and the socket.
+type corkConn struct {
+	net.Conn
+	corkWriter
 
 	closeOnce sync.Once
 	closeErr  error
 }
+
+func newCorkConn(c net.Conn, max int, bufs *sync.Pool) *corkConn {
+	return &corkConn{Conn: c, corkWriter: corkWriter{w: c, max: max, bufs: bufs}}
+}
+
+// Write sends p, or holds it back while corked.
+func (c *corkConn) Write(p []byte) (int, error) { return c.corkWriter.Write(p) }
+
+// corkBody is the connection a client's WebSocket upgrade leaves open
+// (the body of the 101 response, above TLS), its writes corked like
+// corkConn's. coder/websocket masks a client's frames in its 4 KiB write
+// buffer and writes each piece out as it fills, so that without it every
+// 4 KiB of a message is a TLS record of its own, sealed, framed and, on
+// the server, opened and read one by one. Corked for the length of a
+// message, the pieces reach crypto/tls together and leave in full-size
+// records.
+type corkBody struct {
+	io.ReadWriteCloser
+	corkWriter
+}
+
+// bodyBatch is what a corkBody holds before handing it to TLS: several
+// full records, small enough to stay in the CPU's cache until sealed.
+const bodyBatch = 64 << 10
+
+var bodyBufs = newBufPool(bodyBatch)
+
+func newCorkBody(rwc io.ReadWriteCloser) *corkBody {
+	return &corkBody{ReadWriteCloser: rwc, corkWriter: corkWriter{w: rwc, max: bodyBatch, bufs: bodyBufs}}
+}
+
+// Write sends p, or holds it back while corked.
+func (b *corkBody) Write(p []byte) (int, error) { return b.corkWriter.Write(p) }
 
 // corkBufs serves corkConns of the default size.
 var corkBufs = newBufPool(DefaultMaxBatch)
@@ -51,7 +89,7 @@ type corker interface {
 // (*tls.Conn).NetConn and corks it around each message it sends.
 func CoalesceWrites(c net.Conn, max int) net.Conn {
 	max, pool := batchPool(max)
-	return &corkConn{Conn: c, max: max, bufs: pool}
+	return newCorkConn(c, max, pool)
 }
 
 // batchPool returns max, or DefaultMaxBatch for 0, and a pool of buffers
@@ -64,14 +102,14 @@ func batchPool(max int) (int, *sync.Pool) {
 }
 
 // Cork holds writes back until the matching Uncork.
-func (c *corkConn) Cork() {
+func (c *corkWriter) Cork() {
 	c.mu.Lock()
 	c.corks++
 	c.mu.Unlock()
 }
 
 // Uncork ends a corked span; the last one sends what was held back.
-func (c *corkConn) Uncork() error {
+func (c *corkWriter) Uncork() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.corks > 0 {
@@ -85,14 +123,14 @@ func (c *corkConn) Uncork() error {
 
 // flushLocked writes out the held bytes and gives the buffer back, so
 // that an idle connection holds none; c.mu is held.
-func (c *corkConn) flushLocked() error {
+func (c *corkWriter) flushLocked() error {
 	if c.buf == nil {
 		return c.err
 	}
 	bp := c.buf
 	c.buf = nil
 	if c.err == nil && len(*bp) > 0 {
-		_, c.err = c.Conn.Write(*bp)
+		_, c.err = c.w.Write(*bp)
 	}
 	*bp = (*bp)[:0]
 	c.bufs.Put(bp)
@@ -100,7 +138,7 @@ func (c *corkConn) flushLocked() error {
 }
 
 // Write sends p, or holds it back while corked.
-func (c *corkConn) Write(p []byte) (int, error) {
+func (c *corkWriter) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
@@ -110,7 +148,7 @@ func (c *corkConn) Write(p []byte) (int, error) {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
-		n, err := c.Conn.Write(p)
+		n, err := c.w.Write(p)
 		if err != nil {
 			c.err = err
 		}
@@ -125,7 +163,7 @@ func (c *corkConn) Write(p []byte) (int, error) {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
-		n, err := c.Conn.Write(p)
+		n, err := c.w.Write(p)
 		if err != nil {
 			c.err = err
 		}
@@ -176,6 +214,20 @@ func findCorker(c net.Conn) corker {
 	return nil
 }
 
+// corkersOf returns what wsConn corks around a message, in the order to
+// uncork them: raw, the connection a WebSocket runs over, when it is a
+// corkBody, then the corkConn under under, if any.
+func corkersOf(raw io.Closer, under net.Conn) []corker {
+	var out []corker
+	if k, ok := raw.(corker); ok {
+		out = append(out, k)
+	}
+	if k := findCorker(under); k != nil {
+		out = append(out, k)
+	}
+	return out
+}
+
 // coalescingListener wraps accepted connections with CoalesceWrites.
 type coalescingListener struct {
 	net.Listener
@@ -196,5 +248,5 @@ func (l coalescingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &corkConn{Conn: c, max: l.max, bufs: l.bufs}, nil
+	return newCorkConn(c, l.max, l.bufs), nil
 }

@@ -34,7 +34,7 @@ type wsConn struct {
 	net.Conn // websocket.NetConn: addresses, and releasing its timers
 	ws       *websocket.Conn
 	raw      io.Closer // the connection under ws, when known; see Close
-	cork     corker    // the corkConn under TLS, when there is one
+	corks    []corker  // the corkBody above TLS and the corkConn under it, those there are
 
 	reads   atomic.Uint64 // reads that returned data, for keepAlive
 	msg     io.Reader     // the message being read; Read's own
@@ -90,11 +90,11 @@ func newWSConn(ctx context.Context, ws *websocket.Conn, raw io.Closer, under net
 	// Messages are read as a stream, never held whole: no size limit.
 	ws.SetReadLimit(-1)
 	return &wsConn{
-		Conn: nc,
-		ws:   ws,
-		raw:  raw,
-		cork: findCorker(under),
-		wsem: make(chan struct{}, 1),
+		Conn:  nc,
+		ws:    ws,
+		raw:   raw,
+		corks: corkersOf(raw, under),
+		wsem:  make(chan struct{}, 1),
 	}
 }
 
@@ -273,11 +273,17 @@ func putOut(bp *[]byte) {
 // corked runs write, which writes one message, with the connection under
 // TLS corked.
 func (c *wsConn) corked(write func(context.Context) error) (err error) {
-	if c.cork != nil {
-		c.cork.Cork()
+	if len(c.corks) > 0 {
+		for _, k := range c.corks {
+			k.Cork()
+		}
+		// Above TLS first: what it held goes to TLS, whose records the
+		// corkConn under it still holds, and leave in one write.
 		defer func() {
-			if uerr := c.cork.Uncork(); err == nil {
-				err = uerr
+			for _, k := range c.corks {
+				if uerr := k.Uncork(); err == nil {
+					err = uerr
+				}
 			}
 		}()
 	}

@@ -16,9 +16,10 @@
 // (wsConn), and the TLS records of a message reach the kernel in one
 // write (see [CoalesceWrites]). Each byte sent is copied by yamux into
 // its send buffer, by the WebSocket library when it masks (client) or
-// buffers a frame's start (server), sealed by TLS into its record buffer
-// and copied once more into the corked write, one memcpy instead of a
-// syscall per TLS record. Received, it is opened by TLS, read through
+// buffers a frame's start (server), on a client once more to join the
+// library's 4 KiB pieces into full TLS records (corkBody), sealed by TLS
+// into its record buffer and copied once more into the corked write, one
+// memcpy instead of a syscall per TLS record. Received, it is opened by TLS, read through
 // the WebSocket library's buffer (and unmasked, server), copied into
 // yamux's stream buffer and out to the splice's buffer. Buffers come from
 // pools and go back when a direction idles ([Parking]): wsConn allocates

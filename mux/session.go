@@ -240,8 +240,8 @@ func Dial(ctx context.Context, url string, opts *DialOptions) (*yamux.Session, e
 
 // upgradeRecorder remembers the connection a WebSocket upgrade leaves open
 // (the body of the 101 response), so that wsConn can close it when
-// coder/websocket cannot, and the network connection under it, so that
-// wsConn can cork it.
+// coder/websocket cannot, and the network connection under it; it wraps
+// the body in a corkBody, so that wsConn can cork both.
 type upgradeRecorder struct {
 	base http.RoundTripper
 	raw  io.Closer
@@ -253,6 +253,9 @@ func (u *upgradeRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.WithContext(httptrace.WithClientTrace(r.Context(), trace))
 	resp, err := u.base.RoundTrip(r)
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
+		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
+			resp.Body = newCorkBody(rwc)
+		}
 		u.raw = resp.Body
 	}
 	return resp, err
