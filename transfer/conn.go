@@ -133,21 +133,30 @@ func (c *conn) write(bufs ...[]byte) error {
 		defer c.wtimer.Stop()
 	}
 	for _, b := range bufs {
-		if len(b) == 0 {
-			continue
-		}
-		if _, err := c.rw.Write(b); err != nil {
-			if c.timedOut.Load() || errors.Is(err, os.ErrDeadlineExceeded) {
-				return fmt.Errorf("%w: the peer read nothing for %v; the connection may be down", ErrTimeout, c.wtimeout)
+		for len(b) > 0 {
+			n := min(len(b), maxWrite)
+			if _, err := c.rw.Write(b[:n]); err != nil {
+				if c.timedOut.Load() || errors.Is(err, os.ErrDeadlineExceeded) {
+					return fmt.Errorf("%w: the peer read nothing for %v; the connection may be down", ErrTimeout, c.wtimeout)
+				}
+				if c.canceled.Load() {
+					return context.Canceled
+				}
+				return err
 			}
-			if c.canceled.Load() {
-				return context.Canceled
-			}
-			return err
+			b = b[n:]
 		}
 	}
 	return nil
 }
+
+// maxWrite bounds one write to the stream. yamux sends a write as one
+// frame when the stream's window allows, and its send loop keeps a buffer
+// as large as the largest frame its session has sent, for the session's
+// life: written whole, a chunk would leave every session that carried a
+// transfer holding a chunk-sized buffer (4 MiB and more). 256 KiB is the
+// frame size forwarded TCP uses; larger pieces sent no faster.
+const maxWrite = 256 << 10
 
 // send writes one frame whose payload is built by fill.
 func (c *conn) send(typ byte, fill func(e *enc)) error {

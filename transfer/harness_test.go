@@ -38,10 +38,11 @@ type harness struct {
 	mu   sync.Mutex
 	errs []error // what ServeStream returned
 
-	// wrapClient, if set, wraps the client's end of each stream.
-	wrapClient func(io.ReadWriteCloser) io.ReadWriteCloser
-	transport  string // "pipe" (default) or "yamux"
-	sess       [2]*yamux.Session
+	// wrapClient and wrapServer, if set, wrap the client's and the
+	// server's end of each stream.
+	wrapClient, wrapServer func(io.ReadWriteCloser) io.ReadWriteCloser
+	transport              string // "pipe" (default) or "yamux"
+	sess                   [2]*yamux.Session
 }
 
 func newHarness(t testing.TB, cfg ServerConfig, ep Endpoint) *harness {
@@ -98,6 +99,9 @@ func (h *harness) useYamux() {
 }
 
 func (h *harness) serve(rw io.ReadWriteCloser) {
+	if h.wrapServer != nil {
+		rw = h.wrapServer(rw)
+	}
 	err := h.srv.ServeStream(h.ctx, h.ep, rw)
 	rw.Close()
 	if err != nil {
