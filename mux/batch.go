@@ -76,7 +76,8 @@ func newBufPool(size int) *sync.Pool {
 	return &sync.Pool{New: func() any { b := make([]byte, 0, size); return &b }}
 }
 
-// corker is what wsConn needs of the connection under TLS.
+// corker is what wsConn needs of the connections it corks around a
+// message: the corkConn under TLS, the corkBody above it.
 type corker interface {
 	Cork()
 	Uncork() error
@@ -219,7 +220,7 @@ func findCorker(c net.Conn) corker {
 // corkBody, then the corkConn under under, if any.
 func corkersOf(raw io.Closer, under net.Conn) []corker {
 	var out []corker
-	if k, ok := raw.(corker); ok {
+	if k, ok := raw.(*corkBody); ok {
 		out = append(out, k)
 	}
 	if k := findCorker(under); k != nil {

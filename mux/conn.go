@@ -27,9 +27,11 @@ import (
 // A frame with nothing queued behind it leaves at once, and held frames
 // leave on their own before a large frame: a small frame waits at most
 // for the send loop to take the next one from its queue. Each message is
-// written in the caller's goroutine, with the connection under TLS corked
-// (see corkConn) so that its records leave in one syscall: no timer, no
-// goroutine and no hand-off between yamux and the socket.
+// written in the caller's goroutine, with the connections corked (see
+// corkersOf): a client's upgraded connection above TLS, so that the
+// message reaches TLS in full records, and the connection under TLS, so
+// that its records leave in one syscall: no timer, no goroutine and no
+// hand-off between yamux and the socket.
 type wsConn struct {
 	net.Conn // websocket.NetConn: addresses, and releasing its timers
 	ws       *websocket.Conn
@@ -270,8 +272,7 @@ func putOut(bp *[]byte) {
 	}
 }
 
-// corked runs write, which writes one message, with the connection under
-// TLS corked.
+// corked runs write, which writes one message, with c.corks corked.
 func (c *wsConn) corked(write func(context.Context) error) (err error) {
 	if len(c.corks) > 0 {
 		for _, k := range c.corks {

@@ -253,7 +253,10 @@ func (u *upgradeRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.WithContext(httptrace.WithClientTrace(r.Context(), trace))
 	resp, err := u.base.RoundTrip(r)
 	if err == nil && resp.StatusCode == http.StatusSwitchingProtocols {
-		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
+		// Only over TLS, whose records it fills: without TLS there
+		// are no records, and a corkConn (CoalesceWrites) joins the
+		// pieces into one write without another copy.
+		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.TLS != nil {
 			resp.Body = newCorkBody(rwc)
 		}
 		u.raw = resp.Body
