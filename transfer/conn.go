@@ -123,18 +123,22 @@ func (c *conn) mapErr(err error) error {
 	return err
 }
 
-// write sends bufs as one frame's bytes.
+// write sends bufs as one frame's bytes, in pieces of at most maxWrite,
+// each given the write timeout afresh: a peer that reads slowly but
+// steadily is not taken for one that reads nothing.
 func (c *conn) write(bufs ...[]byte) error {
-	switch {
-	case c.wtimeout > 0 && c.dl != nil:
-		c.dl.SetWriteDeadline(time.Now().Add(c.wtimeout))
-	case c.wtimeout > 0:
-		c.wtimer.Reset(c.wtimeout)
+	if c.wtimeout > 0 && c.dl == nil {
 		defer c.wtimer.Stop()
 	}
 	for _, b := range bufs {
 		for len(b) > 0 {
 			n := min(len(b), maxWrite)
+			switch {
+			case c.wtimeout > 0 && c.dl != nil:
+				c.dl.SetWriteDeadline(time.Now().Add(c.wtimeout))
+			case c.wtimeout > 0:
+				c.wtimer.Reset(c.wtimeout)
+			}
 			if _, err := c.rw.Write(b[:n]); err != nil {
 				if c.timedOut.Load() || errors.Is(err, os.ErrDeadlineExceeded) {
 					return fmt.Errorf("%w: the peer read nothing for %v; the connection may be down", ErrTimeout, c.wtimeout)

@@ -3,16 +3,21 @@ package transfer
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/yamux"
 )
 
-// largestWrite records the largest Write made through a stream.
+// largestWrite records the largest Write made through a yamux stream,
+// whose deadlines it keeps, as conn uses them.
 type largestWrite struct {
-	io.ReadWriteCloser
+	*yamux.Stream
 	largest *atomic.Int64
 }
 
@@ -23,7 +28,7 @@ func (w largestWrite) Write(p []byte) (int, error) {
 			break
 		}
 	}
-	return w.ReadWriteCloser.Write(p)
+	return w.Stream.Write(p)
 }
 
 // TestWritesBounded checks that both ends write a stream in pieces of at
@@ -38,8 +43,8 @@ func TestWritesBounded(t *testing.T) {
 	h := newHarness(t, ServerConfig{}, Endpoint{Read: true, Write: true})
 	h.useYamux()
 	var client, server atomic.Int64
-	h.wrapClient = func(rw io.ReadWriteCloser) io.ReadWriteCloser { return largestWrite{rw, &client} }
-	h.wrapServer = func(rw io.ReadWriteCloser) io.ReadWriteCloser { return largestWrite{rw, &server} }
+	h.wrapClient = func(rw io.ReadWriteCloser) io.ReadWriteCloser { return largestWrite{rw.(*yamux.Stream), &client} }
+	h.wrapServer = func(rw io.ReadWriteCloser) io.ReadWriteCloser { return largestWrite{rw.(*yamux.Stream), &server} }
 	cl := h.client()
 	ctx := context.Background()
 	if _, err := cl.Send(ctx, []string{filepath.Join(src, "big.bin")}, "in"); err != nil {
@@ -62,5 +67,57 @@ func TestWritesBounded(t *testing.T) {
 		if end.largest != maxWrite {
 			t.Errorf("the %s's largest write to a stream was %d bytes, want %d (maxWrite)", end.name, end.largest, maxWrite)
 		}
+	}
+}
+
+// TestWriteTimeoutPerPiece checks that the write timeout bounds each
+// piece of a frame, not the whole frame: a peer that reads slowly but
+// steadily keeps a frame going that takes several timeouts to send, and
+// one that stops reading is still caught.
+func TestWriteTimeoutPerPiece(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	for _, deadlines := range []bool{true, false} {
+		t.Run(map[bool]string{true: "deadlines", false: "timer"}[deadlines], func(t *testing.T) {
+			t.Parallel()
+			a, b := netPipe(deadlines)
+			defer b.Close()
+			c := newConn(context.Background(), a, timeout)
+			defer c.close()
+			// 64 KiB every 25 ms: a piece in about 100 ms, the frame's
+			// eight in about 800 ms.
+			frame := make([]byte, 8*maxWrite)
+			read := make(chan int64, 1)
+			go func() {
+				var n int64
+				buf := make([]byte, 64<<10)
+				for n < int64(len(frame)) {
+					time.Sleep(25 * time.Millisecond)
+					m, err := io.ReadFull(b, buf)
+					n += int64(m)
+					if err != nil {
+						break
+					}
+				}
+				read <- n
+			}()
+			start := time.Now()
+			if err := c.write(frame); err != nil {
+				t.Fatalf("a frame read steadily failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
+			}
+			took := time.Since(start)
+			if n := <-read; n != int64(len(frame)) {
+				t.Fatalf("the peer read %d bytes, want %d", n, len(frame))
+			}
+			if took < 2*timeout {
+				t.Fatalf("the frame took %v, less than two timeouts: the test shows nothing", took)
+			}
+
+			// The peer has stopped reading: the next write times out.
+			err := c.write(frame)
+			if !errors.Is(err, ErrTimeout) {
+				t.Errorf("a write to a peer that stopped reading returned %v, want ErrTimeout", err)
+			}
+		})
 	}
 }
