@@ -242,7 +242,7 @@ func TestBenchSuite(t *testing.T) {
 	s.section("profile", 25*time.Second, s.profile)
 	s.section("scale", 60*time.Second, s.scaleRun)
 	s.section("long link", 7*5*time.Second, s.longLink)
-	s.section("transfers", 90*time.Second, s.transfers)
+	s.section("transfers", 2*time.Minute, s.transfers)
 	s.loadAvg[1] = loadAvg()
 
 	if err := s.write(); err != nil {
@@ -396,14 +396,14 @@ func (s *suite) iperf3(what, ns, host string, port, streams int, reverse bool, s
 	return r
 }
 
-// outOfTime reports whether a repetition loop that has done done
-// repetitions should stop because the time budget is spent, and notes the
-// cut for the report. The first repetition always runs.
-func (s *suite) outOfTime(what string, done int) bool {
+// outOfTime reports whether a repetition loop that has done done of its
+// planned repetitions should stop because the time budget is spent, and
+// notes the cut for the report. The first repetition always runs.
+func (s *suite) outOfTime(what string, done, planned int) bool {
 	if done == 0 || time.Since(s.started) < s.budget {
 		return false
 	}
-	s.cut = append(s.cut, fmt.Sprintf("%s: %d of %d repetitions", what, done, s.reps))
+	s.cut = append(s.cut, fmt.Sprintf("%s: %d of %d repetitions", what, done, planned))
 	s.t.Logf("%s: stopping after %d repetitions, the time budget is spent", what, done)
 	return true
 }
@@ -424,7 +424,7 @@ func (s *suite) throughput() {
 		}
 	}
 	for rep := range s.reps {
-		if s.outOfTime("throughput", rep) {
+		if s.outOfTime("throughput", rep, s.reps) {
 			break
 		}
 		for _, sc := range tpScenarios {
@@ -663,7 +663,7 @@ func (s *suite) scaleRun() {
 	host, port, _ := net.SplitHostPort(s.fwd["iperf"])
 	pn, _ := strconv.Atoi(port)
 	for rep := range s.reps {
-		if s.outOfTime("one stream among many", rep) {
+		if s.outOfTime("one stream among many", rep, s.reps) {
 			break
 		}
 		alone := s.iperf3("one stream alone", "", host, pn, 1, false, s.secs, 0)
@@ -895,7 +895,7 @@ func (s *suite) longLink() {
 		l.order = append(l.order, r.key)
 	}
 	for rep := range s.reps {
-		if s.outOfTime("long link", rep) {
+		if s.outOfTime("long link", rep, s.reps) {
 			break
 		}
 		for _, r := range rotate(runs, rep) {
