@@ -25,6 +25,7 @@ type deadliner interface {
 // by the idle timeout (timeout 0 turns it off for reads, as for a reader
 // that waits on the peer's work), and cancelling ctx aborts both.
 type conn struct {
+	ctx      context.Context
 	rw       io.ReadWriteCloser
 	dl       deadliner
 	br       *bufio.Reader
@@ -45,7 +46,7 @@ type conn struct {
 }
 
 func newConn(ctx context.Context, rw io.ReadWriteCloser, timeout time.Duration) *conn {
-	c := &conn{rw: rw, wtimeout: timeout, maxChunk: MinChunkSize}
+	c := &conn{ctx: ctx, rw: rw, wtimeout: timeout, maxChunk: MinChunkSize}
 	c.rtimeout.Store(int64(timeout))
 	c.dl, _ = rw.(deadliner)
 	if c.dl == nil {
@@ -199,9 +200,12 @@ func (c *conn) sendError(err error) error {
 // carries; so is EOF before a frame ("the peer closed the stream").
 func (c *conn) recv() (byte, []byte, error) {
 	for {
-		if c.canceled.Load() {
+		if c.canceled.Load() || c.ctx.Err() != nil {
 			// What the stream still buffers is not acted on: a
 			// cancelled transfer writes and commits nothing more.
+			// ctx is asked too, not only canceled: AfterFunc sets
+			// that in a goroutine of its own, which may run after
+			// this stream has gone on to act on buffered frames.
 			return 0, nil, context.Canceled
 		}
 		var hdr [frameHeaderLen]byte

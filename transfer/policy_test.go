@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -514,6 +515,37 @@ func TestServerKilled(t *testing.T) {
 		t.Errorf("resumed %d; content ok %v", st.BytesResumed, bytes.Equal(got, data))
 	}
 }
+
+// TestRecvAfterCancel: once its context has ended, a conn acts on no
+// frame its stream still holds, even before the goroutine of
+// context.AfterFunc has marked it cancelled. Otherwise a server whose
+// context ends (TestServerKilled) could go on writing the chunks it had
+// buffered and commit the file.
+func TestRecvAfterCancel(t *testing.T) {
+	t.Parallel()
+	var frames bytes.Buffer
+	w := newConn(context.Background(), writeOnly{&frames}, time.Second)
+	if err := w.send(frameEnd, nil); err != nil {
+		t.Fatal(err)
+	}
+	w.close()
+	for i := range 100 {
+		ctx, cancel := context.WithCancel(context.Background())
+		r := newConn(ctx, nopCloser{bytes.NewReader(frames.Bytes())}, time.Second)
+		cancel()
+		typ, _, err := r.recv()
+		r.close()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("try %d: recv after cancel returned frame type %d, %v; want context.Canceled", i, typ, err)
+		}
+	}
+}
+
+// writeOnly is a stream that only takes writes.
+type writeOnly struct{ io.Writer }
+
+func (writeOnly) Read([]byte) (int, error) { return 0, io.EOF }
+func (writeOnly) Close() error             { return nil }
 
 type onWrite struct {
 	partFile
