@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,7 @@ type deadliner interface {
 // that waits on the peer's work), and cancelling ctx aborts both.
 type conn struct {
 	ctx      context.Context
+	also     context.Context // a data stream's transfer (see endWith); recv's own
 	rw       io.ReadWriteCloser
 	dl       deadliner
 	br       *bufio.Reader
@@ -118,10 +120,37 @@ func (c *conn) mapErr(err error) error {
 		return err
 	case c.canceled.Load():
 		return context.Canceled
-	case c.timedOut.Load() || errors.Is(err, os.ErrDeadlineExceeded):
+	case c.timedOut.Load() || isTimeout(err):
 		return fmt.Errorf("%w: the peer sent nothing for %v; the connection may be down", ErrTimeout, time.Duration(c.rtimeout.Load()))
 	}
 	return err
+}
+
+// isTimeout reports whether err is a deadline passing: os.ErrDeadlineExceeded
+// (net.Pipe, sockets, files) or a net.Error that says so (a yamux
+// stream's ErrTimeout is not os.ErrDeadlineExceeded).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// endWith makes ctx end c as c's own context does: it aborts c's reads and
+// writes when it ends, and recv acts on no frame after. It returns the
+// function that stops this. A data stream ends with its transfer this way.
+func (c *conn) endWith(ctx context.Context) (stop func() bool) {
+	c.also = ctx
+	return context.AfterFunc(ctx, func() {
+		c.canceled.Store(true)
+		c.abort()
+	})
+}
+
+// ended reports whether c's work is cancelled. The contexts are asked,
+// not only the flag their AfterFuncs set: those run in goroutines of their
+// own, maybe after this stream has gone on to act on frames it had
+// buffered.
+func (c *conn) ended() bool {
+	return c.canceled.Load() || c.ctx.Err() != nil || c.also != nil && c.also.Err() != nil
 }
 
 // write sends bufs as one frame's bytes, in pieces of at most maxWrite,
@@ -141,11 +170,13 @@ func (c *conn) write(bufs ...[]byte) error {
 				c.wtimer.Reset(c.wtimeout)
 			}
 			if _, err := c.rw.Write(b[:n]); err != nil {
-				if c.timedOut.Load() || errors.Is(err, os.ErrDeadlineExceeded) {
-					return fmt.Errorf("%w: the peer read nothing for %v; the connection may be down", ErrTimeout, c.wtimeout)
-				}
+				// Cancelled first: abort ends a write with a deadline
+				// in the past.
 				if c.canceled.Load() {
 					return context.Canceled
+				}
+				if c.timedOut.Load() || isTimeout(err) {
+					return fmt.Errorf("%w: the peer read nothing for %v; the connection may be down", ErrTimeout, c.wtimeout)
 				}
 				return err
 			}
@@ -200,12 +231,9 @@ func (c *conn) sendError(err error) error {
 // carries; so is EOF before a frame ("the peer closed the stream").
 func (c *conn) recv() (byte, []byte, error) {
 	for {
-		if c.canceled.Load() || c.ctx.Err() != nil {
+		if c.ended() {
 			// What the stream still buffers is not acted on: a
 			// cancelled transfer writes and commits nothing more.
-			// ctx is asked too, not only canceled: AfterFunc sets
-			// that in a goroutine of its own, which may run after
-			// this stream has gone on to act on buffered frames.
 			return 0, nil, context.Canceled
 		}
 		var hdr [frameHeaderLen]byte
@@ -235,6 +263,9 @@ func (c *conn) recv() (byte, []byte, error) {
 			continue
 		case frameError:
 			return typ, nil, decodeError(p)
+		}
+		if c.ended() { // while the payload was read
+			return 0, nil, context.Canceled
 		}
 		return typ, p, nil
 	}

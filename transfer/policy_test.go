@@ -516,11 +516,11 @@ func TestServerKilled(t *testing.T) {
 	}
 }
 
-// TestRecvAfterCancel: once its context has ended, a conn acts on no
-// frame its stream still holds, even before the goroutine of
-// context.AfterFunc has marked it cancelled. Otherwise a server whose
-// context ends (TestServerKilled) could go on writing the chunks it had
-// buffered and commit the file.
+// TestRecvAfterCancel: once its context, or the transfer it serves
+// (endWith), has ended, a conn acts on no frame its stream still holds,
+// even before the goroutine of context.AfterFunc has marked it cancelled.
+// Otherwise a server whose context ends (TestServerKilled) could go on
+// writing the chunks it had buffered and commit the file.
 func TestRecvAfterCancel(t *testing.T) {
 	t.Parallel()
 	var frames bytes.Buffer
@@ -529,14 +529,25 @@ func TestRecvAfterCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.close()
-	for i := range 100 {
-		ctx, cancel := context.WithCancel(context.Background())
-		r := newConn(ctx, nopCloser{bytes.NewReader(frames.Bytes())}, time.Second)
-		cancel()
-		typ, _, err := r.recv()
-		r.close()
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("try %d: recv after cancel returned frame type %d, %v; want context.Canceled", i, typ, err)
+	for _, transfer := range []bool{false, true} {
+		for i := range 100 {
+			ctx, cancel := context.WithCancel(context.Background())
+			own := ctx
+			if transfer {
+				own = context.Background()
+			}
+			r := newConn(own, nopCloser{bytes.NewReader(frames.Bytes())}, time.Second)
+			stop := func() bool { return false }
+			if transfer {
+				stop = r.endWith(ctx)
+			}
+			cancel()
+			typ, _, err := r.recv()
+			stop()
+			r.close()
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("try %d (transfer's context: %v): recv after cancel returned frame type %d, %v; want context.Canceled", i, transfer, typ, err)
+			}
 		}
 	}
 }

@@ -566,11 +566,7 @@ func (s *Server) serveData(ctx context.Context, c *conn, ep *Endpoint, h *hello)
 		<-t.streams
 		t.wg.Done()
 	}()
-	stop := context.AfterFunc(t.ctx, func() {
-		c.canceled.Store(true)
-		c.abort()
-	})
-	defer stop()
+	defer c.endWith(t.ctx)()
 	select {
 	case <-t.ready:
 	case <-t.ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -77,10 +78,18 @@ func TestWritesBounded(t *testing.T) {
 func TestWriteTimeoutPerPiece(t *testing.T) {
 	t.Parallel()
 	const timeout = 300 * time.Millisecond
-	for _, deadlines := range []bool{true, false} {
-		t.Run(map[bool]string{true: "deadlines", false: "timer"}[deadlines], func(t *testing.T) {
+	for _, tr := range []struct {
+		name string
+		pair func(t *testing.T) (io.ReadWriteCloser, io.ReadWriteCloser)
+	}{
+		{"deadlines", func(*testing.T) (io.ReadWriteCloser, io.ReadWriteCloser) { return netPipe(true) }},
+		{"timer", func(*testing.T) (io.ReadWriteCloser, io.ReadWriteCloser) { return netPipe(false) }},
+		// yamux's deadline error is not os.ErrDeadlineExceeded.
+		{"yamux", yamuxPair},
+	} {
+		t.Run(tr.name, func(t *testing.T) {
 			t.Parallel()
-			a, b := netPipe(deadlines)
+			a, b := tr.pair(t)
 			defer b.Close()
 			c := newConn(context.Background(), a, timeout)
 			defer c.close()
@@ -120,4 +129,33 @@ func TestWriteTimeoutPerPiece(t *testing.T) {
 			}
 		})
 	}
+}
+
+// yamuxPair returns the two ends of a stream of a yamux session over a
+// pipe, closed when the test ends.
+func yamuxPair(t *testing.T) (io.ReadWriteCloser, io.ReadWriteCloser) {
+	a, b := net.Pipe()
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	cl, err := yamux.Client(a, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := yamux.Server(b, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cl.Close()
+		srv.Close()
+	})
+	st, err := cl.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := srv.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, peer
 }
