@@ -164,7 +164,7 @@ func (s *suite) transfers() {
 		reps = max(reps, c.reps)
 	}
 	for rep := range reps {
-		if s.outOfTime("transfers", rep, reps) {
+		if s.outOfTime(fmt.Sprintf("transfers (the 1 GiB file; the other case planned %d)", s.reps), rep, reps) {
 			break
 		}
 		for _, c := range x.cases {
