@@ -919,12 +919,19 @@ func openPart(root *os.Root, name string, fresh bool) (*os.File, error) {
 }
 
 // createFresh replaces whatever is at name (a link is removed, never
-// followed) with a new, empty file of this process's.
+// followed) with a new, empty file of this process's. Usually nothing is
+// there: it creates first, and removes and creates again only when that
+// finds a name in the way (each call through root walks the path anew).
 func createFresh(root *os.Root, name string, flag int) (*os.File, error) {
+	flag |= os.O_CREATE | os.O_EXCL
+	f, err := root.OpenFile(name, flag, 0o600)
+	if !errors.Is(err, fs.ErrExist) {
+		return f, err
+	}
 	if err := root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
-	return root.OpenFile(name, flag|os.O_CREATE|os.O_EXCL, 0o600)
+	return root.OpenFile(name, flag, 0o600)
 }
 
 // ownFile reports whether f, opened as name, is the regular file at name
