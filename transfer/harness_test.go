@@ -73,18 +73,7 @@ func newHarness(t testing.TB, cfg ServerConfig, ep Endpoint) *harness {
 // useYamux carries the streams over one yamux session on a net.Pipe, as
 // Burrow does over its WebSocket.
 func (h *harness) useYamux() {
-	a, b := net.Pipe()
-	cfg := yamux.DefaultConfig()
-	cfg.LogOutput = io.Discard
-	cfg.MaxStreamWindowSize = 4 << 20
-	srv, err := yamux.Server(b, cfg)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	cl, err := yamux.Client(a, cfg)
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	cl, srv := yamuxSessions(h.t, 4<<20)
 	h.sess = [2]*yamux.Session{cl, srv}
 	h.transport = "yamux"
 	h.wg.Go(func() {
@@ -96,6 +85,27 @@ func (h *harness) useYamux() {
 			h.wg.Go(func() { h.serve(st) })
 		}
 	})
+}
+
+// yamuxSessions returns a yamux client and server session over a pipe,
+// with streams of up to window bytes (yamux's default for 0).
+func yamuxSessions(t testing.TB, window uint32) (cl, srv *yamux.Session) {
+	t.Helper()
+	a, b := net.Pipe()
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	if window > 0 {
+		cfg.MaxStreamWindowSize = window
+	}
+	srv, err := yamux.Server(b, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err = yamux.Client(a, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl, srv
 }
 
 func (h *harness) serve(rw io.ReadWriteCloser) {

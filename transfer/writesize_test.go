@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -134,17 +133,7 @@ func TestWriteTimeoutPerPiece(t *testing.T) {
 // yamuxPair returns the two ends of a stream of a yamux session over a
 // pipe, closed when the test ends.
 func yamuxPair(t *testing.T) (io.ReadWriteCloser, io.ReadWriteCloser) {
-	a, b := net.Pipe()
-	cfg := yamux.DefaultConfig()
-	cfg.LogOutput = io.Discard
-	cl, err := yamux.Client(a, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := yamux.Server(b, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl, srv := yamuxSessions(t, 0)
 	t.Cleanup(func() {
 		cl.Close()
 		srv.Close()
