@@ -59,10 +59,7 @@ func newConn(ctx context.Context, rw io.ReadWriteCloser, timeout time.Duration) 
 		c.wtimer.Stop()
 	}
 	c.br = bufio.NewReaderSize(readerFunc(c.read), 64<<10)
-	c.stop = context.AfterFunc(ctx, func() {
-		c.canceled.Store(true)
-		c.abort()
-	})
+	c.stop = context.AfterFunc(ctx, c.cancel)
 	return c
 }
 
@@ -139,10 +136,13 @@ func isTimeout(err error) bool {
 // function that stops this. A data stream ends with its transfer this way.
 func (c *conn) endWith(ctx context.Context) (stop func() bool) {
 	c.also = ctx
-	return context.AfterFunc(ctx, func() {
-		c.canceled.Store(true)
-		c.abort()
-	})
+	return context.AfterFunc(ctx, c.cancel)
+}
+
+// cancel marks c cancelled and unblocks its pending reads and writes.
+func (c *conn) cancel() {
+	c.canceled.Store(true)
+	c.abort()
 }
 
 // ended reports whether c's work is cancelled. The contexts are asked,
