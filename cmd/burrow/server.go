@@ -222,6 +222,7 @@ func runServer(c *cli.Context) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelDebug),
 	}
+	server.HeadDeadline(hs, c.Duration("header-timeout"))
 
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
