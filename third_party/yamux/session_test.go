@@ -1722,6 +1722,131 @@ func TestSession_ConnectionWriteTimeout(t *testing.T) {
 	drainErrorsUntil(t, errCh, 2, 0, "")
 }
 
+// closeBlocker is a connection whose Close waits for release: a session
+// closing it stays between closing its shutdownCh and force-closing its
+// streams, as it does over a connection whose close waits for the peer.
+type closeBlocker struct {
+	io.ReadWriteCloser
+	release chan struct{}
+}
+
+func (c *closeBlocker) Close() error {
+	<-c.release
+	return c.ReadWriteCloser.Close()
+}
+
+// A session that is shutting down ends its streams' reads and writes at
+// once, before its connection has closed: a read gets what was buffered,
+// then EOF, and a write waiting for credit ErrSessionShutdown. They used
+// to loop until forceClose, finding the closed shutdownCh ready on every
+// pass.
+func TestSession_ShutdownEndsBlockedStreams(t *testing.T) {
+	conf := testConfNoKeepAlive()
+	clientConn, serverConn := testConnPipe(t)
+	blocker := &closeBlocker{ReadWriteCloser: clientConn, release: make(chan struct{})}
+	client, server := testClientServerConfig(t, blocker, serverConn, conf, conf.Clone())
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(blocker.release)
+		}
+	}
+	defer release()
+
+	var streams [3]*Stream
+	for i := range streams {
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams[i] = st
+		peer, err := server.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 {
+			if _, err := peer.Write([]byte("abc")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	reader, writer, buffered := streams[0], streams[1], streams[2]
+	// The server never reads: the writer's window fills.
+	if _, err := writer.Write(make([]byte, initialStreamWindow)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		buffered.recvLock.Lock()
+		n := 0
+		if buffered.recvBuf != nil {
+			n = buffered.recvBuf.Len()
+		}
+		buffered.recvLock.Unlock()
+		if n == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server's 3 bytes did not arrive")
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	readErr, writeErr := make(chan error, 1), make(chan error, 1)
+	go func() {
+		_, err := reader.Read(make([]byte, 1))
+		readErr <- err
+	}()
+	go func() {
+		_, err := writer.Write([]byte("x"))
+		writeErr <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // both wait now
+	go client.Close()
+	<-client.CloseChan()
+
+	for _, c := range []struct {
+		name string
+		ch   chan error
+		want error
+	}{{"read", readErr, io.EOF}, {"write", writeErr, ErrSessionShutdown}} {
+		select {
+		case err := <-c.ch:
+			if err != c.want {
+				t.Errorf("blocked %s returned %v after the shutdown, want %v", c.name, err, c.want)
+			}
+		case <-time.After(time.Second):
+			t.Errorf("blocked %s still running 1 s after the shutdown", c.name)
+		}
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	reads := make(chan result, 1)
+	go func() {
+		buf := make([]byte, 8)
+		for {
+			n, err := buffered.Read(buf)
+			reads <- result{n, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for _, want := range []result{{3, nil}, {0, io.EOF}} {
+		select {
+		case got := <-reads:
+			if got != want {
+				t.Fatalf("read of a buffered stream after the shutdown: %d bytes, %v; want %d, %v", got.n, got.err, want.n, want.err)
+			}
+		case <-time.After(time.Second):
+			t.Fatalf("read of a buffered stream still running 1 s after the shutdown, want %d bytes, %v", want.n, want.err)
+		}
+	}
+}
+
 func TestCancelAccept(t *testing.T) {
 	_, server := testClientServer(t)
 

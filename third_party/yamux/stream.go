@@ -136,6 +136,17 @@ START:
 	return n, err
 
 WAIT:
+	// Once the session has shut down nothing more can arrive: the stream
+	// reads as forceClose will leave it, at EOF now that its buffer is
+	// empty. Without this check a Read between the shutdown and
+	// forceClose, which waits for the connection to close, would find
+	// shutdownCh ready at once on every pass and spin, and thousands of
+	// them starve the goroutine that is closing the session.
+	select {
+	case <-s.session.shutdownCh:
+		return 0, io.EOF
+	default:
+	}
 	var timeout <-chan time.Time
 	var timer *time.Timer
 	readDeadline := s.readDeadline.Load().(time.Time)
@@ -223,6 +234,13 @@ START:
 	return int(max), err
 
 WAIT:
+	// The same for a write waiting for credit, which can never come once
+	// the session has shut down.
+	select {
+	case <-s.session.shutdownCh:
+		return 0, ErrSessionShutdown
+	default:
+	}
 	var timeout <-chan time.Time
 	var timer *time.Timer
 	writeDeadline := s.writeDeadline.Load().(time.Time)
