@@ -875,7 +875,7 @@ func TestACLEveryMode(t *testing.T) {
 	t.Run("reverse binds", func(t *testing.T) {
 		for _, tc := range []struct{ remote, acl string }{
 			{"R:127.0.0.1:" + other + ":" + denied, "R:127.0.0.1:" + other},
-			{"R:127.0.0.1:" + other + ":socks", "R:127.0.0.1:" + other},
+			{"R:127.0.0.1:" + other + ":socks", "R:127.0.0.1:" + other + "/socks"},
 			{"R:127.0.0.1:" + rport + ":" + udpEcho + "/udp", "R:127.0.0.1:" + rport + "/udp"}, // R:…:rport is allowed, but for TCP
 		} {
 			t.Run(tc.remote, func(t *testing.T) {

@@ -69,7 +69,8 @@ type User struct {
 }
 
 // Allowed reports whether one of the user's allow patterns matches the whole target, such as
-// "db.internal:5432", "[2001:db8::1]:22" or "R:127.0.0.1:2222". A user without patterns may reach nothing.
+// "db.internal:5432", "[2001:db8::1]:22", "10.0.0.1:53/udp", or, for reverse listeners, "R:127.0.0.1:2222",
+// "R:127.0.0.1:5353/udp" and "R:127.0.0.1:1080/socks". A user without patterns may reach nothing.
 func (u *User) Allowed(target string) bool {
 	for _, re := range u.allow {
 		if re.MatchString(target) {

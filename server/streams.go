@@ -260,13 +260,11 @@ func (s *Server) serveBind(sess *session, st *yamux.Stream, target string, log *
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return mux.Refuse(mux.CodeFailed, "bad bind address %q: %v", addr, err)
 	}
-	acl := "R:" + addr
 	network := "tcp"
 	if mode == "udp" {
-		acl += "/udp"
 		network = "udp"
 	}
-	if err := sess.user.Load().CheckTarget(acl); err != nil {
+	if err := sess.user.Load().CheckTarget(bindACL(mode, addr)); err != nil {
 		return err
 	}
 	key := network + ":" + addr
@@ -347,6 +345,21 @@ func (s *Server) serveBind(sess *session, st *yamux.Stream, target string, log *
 		log.Warn("reverse listener failed", "addr", addr, "err", err)
 	}
 	return nil
+}
+
+// bindACL is what a bind of mode ("tcp", "udp" or "socks") on addr is
+// checked as against the allow list: R:host:port, R:host:port/udp and
+// R:host:port/socks. A reverse SOCKS listener is a kind of its own: it lets
+// whoever reaches it on the server dial anything the client can, which an
+// entry for a plain reverse port does not grant.
+func bindACL(mode, addr string) string {
+	switch mode {
+	case "udp":
+		return "R:" + addr + "/udp"
+	case "socks":
+		return "R:" + addr + "/socks"
+	}
+	return "R:" + addr
 }
 
 func bindError(addr string, err error) error {
