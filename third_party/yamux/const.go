@@ -76,6 +76,11 @@ var (
 
 	// ErrKeepAliveTimeout is sent if a missed keepalive caused the stream close
 	ErrKeepAliveTimeout = fmt.Errorf("keepalive timeout")
+
+	// ErrPeerNotReading ends a session whose peer keeps sending frames
+	// that need an answer (pings, streams to refuse) while it does not
+	// read the answers already owed to it.
+	ErrPeerNotReading = fmt.Errorf("peer is not reading the answers to its frames")
 )
 
 const (

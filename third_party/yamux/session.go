@@ -67,6 +67,13 @@ type Session struct {
 	// or to send a header out directly.
 	sendCh chan *sendReady
 
+	// answerCh holds the frames the receive loop owes the peer (ping
+	// answers, resets of refused streams, go-aways), which the send loop
+	// writes. The receive loop never waits for it: when it is full the
+	// peer has not been reading for maxPendingAnswers of its frames, and
+	// the session ends.
+	answerCh chan [headerSize]byte
+
 	// recvDoneCh is closed when recv() exits to avoid a race
 	// between stream registration and stream shutdown
 	recvDoneCh chan struct{}
@@ -107,6 +114,7 @@ func newSession(config *Config, conn io.ReadWriteCloser, client bool) *Session {
 		synCh:      make(chan struct{}, config.AcceptBacklog),
 		acceptCh:   make(chan *Stream, config.AcceptBacklog),
 		sendCh:     make(chan *sendReady, 64),
+		answerCh:   make(chan [headerSize]byte, maxPendingAnswers),
 		recvDoneCh: make(chan struct{}),
 		sendDoneCh: make(chan struct{}),
 		shutdownCh: make(chan struct{}),
@@ -468,6 +476,25 @@ func (s *Session) sendNoWait(hdr header) error {
 	}
 }
 
+// maxPendingAnswers bounds the frames owed to the peer in answer to its
+// own (see answerCh). A peer pinging every keepalive interval, or with up
+// to a few dozen pings in flight, never comes near it.
+const maxPendingAnswers = 1024
+
+// answer queues hdr, a frame owed to the peer, for the send loop, without
+// waiting: it fails with ErrPeerNotReading when maxPendingAnswers are
+// queued already.
+func (s *Session) answer(hdr header) error {
+	var a [headerSize]byte
+	copy(a[:], hdr)
+	select {
+	case s.answerCh <- a:
+		return nil
+	default:
+		return ErrPeerNotReading
+	}
+}
+
 // send is a long running goroutine that sends data
 func (s *Session) send() {
 	if err := s.sendLoop(); err != nil {
@@ -478,10 +505,17 @@ func (s *Session) send() {
 func (s *Session) sendLoop() error {
 	defer close(s.sendDoneCh)
 	var bodyBuf bytes.Buffer
+	answer := make([]byte, headerSize)
 	for {
 		bodyBuf.Reset()
 
 		select {
+		case a := <-s.answerCh:
+			copy(answer, a[:])
+			if _, err := s.conn.Write(answer); err != nil {
+				s.logger.Printf("[ERR] yamux: Failed to write header: %v", err)
+				return err
+			}
 		case ready := <-s.sendCh:
 			// Send a header if ready
 			if ready.Hdr != nil {
@@ -608,7 +642,7 @@ func (s *Session) handleStreamMessage(hdr header) error {
 	// Check if this is a window update
 	if hdr.MsgType() == typeWindowUpdate {
 		if err := stream.incrSendWindow(hdr, flags); err != nil {
-			if sendErr := s.sendNoWait(s.goAway(goAwayProtoErr)); sendErr != nil {
+			if sendErr := s.answer(s.goAway(goAwayProtoErr)); sendErr != nil {
 				s.logger.Printf("[WARN] yamux: failed to send go away: %v", sendErr)
 			}
 			return err
@@ -618,7 +652,7 @@ func (s *Session) handleStreamMessage(hdr header) error {
 
 	// Read the new data
 	if err := stream.readData(hdr, flags, s.bufRead); err != nil {
-		if sendErr := s.sendNoWait(s.goAway(goAwayProtoErr)); sendErr != nil {
+		if sendErr := s.answer(s.goAway(goAwayProtoErr)); sendErr != nil {
 			s.logger.Printf("[WARN] yamux: failed to send go away: %v", sendErr)
 		}
 		return err
@@ -631,16 +665,17 @@ func (s *Session) handlePing(hdr header) error {
 	flags := hdr.Flags()
 	pingID := hdr.Length()
 
-	// Check if this is a query, respond back in a separate context so we
-	// don't interfere with the receiving thread blocking for the write.
+	// Check if this is a query: the send loop answers it, so that the
+	// receiving thread does not block for the write, and a peer that
+	// floods pings without reading the answers costs a bounded queue
+	// (see answerCh) rather than a goroutine per ping.
 	if flags&flagSYN == flagSYN {
-		go func() {
-			hdr := header(make([]byte, headerSize))
-			hdr.encode(typePing, flagACK, 0, pingID)
-			if err := s.sendNoWait(hdr); err != nil {
-				s.logger.Printf("[WARN] yamux: failed to send ping reply: %v", err)
-			}
-		}()
+		hdr := header(make([]byte, headerSize))
+		hdr.encode(typePing, flagACK, 0, pingID)
+		if err := s.answer(hdr); err != nil {
+			s.logger.Printf("[ERR] yamux: failed to queue ping reply: %v", err)
+			return err
+		}
 		return nil
 	}
 
@@ -680,7 +715,7 @@ func (s *Session) incomingStream(id uint32) error {
 	if atomic.LoadInt32(&s.localGoAway) == 1 {
 		hdr := header(make([]byte, headerSize))
 		hdr.encode(typeWindowUpdate, flagRST, id, 0)
-		return s.sendNoWait(hdr)
+		return s.answer(hdr)
 	}
 
 	// Allocate a new stream
@@ -692,7 +727,7 @@ func (s *Session) incomingStream(id uint32) error {
 	// Check if stream already exists
 	if _, ok := s.streams[id]; ok {
 		s.logger.Printf("[ERR] yamux: duplicate stream declared")
-		if sendErr := s.sendNoWait(s.goAway(goAwayProtoErr)); sendErr != nil {
+		if sendErr := s.answer(s.goAway(goAwayProtoErr)); sendErr != nil {
 			s.logger.Printf("[WARN] yamux: failed to send go away: %v", sendErr)
 		}
 		return ErrDuplicateStream
@@ -711,7 +746,7 @@ func (s *Session) incomingStream(id uint32) error {
 		delete(s.streams, id)
 		hdr := header(make([]byte, headerSize))
 		hdr.encode(typeWindowUpdate, flagRST, id, 0)
-		return s.sendNoWait(hdr)
+		return s.answer(hdr)
 	}
 }
 

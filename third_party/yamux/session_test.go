@@ -1722,6 +1722,76 @@ func TestSession_ConnectionWriteTimeout(t *testing.T) {
 	drainErrorsUntil(t, errCh, 2, 0, "")
 }
 
+// A peer that sends frames needing an answer (pings, streams beyond the
+// backlog) and never reads the answers costs the session a bounded queue,
+// without a goroutine per frame, and ends the session once that is full.
+// The receive loop never waits for the send loop meanwhile.
+func TestSession_UnreadAnswersEndSession(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		frame func(hdr header, i uint32)
+	}{
+		{"pings", func(hdr header, i uint32) { hdr.encode(typePing, flagSYN, 0, i) }},
+		{"refused streams", func(hdr header, i uint32) { hdr.encode(typeWindowUpdate, flagSYN, 2*i+1, 0) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conf := testConfNoKeepAlive()
+			conf.AcceptBacklog = 1
+			conf.ConnectionWriteTimeout = time.Minute // no answer times out during the test
+			conf.LogOutput = io.Discard
+			clientConn, serverConn := testConnPipe(t)
+			before := runtime.NumGoroutine()
+			server, err := Server(serverConn, conf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer server.Close()
+
+			// The raw peer writes frames and never reads: the session's
+			// first answer blocks its send loop.
+			const frames = 100 * maxPendingAnswers
+			wrote := make(chan uint32, 1)
+			go func() {
+				hdr := header(make([]byte, headerSize))
+				var i uint32
+				for ; i < frames; i++ {
+					tc.frame(hdr, i)
+					if _, err := clientConn.Write(hdr); err != nil {
+						break
+					}
+				}
+				wrote <- i
+			}()
+			peak := 0
+			deadline := time.After(10 * time.Second)
+		wait:
+			for {
+				if n := runtime.NumGoroutine(); n > peak {
+					peak = n
+				}
+				select {
+				case <-server.CloseChan():
+					break wait
+				case <-deadline:
+					t.Fatalf("session still open 10 s into the flood; %d goroutines (%d before)", runtime.NumGoroutine(), before)
+				case <-time.After(time.Millisecond):
+				}
+			}
+			n := <-wrote
+			t.Logf("session ended after %d frames: %v; peak %d goroutines (%d before)", n, server.shutdownErr, peak, before)
+			if n >= frames {
+				t.Errorf("the session read all %d frames without ending", n)
+			}
+			if server.shutdownErr != ErrPeerNotReading {
+				t.Errorf("session ended with %v, want %v", server.shutdownErr, ErrPeerNotReading)
+			}
+			if extra := peak - before; extra > 10 {
+				t.Errorf("%d goroutines more during the flood", extra)
+			}
+		})
+	}
+}
+
 // closeBlocker is a connection whose Close waits for release: a session
 // closing it stays between closing its shutdownCh and force-closing its
 // streams, as it does over a connection whose close waits for the peer.
