@@ -169,6 +169,14 @@ func runServer(c *cli.Context) error {
 			forbidden = append(forbidden, ap)
 		}
 	}
+	ln, err := net.Listen("tcp", c.String("listen"))
+	if err != nil {
+		return fmt.Errorf("cannot listen on %s: %w", c.String("listen"), err)
+	}
+	defer ln.Close()
+	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
+		forbidden = append(forbidden, ap) // a stream into the tunnel's own port is refused too
+	}
 	files := transfer.NewServer(transfer.ServerConfig{
 		Lookup:              server.FileRoots{Shared: filesRoot, Users: liveUsers.Load}.Lookup,
 		Limits:              transfer.Limits{MaxEntries: c.Int("max-manifest-entries")},
@@ -209,10 +217,6 @@ func runServer(c *cli.Context) error {
 	})
 	if err != nil {
 		return err
-	}
-	ln, err := net.Listen("tcp", c.String("listen"))
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", c.String("listen"), err)
 	}
 	hs := &http.Server{
 		Handler:           srv,
