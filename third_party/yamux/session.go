@@ -148,6 +148,13 @@ func (s *Session) CloseChan() <-chan struct{} {
 	return s.shutdownCh
 }
 
+// SendQueueLen returns how many frames wait for the send loop to write
+// them. A connection under the session can tell from it that more frames
+// are coming, and hold a small one back to write them together.
+func (s *Session) SendQueueLen() int {
+	return len(s.sendCh) + len(s.answerCh)
+}
+
 // NumStreams returns the number of currently open streams
 func (s *Session) NumStreams() int {
 	s.streamLock.Lock()

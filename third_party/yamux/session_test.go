@@ -1722,6 +1722,49 @@ func TestSession_ConnectionWriteTimeout(t *testing.T) {
 	drainErrorsUntil(t, errCh, 2, 0, "")
 }
 
+// SendQueueLen counts the frames waiting for the send loop, answers to
+// the peer included.
+func TestSession_SendQueueLen(t *testing.T) {
+	conf := testConfNoKeepAlive()
+	conf.ConnectionWriteTimeout = time.Minute
+	clientConn, serverConn := testConnPipe(t)
+	client, server := testClientServerConfig(t, clientConn, serverConn, conf, conf.Clone())
+	if n := client.SendQueueLen(); n != 0 {
+		t.Fatalf("SendQueueLen of an idle session is %d", n)
+	}
+	waitFor := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for client.SendQueueLen() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("SendQueueLen is %d, want %d", client.SendQueueLen(), want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	// The client's send loop blocks writing the first of its pings; the
+	// rest wait, and so do its answers to the server's pings.
+	conn := clientConn.(*pipeConn)
+	conn.writeBlocker.Lock()
+	pings := make(chan error, 8)
+	for i := 0; i < 5; i++ {
+		go func() { _, err := client.Ping(); pings <- err }()
+	}
+	waitFor(4)
+	for i := 0; i < 3; i++ {
+		go func() { _, err := server.Ping(); pings <- err }()
+	}
+	waitFor(7)
+	conn.writeBlocker.Unlock()
+	waitFor(0)
+	for i := 0; i < 8; i++ {
+		if err := <-pings; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // A peer that sends frames needing an answer (pings, streams beyond the
 // backlog) and never reads the answers costs the session a bounded queue,
 // without a goroutine per frame, and ends the session once that is full.
