@@ -21,8 +21,9 @@ import (
 // two TLS records and two syscalls per frame. wsConn holds a data header
 // back and sends it with its body as one message. Small frames (a short
 // body, a window update, a ping) are held back too while yamux's send
-// queue has more frames waiting (see sendQueue): the send loop is about to
-// write them, and they join the same message, up to coalesceLimit bytes.
+// queue has more frames waiting (Session.SendQueueLen, which counts its
+// answers to the peer's pings too): the send loop is about to write them,
+// and they join the same message, up to coalesceLimit bytes.
 // Frames queue when the network is slower than the streams writing to it.
 // A frame with nothing queued behind it leaves at once, and held frames
 // leave on their own before a large frame: a small frame waits at most

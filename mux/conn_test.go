@@ -227,6 +227,44 @@ func TestCoalescingStreams(t *testing.T) {
 	}
 }
 
+// TestCoalescingAnswers measures the server's TCP writes for its answers
+// to a burst of pings, over a link slower than they are (each write takes
+// 200 µs more): yamux's send loop writes the answers from a queue of their
+// own, which wsConn sees too (Session.SendQueueLen), so they leave
+// together rather than one message each.
+func TestCoalescingAnswers(t *testing.T) {
+	t.Parallel()
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		counter := &countingListener{delay: 200 * time.Microsecond}
+		ts := startTunnelServer(t, serverOptions{tr: tr, wrap: func(l net.Listener) net.Listener {
+			counter.Listener = l
+			return counter
+		}})
+		client, _ := ts.dial(t, nil)
+		const pings = 400
+		writes0 := counter.writes.Load()
+		errc := make(chan error, pings)
+		var wg sync.WaitGroup
+		for range pings {
+			wg.Go(func() {
+				if _, err := client.Ping(); err != nil {
+					errc <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			t.Fatal(err)
+		}
+		writes := counter.writes.Load() - writes0
+		t.Logf("the answers to %d pings left in %d TCP writes: %.1f answers per write", pings, writes, float64(pings)/float64(writes))
+		if limit := int64(pings / 4); writes > limit {
+			t.Errorf("%d TCP writes for the answers to %d pings (limit %d): queued answers do not leave together", writes, pings, limit)
+		}
+	})
+}
+
 // TestCoalescingClose checks, with real yamux sessions, that every frame
 // whose Write returned reaches the peer when the session is closed while
 // many streams write over a slow link: frames held back for a message (see

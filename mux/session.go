@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"reflect"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -301,28 +300,13 @@ func startSession(start func(io.ReadWriteCloser, *yamux.Config) (*yamux.Session,
 		conn.Close()
 		return nil, err
 	}
-	conn.setQueue(sendQueue(sess))
+	conn.setQueue(sess.SendQueueLen)
 	cfg.Parking.addSession(sess, &conn.watch)
 	go func() {
 		keepAlive(sess, conn, cfg.KeepAliveInterval, cfg.KeepAliveTimeout, cfg.Logger)
 		cfg.Parking.removeSession(sess)
 	}()
 	return sess, nil
-}
-
-// sendQueue returns a function that reports how many frames wait in the
-// send queue of sess, or nil when it cannot see one. yamux offers no way
-// to ask; its Session keeps the queue in the unexported channel sendCh
-// (v0.1.2), whose length reflect reads without touching the channel.
-// wsConn holds small frames back only while this says more are coming,
-// so without it frames are sent as they come, as before. TestSendQueue
-// fails when a yamux release moves the queue.
-func sendQueue(sess *yamux.Session) func() int {
-	v := reflect.ValueOf(sess).Elem().FieldByName("sendCh")
-	if v.Kind() != reflect.Chan {
-		return nil
-	}
-	return v.Len
 }
 
 // keepAlive pings the peer every interval and ends the session once

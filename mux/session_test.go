@@ -1137,21 +1137,6 @@ func TestPipe(t *testing.T) {
 	})
 }
 
-// TestSendQueue checks that sendQueue finds yamux's send queue, which
-// wsConn needs to coalesce small frames.
-func TestSendQueue(t *testing.T) {
-	t.Parallel()
-	ts := startTunnelServer(t, serverOptions{tr: transports[0]})
-	client, _ := ts.dial(t, nil)
-	q := sendQueue(client)
-	if q == nil {
-		t.Fatal("sendQueue finds no send queue in this yamux.Session: small frames are not coalesced")
-	}
-	if n := q(); n < 0 || n > 64 {
-		t.Errorf("send queue length %d, want 0 to 64 (the queue's capacity)", n)
-	}
-}
-
 // Benchmarks. BenchmarkStreamThroughput and BenchmarkSmallWrites move data
 // over one stream of a tunnel on TLS loopback; BenchmarkTLSBaseline moves
 // the same data over a bare TLS loopback connection, so the cost of the
