@@ -1722,6 +1722,71 @@ func TestSession_ConnectionWriteTimeout(t *testing.T) {
 	drainErrorsUntil(t, errCh, 2, 0, "")
 }
 
+// failingWriter is a connection whose writes fail once fail is set.
+type failingWriter struct {
+	io.ReadWriteCloser
+	fail atomic.Bool
+}
+
+func (c *failingWriter) Write(p []byte) (int, error) {
+	if c.fail.Load() {
+		return 0, errors.New("the connection is broken")
+	}
+	return c.ReadWriteCloser.Write(p)
+}
+
+// A Read that returns data does not fail because the window update it
+// sends cannot be written: the data is the caller's, and the session ends
+// (the next Read says so). TestHalfCloseSessionShutdown met this when the
+// peer's close reset the connection before the update was written.
+func TestSession_ReadIgnoresWindowUpdateFailure(t *testing.T) {
+	conf := testConfNoKeepAlive()
+	clientConn, serverConn := testConnPipe(t)
+	broken := &failingWriter{ReadWriteCloser: serverConn}
+	client, server := testClientServerConfig(t, clientConn, broken, conf, conf.Clone())
+	stream, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, initialStreamWindow) // reading it all needs an update
+	if _, err := stream.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	peer, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		peer.recvLock.Lock()
+		n := 0
+		if peer.recvBuf != nil {
+			n = peer.recvBuf.Len()
+		}
+		peer.recvLock.Unlock()
+		if n == len(data) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d bytes arrived", n, len(data))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	broken.fail.Store(true)
+	buf := make([]byte, len(data)+1)
+	if n, err := peer.Read(buf); n != len(data) || err != nil {
+		t.Fatalf("Read returned %d bytes, %v; want %d, nil", n, err, len(data))
+	}
+	select {
+	case <-server.CloseChan():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the session did not end once its connection failed")
+	}
+	if n, err := peer.Read(buf); n != 0 || err != io.EOF {
+		t.Fatalf("Read after the session ended returned %d bytes, %v; want 0, EOF", n, err)
+	}
+}
+
 // SendQueueLen counts the frames waiting for the send loop, answers to
 // the peer included.
 func TestSession_SendQueueLen(t *testing.T) {

@@ -128,12 +128,11 @@ START:
 	n, _ = s.recvBuf.Read(b)
 	s.recvLock.Unlock()
 
-	// Send a window update potentially
-	err = s.sendWindowUpdate()
-	if err == ErrSessionShutdown {
-		err = nil
-	}
-	return n, err
+	// Send a window update potentially. What was read is returned
+	// whether or not the update could be sent: a connection that failed
+	// to send it ends the session, and the next Read reports that end.
+	_ = s.sendWindowUpdate()
+	return n, nil
 
 WAIT:
 	// Once the session has shut down nothing more can arrive: the stream
