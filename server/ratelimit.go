@@ -20,6 +20,11 @@ const (
 // after the last of them. It tracks a bounded number of keys and is safe for concurrent use. Times are
 // passed in, so tests need not sleep.
 //
+// A login should be counted when it starts, with Begin, not when its password check fails: a check takes
+// tens of milliseconds, and attempts that only learn of each other's failures afterwards all get through
+// while the first ones are still being checked. Begin counts the attempt as a failure at once, and the
+// attempt's Forgive takes it back when the login turns out not to have failed.
+//
 // Blocking by user name lets anyone lock a user out for a window; blocking by address does not stop an
 // attacker with many addresses, so IPv6 sources are best keyed by prefix. The server clears only user
 // names with Succeed: clearing an address would let an attacker who holds one valid account reset its
@@ -58,7 +63,8 @@ func NewFailureLimiter(maxFailures int, window time.Duration) *FailureLimiter {
 	}
 }
 
-// Allow reports whether key may try to log in at now, and if not, how long until it may.
+// Allow reports whether key may try to log in at now, and if not, how long until it may. It counts
+// nothing: a caller that checks passwords concurrently uses Begin instead.
 func (l *FailureLimiter) Allow(key string, now time.Time) (ok bool, retryAfter time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -76,10 +82,64 @@ func (l *FailureLimiter) Allow(key string, now time.Time) (ok bool, retryAfter t
 	return true, 0
 }
 
-// Fail records a failed login by key at now.
+// Begin counts a login attempt by key at now as a failure, before anything about it is known, if key
+// may try; otherwise it counts nothing and says how long until key may. The maxFailures-th attempt within
+// a window blocks key until it is forgiven or the block ends, so that however many attempts arrive at
+// once, at most maxFailures are let through per window. The attempt's Forgive takes it back.
+func (l *FailureLimiter) Begin(key string, now time.Time) (a Attempt, ok bool, retryAfter time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, found := l.keys[key]; found {
+		f := e.Value.(*failures)
+		if now.Before(f.blockedUntil) {
+			return Attempt{}, false, f.blockedUntil.Sub(now)
+		}
+	}
+	f := l.count(key, now)
+	return Attempt{l: l, f: f, start: f.start}, true, 0
+}
+
+// Attempt is a login attempt counted by Begin.
+type Attempt struct {
+	l     *FailureLimiter
+	f     *failures
+	start time.Time // of the window the attempt was counted in
+}
+
+// Forgive takes back the attempt's count, for a login that did not fail: it succeeded, or it was refused
+// before its password was checked. A block that the attempt completed ends with it. Forgiving an attempt
+// twice, one whose window has ended, or one whose key was forgotten since, does nothing; so does
+// forgiving the zero Attempt.
+func (a *Attempt) Forgive() {
+	l := a.l
+	if l == nil {
+		return
+	}
+	a.l = nil
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, found := l.keys[a.f.key]
+	if !found || e.Value != a.f || !a.f.start.Equal(a.start) {
+		return
+	}
+	a.f.count--
+	switch {
+	case a.f.count <= 0:
+		l.remove(e)
+	case a.f.count < l.maxFailures:
+		a.f.blockedUntil = time.Time{}
+	}
+}
+
+// Fail records a failed login by key at now, one that Begin did not count.
 func (l *FailureLimiter) Fail(key string, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.count(key, now)
+}
+
+// count records a failure by key at now, unless key is blocked, and returns its entry. l.mu is held.
+func (l *FailureLimiter) count(key string, now time.Time) *failures {
 	e, found := l.keys[key]
 	if !found {
 		if len(l.keys) >= l.maxKeys {
@@ -93,7 +153,7 @@ func (l *FailureLimiter) Fail(key string, now time.Time) {
 	f := e.Value.(*failures)
 	switch {
 	case now.Before(f.blockedUntil):
-		return // already blocked; the block is not extended
+		return f // already blocked; the block is not extended
 	case l.expired(f, now):
 		*f = failures{key: key, start: now}
 	}
@@ -101,6 +161,7 @@ func (l *FailureLimiter) Fail(key string, now time.Time) {
 	if f.count >= l.maxFailures {
 		f.blockedUntil = now.Add(l.window)
 	}
+	return f
 }
 
 // Succeed forgets the failures of key, after a successful login.

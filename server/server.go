@@ -96,7 +96,10 @@ type Config struct {
 	// Metrics, when set, records sessions, streams, bytes and logins.
 	Metrics *Metrics
 	// LoginFailures is how many failed logins a source address may make
-	// per LoginWindow before it is answered 429. Default 10 per minute.
+	// per LoginWindow before it is answered 429, and a third of how many
+	// may be made as one user name. Default 10 per minute. A login counts
+	// from when it starts until it succeeds, so logins that arrive at once
+	// cannot pass the limit while their passwords are being checked.
 	LoginFailures int
 	LoginWindow   time.Duration
 }
@@ -199,40 +202,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	source := s.sourceAddr(r)
-	if ok, retry := s.limiter.Allow(source, time.Now()); !ok {
-		s.log.Warn("login refused: too many failures", "source", source, "retry_after", retry.Round(time.Second))
-		w.Header().Set("Retry-After", strconv.Itoa(int(retry.Seconds())+1))
-		http.Error(w, "too many failed logins; retry later", http.StatusTooManyRequests)
-		s.metrics.authFailed("rate_limited")
-		return
-	}
-	name, password, ok := r.BasicAuth()
+	user, ok := s.login(w, r, source)
 	if !ok {
-		s.log.Warn("login failed: no credentials", "source", source)
-		s.limiter.Fail(source, time.Now())
-		s.metrics.authFailed("missing")
-		unauthorized(w)
 		return
 	}
-	if ok, retry := s.byUser.Allow(name, time.Now()); !ok {
-		s.log.Warn("login refused: too many failures for this user", "user", name, "source", source, "retry_after", retry.Round(time.Second))
-		w.Header().Set("Retry-After", strconv.Itoa(int(retry.Seconds())+1))
-		http.Error(w, "too many failed logins; retry later", http.StatusTooManyRequests)
-		s.metrics.authFailed("rate_limited")
-		return
-	}
-	user, err := s.auth.Load().Authenticate(name, password)
-	if err != nil {
-		s.log.Warn("login failed", "user", name, "source", source, "err", err)
-		s.limiter.Fail(source, time.Now())
-		s.byUser.Fail(name, time.Now())
-		s.metrics.authFailed("credentials")
-		unauthorized(w)
-		return
-	}
-	// The source's failures are not forgiven: someone holding one valid
-	// account could otherwise reset the count between guesses at others.
-	s.byUser.Succeed(name)
 	if err := s.admit(user.Name); err != nil {
 		s.log.Warn("session refused", "user", user.Name, "source", source, "err", err)
 		w.Header().Set("Retry-After", "30")
@@ -257,6 +230,54 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.metrics.sessionOpened(time.Since(start).Seconds())
 	defer s.metrics.sessionClosed()
 	s.serveSession(sess)
+}
+
+// login checks the request's credentials and returns its user, or
+// answers the refusal itself. Each login is counted against its source
+// address and its user name when it starts, and given back if it
+// succeeds or is refused before its password is checked.
+func (s *Server) login(w http.ResponseWriter, r *http.Request, source string) (*User, bool) {
+	bySource, ok, retry := s.limiter.Begin(source, time.Now())
+	if !ok {
+		s.log.Warn("login refused: too many failures", "source", source, "retry_after", retry.Round(time.Second))
+		tooManyFailures(w, retry)
+		s.metrics.authFailed("rate_limited")
+		return nil, false
+	}
+	name, password, ok := r.BasicAuth()
+	if !ok {
+		s.log.Warn("login failed: no credentials", "source", source)
+		s.metrics.authFailed("missing")
+		unauthorized(w)
+		return nil, false
+	}
+	_, ok, retry = s.byUser.Begin(name, time.Now())
+	if !ok {
+		bySource.Forgive()
+		s.log.Warn("login refused: too many failures for this user", "user", name, "source", source, "retry_after", retry.Round(time.Second))
+		tooManyFailures(w, retry)
+		s.metrics.authFailed("rate_limited")
+		return nil, false
+	}
+	user, err := s.auth.Load().Authenticate(name, password)
+	if err != nil {
+		// The failure stays counted, against the source and the name.
+		s.log.Warn("login failed", "user", name, "source", source, "err", err)
+		s.metrics.authFailed("credentials")
+		unauthorized(w)
+		return nil, false
+	}
+	// The source's failures are not forgiven, only this login: someone
+	// holding one valid account could otherwise reset the count between
+	// guesses at others.
+	bySource.Forgive()
+	s.byUser.Succeed(name)
+	return user, true
+}
+
+func tooManyFailures(w http.ResponseWriter, retry time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(retry.Seconds())+1))
+	http.Error(w, "too many failed logins; retry later", http.StatusTooManyRequests)
 }
 
 func unauthorized(w http.ResponseWriter) {
