@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"sync"
@@ -30,6 +31,7 @@ import (
 type Parking struct {
 	mu       sync.Mutex
 	sessions map[*yamux.Session]*frameWatch
+	groups   map[<-chan struct{}]*spliceGroup // splices by the context that ends them
 	closed   bool
 
 	poll     *poller // started at the first TCP park; nil until then, or if it cannot start
@@ -42,7 +44,7 @@ type Parking struct {
 // copyBuffer bytes at a time (see Config.CopyBuffer; 0 means
 // DefaultCopyBuffer). Close it once every session using it has ended.
 func NewParking(copyBuffer int) *Parking {
-	p := &Parking{sessions: make(map[*yamux.Session]*frameWatch), bufs: copyBufs}
+	p := &Parking{sessions: make(map[*yamux.Session]*frameWatch), groups: make(map[<-chan struct{}]*spliceGroup), bufs: copyBufs}
 	if n := clampCopyBuffer(copyBuffer); n != DefaultCopyBuffer {
 		p.bufs = newBufPool(n)
 	}
@@ -229,8 +231,12 @@ type frameWatch struct {
 	closed  bool
 }
 
-// waker is a parked direction: a *half.
-type waker interface{ wake() }
+// waker is a parked direction: a *half. wake carries it on on a new
+// goroutine, carryOn on the caller's.
+type waker interface {
+	wake()
+	carryOn()
+}
 
 // limit cuts p so that a read into it ends at the current frame's end,
 // after waking the stream the frame before concerned.
@@ -318,14 +324,116 @@ func (w *frameWatch) wake(id uint32) {
 }
 
 // close wakes every parked direction, once the connection has ended: their
-// streams end with it. No direction parks afterwards.
+// streams end with it, all at once, so they are carried on through
+// teardown, on a goroutine of close's own. No direction parks afterwards.
 func (w *frameWatch) close() {
 	w.mu.Lock()
 	parked := w.parked
 	w.parked, w.closed = nil, true
 	w.nparked.Store(0)
 	w.mu.Unlock()
-	for _, h := range parked {
-		h.wake()
+	if len(parked) == 0 {
+		return
 	}
+	wakes := make([]func(), 0, len(parked))
+	for _, h := range parked {
+		wakes = append(wakes, h.carryOn)
+	}
+	go teardown(wakes)
+}
+
+// A session's end, or its context's, ends all its streams' splices at
+// once: thousands, on a server. Each then takes a few tens of microseconds
+// (closing its sockets, its done callback), and started all on goroutines
+// of their own they would queue that much work at once ahead of every
+// other goroutine of the process: another user's round trip, /healthz and
+// new logins waited behind 16,384 of them for most of a second. teardown
+// runs them at most teardownParallel at a time instead, so that the
+// others' goroutines interleave with the work. One still running after
+// teardownStall, blocked rather than busy (a write to a peer that does not
+// read, until the splice's ends are closed), stops counting against the
+// bound, so none waits for it.
+const (
+	teardownParallel = 8
+	teardownStall    = 2 * time.Millisecond
+)
+
+// teardown runs each of fs on a goroutine of its own, at most
+// teardownParallel at once, and returns once the last has started.
+func teardown(fs []func()) {
+	slots := make(chan struct{}, teardownParallel)
+	stall := time.NewTimer(teardownStall)
+	defer stall.Stop()
+	for _, f := range fs {
+		counted := true
+		select {
+		case slots <- struct{}{}:
+		default:
+			stall.Reset(teardownStall)
+			select {
+			case slots <- struct{}{}:
+			case <-stall.C:
+				counted = false
+			}
+		}
+		go func() {
+			f()
+			if counted {
+				<-slots
+			}
+		}()
+	}
+}
+
+// spliceGroup is the splices of one context: a single context.AfterFunc
+// ends them all, through teardown, rather than one each.
+type spliceGroup struct {
+	splices map[*splice]struct{}
+	stop    func() bool // the group's AfterFunc
+}
+
+// join makes the end of ctx abort s, and returns what takes s back out
+// once it has ended by itself.
+func (p *Parking) join(ctx context.Context, s *splice) (leave func()) {
+	done := ctx.Done()
+	if done == nil {
+		return func() {} // ctx never ends
+	}
+	if p == nil {
+		stop := context.AfterFunc(ctx, s.abort)
+		return func() { stop() }
+	}
+	p.mu.Lock()
+	g := p.groups[done]
+	if g == nil {
+		g = &spliceGroup{splices: make(map[*splice]struct{})}
+		p.groups[done] = g
+		g.stop = context.AfterFunc(ctx, func() { p.abortGroup(done, g) })
+	}
+	g.splices[s] = struct{}{}
+	p.mu.Unlock()
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		delete(g.splices, s)
+		if len(g.splices) == 0 && p.groups[done] == g {
+			delete(p.groups, done)
+			g.stop()
+		}
+	}
+}
+
+// abortGroup aborts the splices of g, whose context has ended.
+func (p *Parking) abortGroup(done <-chan struct{}, g *spliceGroup) {
+	p.mu.Lock()
+	if p.groups[done] == g {
+		delete(p.groups, done)
+	}
+	aborts := make([]func(), 0, len(g.splices))
+	for s := range g.splices {
+		aborts = append(aborts, s.abort)
+	}
+	g.splices = nil // leave finds nothing more to take out
+	p.mu.Unlock()
+	teardown(aborts)
 }

@@ -19,7 +19,8 @@ import (
 // countWaker counts its wake-ups.
 type countWaker struct{ n int }
 
-func (c *countWaker) wake() { c.n++ }
+func (c *countWaker) wake()    { c.n++ }
+func (c *countWaker) carryOn() { c.n++ }
 
 // TestFrameWatch reads random yamux frames through frameWatch in random
 // pieces, as wsConn.Read does, and checks that no read crosses a frame's
@@ -285,5 +286,114 @@ func TestParkingSplice(t *testing.T) {
 	}
 	if streams, conns := parkedCount(p, server); streams+conns != 0 {
 		t.Errorf("after the session's end %d stream and %d socket directions are still parked", streams, conns)
+	}
+}
+
+// startHoldTarget accepts TCP connections and holds them, never reading,
+// on one goroutine whatever their number, until the test ends.
+func startHoldTarget(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// TestParkingSessionEndPaced parks many splices of one session, then ends
+// the session and the context the splices were started with, as a server
+// does: the splices all end, a few at a time (see teardown), never with
+// more than a few dozen goroutines running for them at once.
+func TestParkingSessionEndPaced(t *testing.T) {
+	p := NewParking(0)
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Errorf("Parking.Close: %v", err)
+		}
+	})
+	ts := startTunnelServer(t, serverOptions{tr: transports[2], cfg: &Config{Parking: p}})
+	client, server := ts.dial(t, nil)
+	target := startHoldTarget(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const n = 400
+	var ended sync.WaitGroup
+	ended.Add(n)
+	var dialer net.Dialer
+	var accepting sync.WaitGroup
+	accepting.Go(func() {
+		for {
+			st, err := server.AcceptStream()
+			if err != nil {
+				return
+			}
+			err = p.SpliceTCP(ctx, st, dialer.DialContext, target, testTimeout, nil, func(int64, int64) { ended.Done() })
+			if err != nil {
+				t.Errorf("SpliceTCP: %v", err)
+			}
+		}
+	})
+	t.Cleanup(func() { server.Close(); accepting.Wait() })
+	for i := range n {
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.SetDeadline(time.Now().Add(testTimeout))
+		if err := ReadReply(st); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+	}
+	waitParked(t, p, server, n)
+
+	base := runtime.NumGoroutine()
+	stop := make(chan struct{})
+	peak := make(chan int, 1)
+	go func() {
+		most := 0
+		for {
+			most = max(most, runtime.NumGoroutine())
+			select {
+			case <-stop:
+				peak <- most
+				return
+			case <-time.After(50 * time.Microsecond):
+			}
+		}
+	}()
+	start := time.Now()
+	client.Close()
+	cancel()
+	done := make(chan struct{})
+	go func() { ended.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(testTimeout):
+		t.Fatalf("the parked splices did not all end within %v of the session's end", testTimeout)
+	}
+	close(stop)
+	most := <-peak
+	t.Logf("%d parked splices ended in %v; at most %d goroutines more than the %d before", n, time.Since(start).Round(time.Millisecond), most-base, base)
+	if limit := 6*teardownParallel + 16; most-base > limit {
+		t.Errorf("%d goroutines more than before while the splices ended, want at most %d", most-base, limit)
 	}
 }

@@ -114,15 +114,18 @@ func Splice(a, b io.ReadWriteCloser, done func(aToB, bToA int64)) {
 // ends both directions: a direction blocked writing to a peer that
 // stopped reading, or parked, would not end otherwise. a and b must not be
 // closed by anyone else while the splice runs.
+//
+// The splices of one context, on one Parking, end through a single
+// context.AfterFunc, which aborts them a few at a time (see teardown).
 func (p *Parking) Splice(ctx context.Context, a, b io.ReadWriteCloser, done func(aToB, bToA int64)) {
-	var stop func() bool
+	var leave func()
 	s := p.newSplice(a, b, func(aToB, bToA int64) {
-		stop()
+		leave()
 		if done != nil {
 			done(aToB, bToA)
 		}
 	})
-	stop = context.AfterFunc(ctx, s.abort)
+	leave = p.join(ctx, s)
 	s.start()
 }
 
@@ -192,6 +195,15 @@ func (h *half) wake() {
 	}
 	h.state.Store(running)
 	go h.s.wait(h)
+}
+
+// carryOn is wake on the caller's goroutine, which runs h from then on.
+func (h *half) carryOn() {
+	if h.state.CompareAndSwap(parking, wokenParking) {
+		return
+	}
+	h.state.Store(running)
+	h.s.wait(h)
 }
 
 // wait is a goroutine of s, blocked for as long as h's source is idle.
