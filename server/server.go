@@ -102,6 +102,15 @@ type Config struct {
 	// cannot pass the limit while their passwords are being checked.
 	LoginFailures int
 	LoginWindow   time.Duration
+	// MaxVerifying bounds the password verifications running at once, all
+	// users together, and VerifyQueue the logins waiting for one; a login
+	// beyond both is answered 503 with Retry-After at once. After each
+	// verification its slot rests three times as long as it took, so that
+	// a flood of guesses takes at most a quarter of MaxVerifying CPUs from
+	// the sessions running. A login whose password was verified recently
+	// costs no hash and does not wait. Defaults GOMAXPROCS/4 (at least 1)
+	// and 4 per MaxVerifying.
+	MaxVerifying, VerifyQueue int
 }
 
 // Server serves tunnel sessions. It is an http.Handler.
@@ -110,6 +119,7 @@ type Server struct {
 	log     *slog.Logger
 	limiter *FailureLimiter // failed logins per source address
 	byUser  *FailureLimiter // failed logins per user name, against distributed guessing
+	verify  *verifyGate     // password verifications of all users together
 
 	binds   bindTable
 	metrics *Metrics
@@ -163,11 +173,18 @@ func New(cfg Config) (*Server, error) {
 	if cfg.LoginWindow <= 0 {
 		cfg.LoginWindow = time.Minute
 	}
+	if cfg.MaxVerifying <= 0 {
+		cfg.MaxVerifying = defaultMaxVerifying()
+	}
+	if cfg.VerifyQueue <= 0 {
+		cfg.VerifyQueue = verifyQueuePerSlot * cfg.MaxVerifying
+	}
 	s := &Server{
 		cfg:      cfg,
 		log:      cfg.Logger,
 		limiter:  NewFailureLimiter(cfg.LoginFailures, cfg.LoginWindow),
 		byUser:   NewFailureLimiter(3*cfg.LoginFailures, cfg.LoginWindow),
+		verify:   newVerifyGate(cfg.MaxVerifying, cfg.VerifyQueue),
 		sessions: make(map[*session]struct{}),
 		reserved: make(map[string]int),
 		binds:    bindTable{m: make(map[string]*bindLease)},
@@ -235,7 +252,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // login checks the request's credentials and returns its user, or
 // answers the refusal itself. Each login is counted against its source
 // address and its user name when it starts, and given back if it
-// succeeds or is refused before its password is checked.
+// succeeds or is refused before its password is checked; only then does
+// it wait for the password verification budget, unless its password
+// was verified recently.
 func (s *Server) login(w http.ResponseWriter, r *http.Request, source string) (*User, bool) {
 	bySource, ok, retry := s.limiter.Begin(source, time.Now())
 	if !ok {
@@ -251,7 +270,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, source string) (*
 		unauthorized(w)
 		return nil, false
 	}
-	_, ok, retry = s.byUser.Begin(name, time.Now())
+	byUser, ok, retry := s.byUser.Begin(name, time.Now())
 	if !ok {
 		bySource.Forgive()
 		s.log.Warn("login refused: too many failures for this user", "user", name, "source", source, "retry_after", retry.Round(time.Second))
@@ -259,7 +278,23 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, source string) (*
 		s.metrics.authFailed("rate_limited")
 		return nil, false
 	}
-	user, err := s.auth.Load().Authenticate(name, password)
+	auth := s.auth.Load().Authenticator
+	var release func()
+	if !verifiedRecently(auth, name, password) {
+		if release, retry = s.verify.acquire(r.Context()); release == nil {
+			bySource.Forgive()
+			byUser.Forgive()
+			s.log.Warn("login refused: too many password checks at once", "user", name, "source", source, "retry_after", retry.Round(time.Second))
+			w.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
+			http.Error(w, "the server is busy checking other logins; retry later", http.StatusServiceUnavailable)
+			s.metrics.authFailed("busy")
+			return nil, false
+		}
+	}
+	user, err := auth.Authenticate(name, password)
+	if release != nil {
+		release()
+	}
 	if err != nil {
 		// The failure stays counted, against the source and the name.
 		s.log.Warn("login failed", "user", name, "source", source, "err", err)
