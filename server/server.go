@@ -115,11 +115,12 @@ type Config struct {
 
 // Server serves tunnel sessions. It is an http.Handler.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	limiter *FailureLimiter // failed logins per source address
-	byUser  *FailureLimiter // failed logins per user name, against distributed guessing
-	verify  *verifyGate     // password verifications of all users together
+	cfg      Config
+	log      *slog.Logger
+	limiter  *FailureLimiter // failed logins per source address
+	byUser   *FailureLimiter // failed logins per user name, against distributed guessing
+	verify   *verifyGate     // password verifications of all users together
+	refusals *refusalLog     // refused logins, logged a few at a time
 
 	binds   bindTable
 	metrics *Metrics
@@ -185,6 +186,7 @@ func New(cfg Config) (*Server, error) {
 		limiter:  NewFailureLimiter(cfg.LoginFailures, cfg.LoginWindow),
 		byUser:   NewFailureLimiter(3*cfg.LoginFailures, cfg.LoginWindow),
 		verify:   newVerifyGate(cfg.MaxVerifying, cfg.VerifyQueue),
+		refusals: newRefusalLog(cfg.Logger),
 		sessions: make(map[*session]struct{}),
 		reserved: make(map[string]int),
 		binds:    bindTable{m: make(map[string]*bindLease)},
@@ -224,7 +226,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.admit(user.Name); err != nil {
-		s.log.Warn("session refused", "user", user.Name, "source", source, "err", err)
+		if s.refusals.note("session_limit", source) {
+			s.log.Warn("session refused", "user", user.Name, "source", source, "err", err)
+		}
 		w.Header().Set("Retry-After", "30")
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
@@ -258,14 +262,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) login(w http.ResponseWriter, r *http.Request, source string) (*User, bool) {
 	bySource, ok, retry := s.limiter.Begin(source, time.Now())
 	if !ok {
-		s.log.Warn("login refused: too many failures", "source", source, "retry_after", retry.Round(time.Second))
+		if s.refusals.note("rate_limited", source) {
+			s.log.Warn("login refused: too many failures", "source", source, "retry_after", retry.Round(time.Second))
+		}
 		tooManyFailures(w, retry)
 		s.metrics.authFailed("rate_limited")
 		return nil, false
 	}
 	name, password, ok := r.BasicAuth()
 	if !ok {
-		s.log.Warn("login failed: no credentials", "source", source)
+		if s.refusals.note("missing", source) {
+			s.log.Warn("login failed: no credentials", "source", source)
+		}
 		s.metrics.authFailed("missing")
 		unauthorized(w)
 		return nil, false
@@ -273,7 +281,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, source string) (*
 	byUser, ok, retry := s.byUser.Begin(name, time.Now())
 	if !ok {
 		bySource.Forgive()
-		s.log.Warn("login refused: too many failures for this user", "user", name, "source", source, "retry_after", retry.Round(time.Second))
+		if s.refusals.note("rate_limited", source) {
+			s.log.Warn("login refused: too many failures for this user", "user", name, "source", source, "retry_after", retry.Round(time.Second))
+		}
 		tooManyFailures(w, retry)
 		s.metrics.authFailed("rate_limited")
 		return nil, false
@@ -284,7 +294,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, source string) (*
 		if release, retry = s.verify.acquire(r.Context()); release == nil {
 			bySource.Forgive()
 			byUser.Forgive()
-			s.log.Warn("login refused: too many password checks at once", "user", name, "source", source, "retry_after", retry.Round(time.Second))
+			if s.refusals.note("busy", source) {
+				s.log.Warn("login refused: too many password checks at once", "user", name, "source", source, "retry_after", retry.Round(time.Second))
+			}
 			w.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
 			http.Error(w, "the server is busy checking other logins; retry later", http.StatusServiceUnavailable)
 			s.metrics.authFailed("busy")
@@ -297,7 +309,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, source string) (*
 	}
 	if err != nil {
 		// The failure stays counted, against the source and the name.
-		s.log.Warn("login failed", "user", name, "source", source, "err", err)
+		if s.refusals.note("credentials", source) {
+			s.log.Warn("login failed", "user", name, "source", source, "err", err)
+		}
 		s.metrics.authFailed("credentials")
 		unauthorized(w)
 		return nil, false
@@ -444,6 +458,7 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.refusals.close()
 	return s.parking.Close()
 }
 
