@@ -1283,7 +1283,12 @@ func TestLargeWindow(t *testing.T) {
 	}
 	defer stream2.Close()
 
-	err = stream.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+	// The write must not wait for the reader, who never reads: the larger
+	// window is granted when the stream is accepted. Had it not been, the
+	// write would wait until its deadline, which is long enough for the
+	// grant to arrive on a loaded machine (10 ms failed on one core under
+	// the race detector).
+	err = stream.SetWriteDeadline(time.Now().Add(time.Second))
 	if err != nil {
 		t.Fatalf("err: %v", err)
 	}
