@@ -21,10 +21,12 @@ fmt-check:
 	if [ -n "$$out" ]; then echo "gofmt needed on: $$out"; exit 1; fi
 
 # Everything: static checks, unit tests with the race detector, the
-# integration tests that drive the real binary, and a short run of each
-# fuzz target.
+# integration tests that drive the real binary, the vendored yamux's own
+# tests as its CI runs them (third_party/yamux/PATCHES.md), and a short run
+# of each fuzz target.
 test: deps fmt-check vet
 	$(GO) test -race -count=1 -timeout 10m $(PKGS)
+	cd third_party/yamux && $(GO) vet ./... && $(GO) test -race -short -count=1 ./... && $(GO) test -count=1 ./...
 	$(MAKE) --no-print-directory fuzz FUZZTIME=3000x
 
 unit:
