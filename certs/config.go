@@ -39,6 +39,11 @@ type ClientOptions struct {
 	ServerName string
 	// CertFile and KeyFile are the client's own certificate, for servers that require one (mTLS).
 	CertFile, KeyFile string
+	// Known, when set and none of CAFile, Fingerprint and Insecure is, accepts a server whose certificate no
+	// system root vouches for if the known servers file records its key for Server (see KnownServers).
+	Known *KnownServers
+	// Server is the host:port the client dials, the server's name in Known.
+	Server string
 }
 
 // FingerprintMismatchError is returned by a pinned handshake when the server's key is not the pinned one.
@@ -109,6 +114,33 @@ func ClientConfig(opts ClientOptions) (*tls.Config, error) {
 		}
 	case opts.Insecure:
 		cfg.InsecureSkipVerify = true
+	case opts.Known != nil:
+		cfg.InsecureSkipVerify = true // verified below: by the system roots, or else by the known servers
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			return verifyOrKnown(cs, nil, opts.Known, opts.Server)
+		}
 	}
 	return cfg, nil
+}
+
+// verifyOrKnown verifies a server's chain and name against roots (nil: the system's), as crypto/tls does by
+// default; a certificate that no root vouches for passes if known records its key for server.
+func verifyOrKnown(cs tls.ConnectionState, roots *x509.CertPool, known *KnownServers, server string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("server sent no certificate")
+	}
+	leaf := cs.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := leaf.Verify(x509.VerifyOptions{DNSName: cs.ServerName, Roots: roots, Intermediates: inter})
+	var unknown x509.UnknownAuthorityError
+	if err == nil || !errors.As(err, &unknown) {
+		if err != nil {
+			return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+		}
+		return nil
+	}
+	return known.Check(server, Fingerprint(leaf))
 }

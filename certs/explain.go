@@ -19,6 +19,8 @@ func Explain(err error) error {
 	}
 	var (
 		mismatch  *FingerprintMismatchError
+		unknownSv *UnknownServerError
+		changed   *ChangedKeyError
 		hostErr   x509.HostnameError
 		authErr   x509.UnknownAuthorityError
 		invalid   x509.CertificateInvalidError
@@ -29,6 +31,10 @@ func Explain(err error) error {
 	switch {
 	case errors.As(err, &mismatch):
 		msg = mismatch.Error()
+	case errors.As(err, &unknownSv):
+		msg = unknownSv.Error()
+	case errors.As(err, &changed):
+		msg = changed.Error()
 	case errors.As(err, &hostErr):
 		msg = explainHostname(hostErr)
 	case errors.As(err, &authErr):
