@@ -37,7 +37,8 @@ integration: build
 
 # A server, a client forwarding a port, and a file fetched through it, all
 # on loopback with a freshly generated self-signed certificate.
-demo: deps build
+demo: build
+	bash .ci/deps.sh demo
 	bash deploy/demo.sh $(BIN)
 
 # The benchmark harness (integration/bench_test.go): burrow against direct

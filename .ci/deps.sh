@@ -1,14 +1,27 @@
 #!/usr/bin/env bash
-# Installs what the tests, the demo and the benchmarks need, when missing.
-# Safe to rerun; does nothing when everything is there.
+# Installs what the tests and the benchmarks need, when missing; with the
+# argument "demo", only what `make demo` uses. Safe to rerun; does nothing
+# when everything is there. --list prints the group's packages instead.
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
+group=all list=
+for arg in "$@"; do
+  case $arg in
+    demo) group=demo ;;
+    --list) list=1 ;;
+    *) echo "deps: unknown argument $arg; use: deps.sh [demo] [--list]" >&2; exit 2 ;;
+  esac
+done
 
-# command -> Debian package
+# command -> Debian package: what deploy/demo.sh runs.
 declare -A need=(
   [curl]=curl
   [python3]=python3
   [sha256sum]=coreutils
+  [cmp]=diffutils
+)
+# The rest: the real programs the integration tests and benchmarks drive.
+[ "$group" = demo ] || need+=(
   [squid]=squid
   [nginx]=nginx
   [haproxy]=haproxy
@@ -22,6 +35,11 @@ declare -A need=(
   [rsync]=rsync
   [systemd-analyze]=systemd
 )
+
+if [ -n "$list" ]; then
+  printf '%s\n' "${need[@]}" | sort -u
+  exit 0
+fi
 
 missing=()
 for cmd in "${!need[@]}"; do
