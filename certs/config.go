@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
@@ -47,14 +48,30 @@ type ClientOptions struct {
 }
 
 // FingerprintMismatchError is returned by a pinned handshake when the server's key is not the pinned one.
-// Got and Want are lowercase hex fingerprints.
+// Got and Want are lowercase hex fingerprints. Issuer is the presented certificate's issuer when another
+// party issued it (it is not self-issued): what a TLS-inspecting proxy, re-signing the server's certificate
+// with its own CA, presents.
 type FingerprintMismatchError struct {
 	Got, Want string
+	Issuer    string
 }
 
 func (e *FingerprintMismatchError) Error() string {
+	if e.Issuer != "" {
+		return fmt.Sprintf("the server's certificate was replaced on the way: %q issued the one received "+
+			"(key fingerprint %s, not the pinned %s), as a TLS-inspecting proxy does; ask for the server to be "+
+			"exempted from inspection, or pass --ca with that CA to let the proxy read the tunnel", e.Issuer, e.Got, e.Want)
+	}
 	return fmt.Sprintf("server certificate fingerprint %s does not match --fingerprint %s; "+
 		"get the server's fingerprint with 'burrow cert fingerprint' on the server", e.Got, e.Want)
+}
+
+// replacedBy returns the issuer of a leaf that another party issued, and "" for a self-issued one.
+func replacedBy(leaf *x509.Certificate) string {
+	if bytes.Equal(leaf.RawIssuer, leaf.RawSubject) {
+		return ""
+	}
+	return leaf.Issuer.String()
 }
 
 // ClientConfig builds a client *tls.Config (TLS 1.2 or later, ALPN "http/1.1") from opts. With a
@@ -108,7 +125,8 @@ func ClientConfig(opts ClientOptions) (*tls.Config, error) {
 			}
 			got := sha256.Sum256(cs.PeerCertificates[0].RawSubjectPublicKeyInfo)
 			if subtle.ConstantTimeCompare(got[:], want) != 1 {
-				return &FingerprintMismatchError{Got: hex.EncodeToString(got[:]), Want: hex.EncodeToString(want)}
+				return &FingerprintMismatchError{Got: hex.EncodeToString(got[:]), Want: hex.EncodeToString(want),
+					Issuer: replacedBy(cs.PeerCertificates[0])}
 			}
 			return nil
 		}
