@@ -22,7 +22,8 @@ declare -A need=(
 )
 # The rest: the real programs the integration tests and benchmarks drive.
 [ "$group" = demo ] || need+=(
-  [squid]=squid
+  [squid]=squid-openssl
+  [mitmdump]=mitmproxy
   [nginx]=nginx
   [haproxy]=haproxy
   [ip]=iproute2
@@ -45,6 +46,11 @@ missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
 done
+# Debian's plain squid is built with GnuTLS and cannot bump TLS (the
+# inspecting-proxy tests need ssl-bump): squid-openssl replaces it.
+if [ "$group" != demo ] && command -v squid >/dev/null 2>&1 && ! squid -v 2>/dev/null | grep -q -- --with-openssl; then
+  missing+=(squid-openssl)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
