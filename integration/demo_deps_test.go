@@ -25,7 +25,7 @@ func TestDemoInstallsOnlyItsTools(t *testing.T) {
 			t.Errorf("the demo's packages %q lack %s, which deploy/demo.sh runs", demo, pkg)
 		}
 	}
-	for _, pkg := range []string{"nginx", "haproxy", "nftables", "rsync", "squid", "iperf3"} {
+	for _, pkg := range []string{"nginx", "haproxy", "nftables", "rsync", "squid-openssl", "mitmproxy", "iperf3"} {
 		if slices.Contains(demo, pkg) {
 			t.Errorf("the demo's packages %q include %s, which the demo does not use", demo, pkg)
 		}
