@@ -30,6 +30,14 @@ func (c *Client) explain(err error) error {
 	var he *mux.HandshakeError
 	switch {
 	case errors.As(err, &he):
+		if he.UpgradeRemoved {
+			via := ""
+			if he.Via != "" {
+				via = fmt.Sprintf(" (Via: %s)", he.Via)
+			}
+			return &permanentError{fmt.Errorf("a proxy between here and %s removed the WebSocket upgrade from the request%s; "+
+				"ask for WebSocket to be allowed to this server (squid: http_upgrade_request_protocols websocket allow all)", c.cfg.URL, via)}
+		}
 		switch he.StatusCode {
 		case http.StatusUnauthorized:
 			return &permanentError{fmt.Errorf("%w for user %q by %s (HTTP 401); check --auth", ErrUnauthorized, c.cfg.Username, c.cfg.URL)}

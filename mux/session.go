@@ -186,6 +186,36 @@ type HandshakeError struct {
 	Message string
 	// RetryAfter is the server's Retry-After, when it sent one.
 	RetryAfter time.Duration
+	// UpgradeRemoved says the server received the request without its
+	// upgrade headers (see UpgradeRemovedHeader): a party on the way,
+	// usually a proxy, removed them. Via is the Via header the request
+	// reached the server with, naming that party, if it said.
+	UpgradeRemoved bool
+	Via            string
+}
+
+// UpgradeRemovedHeader is set by a server on its answer (HTTP 426) to an
+// authenticated tunnel request that reached it as a plain GET: it carries
+// this wire version's subprotocol and WebSocket key but no Upgrade and
+// Connection: upgrade, which a proxy that does not pass WebSocket removes.
+// Its value is the request's Via header, or "-" when there was none.
+const UpgradeRemovedHeader = "Burrow-Upgrade-Removed"
+
+// LostUpgrade reports whether r is a tunnel request of this wire version
+// whose upgrade was removed on the way: a GET that names Subprotocol and
+// has a WebSocket key, without the upgrade itself.
+func LostUpgrade(r *http.Request) bool {
+	if r.Method != http.MethodGet || r.Header.Get("Sec-WebSocket-Key") == "" || r.Header.Get("Upgrade") != "" {
+		return false
+	}
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for p := range strings.SplitSeq(v, ",") {
+			if strings.TrimSpace(p) == Subprotocol {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (e *HandshakeError) Error() string {
@@ -368,6 +398,12 @@ func handshakeError(resp *http.Response) error {
 			msg = "" // an HTML error page says nothing a status line does not
 		}
 		e.Message = msg
+	}
+	if via := resp.Header.Get(UpgradeRemovedHeader); via != "" {
+		e.UpgradeRemoved = true
+		if via != "-" {
+			e.Via = via
+		}
 	}
 	if s := resp.Header.Get("Retry-After"); s != "" {
 		var secs int

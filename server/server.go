@@ -208,6 +208,10 @@ func New(cfg Config) (*Server, error) {
 // 404 that does not name the software.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	if r.URL.Path == s.cfg.Path && mux.LostUpgrade(r) && !s.isClosed() {
+		s.answerLostUpgrade(w, r)
+		return
+	}
 	if r.URL.Path != s.cfg.Path || !isUpgrade(r) {
 		if s.cfg.Backend != nil {
 			s.cfg.Backend.ServeHTTP(w, r)
@@ -251,6 +255,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.metrics.sessionOpened(time.Since(start).Seconds())
 	defer s.metrics.sessionClosed()
 	s.serveSession(sess)
+}
+
+// answerLostUpgrade answers a tunnel request that reached the server
+// without its upgrade headers: once its credentials pass, so that the
+// answer tells nothing to a peer without them, with HTTP 426 and
+// mux.UpgradeRemovedHeader naming the Via the request came through, so
+// that the client can tell its user that a proxy removed the upgrade
+// rather than that the URL is wrong.
+func (s *Server) answerLostUpgrade(w http.ResponseWriter, r *http.Request) {
+	source := s.sourceAddr(r)
+	user, ok := s.login(w, r, source)
+	if !ok {
+		return
+	}
+	via := r.Header.Get("Via")
+	if s.refusals.note("upgrade_removed", source) {
+		s.log.Warn("tunnel request arrived without its WebSocket upgrade: a proxy on the way removed it",
+			"user", user.Name, "source", source, "via", via)
+	}
+	if via == "" {
+		via = "-"
+	}
+	w.Header().Set(mux.UpgradeRemovedHeader, via)
+	w.Header().Set("Connection", "close")
+	http.Error(w, "the tunnel request arrived without its WebSocket upgrade; a proxy between client and server removed it", http.StatusUpgradeRequired)
 }
 
 // login checks the request's credentials and returns its user, or

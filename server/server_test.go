@@ -50,6 +50,13 @@ type fixture struct {
 // (allowed anything) over TLS on loopback.
 func newFixture(t *testing.T, cfg server.Config, allowAlice ...string) *fixture {
 	t.Helper()
+	return newFixtureBehind(t, cfg, nil, allowAlice...)
+}
+
+// newFixtureBehind is newFixture with the server behind front (nil: none),
+// a handler in the place of a proxy between client and server.
+func newFixtureBehind(t *testing.T, cfg server.Config, front func(http.Handler) http.Handler, allowAlice ...string) *fixture {
+	t.Helper()
 	path := t.TempDir() + "/users.json"
 	if err := server.AddUser(path, "alice", "alice-secret", allowAlice); err != nil {
 		t.Fatal(err)
@@ -68,7 +75,11 @@ func newFixture(t *testing.T, cfg server.Config, allowAlice ...string) *fixture 
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewTLSServer(srv)
+	var h http.Handler = srv
+	if front != nil {
+		h = front(srv)
+	}
+	hs := httptest.NewTLSServer(h)
 	t.Cleanup(func() {
 		srv.Close()
 		hs.Close()
