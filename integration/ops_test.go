@@ -724,18 +724,6 @@ func certNotAfter(t *testing.T, file string) time.Time {
 	return c.NotAfter
 }
 
-// awaitTrue polls cond until it holds, failing the test after timeout.
-func awaitTrue(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not %s within %v", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestDrain stops the server with SIGTERM while a forwarded connection is
 // busy: it finishes the transfer within --shutdown-timeout and exits 0
 // as soon as it is done, or cuts a connection that never ends at the
@@ -762,11 +750,11 @@ func TestDrain(t *testing.T) {
 		tun.Server.WaitLog(t, regexp.MustCompile(`msg="shutting down"`), harness.IOTimeout)
 		transfer.goOn()
 		// While it drains it is not ready, and takes no new connections.
-		awaitTrue(t, harness.IOTimeout, "503 on /readyz while draining", func() bool {
+		pollUntil(t, harness.IOTimeout, "503 on /readyz while draining", func() bool {
 			code, _ := adminGet(t, admin, "/readyz")
 			return code == http.StatusServiceUnavailable
 		})
-		awaitTrue(t, harness.IOTimeout, "refusing connections while draining", func() bool {
+		pollUntil(t, harness.IOTimeout, "refusing connections while draining", func() bool {
 			c, err := net.DialTimeout("tcp", tun.Server.Addr, time.Second)
 			if err == nil {
 				c.Close()

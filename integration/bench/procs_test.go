@@ -193,21 +193,31 @@ func procCPUWithChildren(pid int) (float64, error) {
 	return procStatCPU(pid, true)
 }
 
-func procStatCPU(pid int, children bool) (float64, error) {
+// procStat returns the fields of /proc/PID/stat after the command name,
+// at least n of them: the state is f[0], field 4 (the parent) f[1].
+func procStat(pid, n int) ([]string, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	// The command name is in parentheses and may hold anything: fields
-	// are counted from the last ')'. utime, stime, cutime and cstime are
-	// fields 14 to 17.
+	// are counted from the last ')'.
 	i := bytes.LastIndexByte(data, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
+		return nil, fmt.Errorf("/proc/%d/stat: no ')'", pid)
 	}
 	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 15 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	if len(f) < n {
+		return nil, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	return f, nil
+}
+
+func procStatCPU(pid int, children bool) (float64, error) {
+	// utime, stime, cutime and cstime are fields 14 to 17.
+	f, err := procStat(pid, 15)
+	if err != nil {
+		return 0, err
 	}
 	fields := f[11:13]
 	if children {
@@ -243,17 +253,9 @@ func procStatusKiB(pid int, field string) (int64, error) {
 
 // procPPID returns the parent of a process.
 func procPPID(pid int) (int, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := procStat(pid, 2)
 	if err != nil {
 		return 0, err
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 2 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
 	return strconv.Atoi(f[1])
 }
