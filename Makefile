@@ -41,14 +41,14 @@ demo: build
 	bash .ci/deps.sh demo
 	bash deploy/demo.sh $(BIN)
 
-# The benchmark harness (integration/bench_test.go): burrow against direct
+# The benchmark harness (integration/bench, build tag bench): burrow against direct
 # loopback and ssh -L (iperf3 throughput, latency, CPU per GiB, memory),
 # the Go benchmarks with -benchmem, CPU profiles, idle sessions and streams,
 # a simulated long link, and burrow send against scp and rsync; it writes
 # docs/benchmarks.md and docs/benchmarks.svg in about seven minutes.
-# BENCH_REPEAT, BENCH_SECONDS, BENCH_ONLY and others tune it (see the file).
+# BENCH_REPEAT, BENCH_SECONDS, BENCH_ONLY and others tune it (see its doc.go).
 bench: deps
-	$(GO) test -tags bench -run '^TestBenchSuite$$' -count=1 -timeout 15m -v ./integration/
+	$(GO) test -tags bench -run '^TestBenchSuite$$' -count=1 -timeout 15m -v ./integration/bench/
 
 # A duration (30s) or an execution count (3000x). make test uses a count:
 # on a loaded machine a short time limit can end a worker mid-input and

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/burrowtun/burrow/certs"
+	"github.com/burrowtun/burrow/integration/harness"
 	"github.com/letsencrypt/pebble/v2/ca"
 	"github.com/letsencrypt/pebble/v2/db"
 	"github.com/letsencrypt/pebble/v2/va"
@@ -41,9 +42,9 @@ func TestACME(t *testing.T) {
 
 	// The burrow server first: pebble must know which port to validate.
 	dir := t.TempDir()
-	pebbleTLS := newCert(t, "127.0.0.1")
+	pebbleTLS := burrow.NewCert(t, "127.0.0.1")
 	authfile := filepath.Join(dir, "users.json")
-	newUser(t, authfile, testUser, testPass)
+	burrow.NewUser(t, authfile, harness.TestUser, harness.TestPass)
 
 	logger := log.New(io.Discard, "", 0)
 	if testing.Verbose() {
@@ -56,18 +57,18 @@ func TestACME(t *testing.T) {
 	// burrow server's port by the validation authority: start the
 	// directory's listener first, serve it once both are known.
 	dirSrv := httptest.NewUnstartedServer(nil)
-	pair, err := tls.LoadX509KeyPair(pebbleTLS.certFile, pebbleTLS.keyFile)
+	pair, err := tls.LoadX509KeyPair(pebbleTLS.CertFile, pebbleTLS.KeyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dirSrv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
 	directory := "https://" + dirSrv.Listener.Addr().String() + wfe.DirectoryPath
 
-	srvProc := startProc(t, "server", "", nil, "server",
+	srvProc := burrow.Start(t, "server", "", nil, "server",
 		"--listen", "127.0.0.1:0", "--authfile", authfile,
-		"--tls-domain", acmeDomain, "--acme-directory", directory, "--acme-ca", pebbleTLS.certFile,
+		"--tls-domain", acmeDomain, "--acme-directory", directory, "--acme-ca", pebbleTLS.CertFile,
 		"--state-dir", filepath.Join(dir, "state"))
-	m := srvProc.waitLog(t, regexp.MustCompile(`msg=listening addr=127\.0\.0\.1:(\d+)`), startTimeout)
+	m := srvProc.WaitLog(t, regexp.MustCompile(`msg=listening addr=127\.0\.0\.1:(\d+)`), harness.StartTimeout)
 	port := m[1]
 
 	var tlsPort int
@@ -89,11 +90,11 @@ func TestACME(t *testing.T) {
 	if err := os.WriteFile(rootFile, root, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	echo := startEcho(t)
-	client, locals := startClient(t, "wss://127.0.0.1:"+port, testUser+":"+testPass,
+	echo := harness.StartEcho(t)
+	client, locals := burrow.StartClient(t, "wss://127.0.0.1:"+port, harness.TestUser+":"+harness.TestPass,
 		[]string{"--ca", rootFile, "--sni", acmeDomain}, "127.0.0.1:0:"+echo)
-	echoRoundTrip(t, locals[0], []byte("through a certificate from ACME"))
-	client.kill(t)
+	harness.EchoRoundTrip(t, locals[0], []byte("through a certificate from ACME"))
+	client.Kill(t)
 
 	// The certificate really is pebble's, for localhost, and was kept in
 	// the state directory's ACME cache.

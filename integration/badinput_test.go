@@ -20,12 +20,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/burrowtun/burrow/integration/harness"
 	"github.com/coder/websocket"
 )
 
 // runFailingClient runs a client that must give up on its own (see
 // runFailing) and returns it and its one-line explanation.
-func runFailingClient(t *testing.T, url, auth string, flags []string, remotes ...string) (*proc, string) {
+func runFailingClient(t *testing.T, url, auth string, flags []string, remotes ...string) (*harness.Proc, string) {
 	t.Helper()
 	args := append([]string{"client"}, flags...)
 	args = append(args, url)
@@ -34,19 +35,19 @@ func runFailingClient(t *testing.T, url, auth string, flags []string, remotes ..
 }
 
 // runFailing runs a burrow command that must fail: it checks that the
-// process exits non-zero within exitTimeout, without a retry loop, writes
+// process exits non-zero within harness.ExitTimeout, without a retry loop, writes
 // nothing to stdout, and explains itself in exactly one "burrow: ..." line
 // on stderr besides its log, which it returns.
-func runFailing(t *testing.T, env []string, args ...string) (*proc, string) {
+func runFailing(t *testing.T, env []string, args ...string) (*harness.Proc, string) {
 	t.Helper()
-	p := startProc(t, args[0], "", env, args...)
+	p := burrow.Start(t, args[0], "", env, args...)
 	start := time.Now()
-	code := p.waitExit(t, exitTimeout)
+	code := p.WaitExit(t, harness.ExitTimeout)
 	t.Logf("burrow %s exited with code %d after %v", args[0], code, time.Since(start).Round(time.Millisecond))
 	if code == 0 {
 		t.Errorf("exit code 0, want non-zero")
 	}
-	logs, other := stderrLines(p)
+	logs, other := harness.StderrLines(p)
 	for _, l := range logs {
 		if strings.Contains(l, "retrying") {
 			t.Errorf("retried a failure that retrying cannot fix: %s", l)
@@ -55,7 +56,7 @@ func runFailing(t *testing.T, env []string, args ...string) (*proc, string) {
 	if len(other) != 1 || !strings.HasPrefix(other[0], "burrow: ") {
 		t.Fatalf("stderr has %d lines besides the log, want exactly one \"burrow: ...\" line: %q", len(other), other)
 	}
-	if out := p.stdout.String(); out != "" {
+	if out := p.Stdout.String(); out != "" {
 		t.Errorf("wrote to stdout: %q", out)
 	}
 	t.Logf("stderr: %s", other[0])
@@ -74,7 +75,7 @@ func wantWords(t *testing.T, line string, words ...string) {
 
 // writeCert writes a self-signed certificate valid for hosts from notBefore
 // to notAfter, for what 'burrow cert self-signed' refuses to make.
-func writeCert(t *testing.T, notBefore, notAfter time.Time, hosts ...string) certPair {
+func writeCert(t *testing.T, notBefore, notAfter time.Time, hosts ...string) harness.CertPair {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -109,19 +110,19 @@ func writeCert(t *testing.T, notBefore, notAfter time.Time, hosts ...string) cer
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	c := certPair{certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem")}
-	if err := os.WriteFile(c.certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	c := harness.CertPair{CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem")}
+	if err := os.WriteFile(c.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(c.keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := os.WriteFile(c.KeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out := runBurrow(t, "", "cert", "fingerprint", c.certFile)
-	m := fingerprintLine.FindStringSubmatch(out)
+	out := burrow.Run(t, "", "cert", "fingerprint", c.CertFile)
+	m := harness.FingerprintLine.FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("burrow cert fingerprint printed %q", out)
 	}
-	c.fingerprint = m[1]
+	c.Fingerprint = m[1]
 	return c
 }
 
@@ -164,12 +165,12 @@ func TestBadInput(t *testing.T) {
 
 // testCommandLineMistakes runs each command with a mistake in its flags or arguments.
 func testCommandLineMistakes(t *testing.T) {
-	cert := newCert(t, "localhost", "127.0.0.1")
+	cert := burrow.NewCert(t, "localhost", "127.0.0.1")
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, testUser, testPass)
+	burrow.NewUser(t, authfile, harness.TestUser, harness.TestPass)
 	missing := filepath.Join(t.TempDir(), "missing.json")
-	otherKey := newCert(t, "localhost").keyFile
-	auth := []string{"BURROW_AUTH=" + testUser + ":" + testPass}
+	otherKey := burrow.NewCert(t, "localhost").KeyFile
+	auth := []string{"BURROW_AUTH=" + harness.TestUser + ":" + harness.TestPass}
 	// None of these gets as far as dialing or binding, but if one did,
 	// nothing listens on port 1 and port 0 binds any free port.
 	const url, remote = "wss://127.0.0.1:1", "127.0.0.1:0:127.0.0.1:1"
@@ -187,7 +188,7 @@ func testCommandLineMistakes(t *testing.T) {
 		},
 		{
 			"cert over existing files", nil,
-			[]string{"cert", "self-signed", "--host", "localhost", "--out", filepath.Dir(cert.certFile)},
+			[]string{"cert", "self-signed", "--host", "localhost", "--out", filepath.Dir(cert.CertFile)},
 			[]string{"exists", "--force"},
 		},
 		{
@@ -197,22 +198,22 @@ func testCommandLineMistakes(t *testing.T) {
 		},
 		{
 			"server with missing authfile", nil,
-			server("--tls-cert", cert.certFile, "--tls-key", cert.keyFile, "--authfile", missing),
+			server("--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile, "--authfile", missing),
 			[]string{missing},
 		},
 		{
 			"server with key of another certificate", nil,
-			server("--tls-cert", cert.certFile, "--tls-key", otherKey, "--authfile", authfile),
-			[]string{cert.certFile, otherKey},
+			server("--tls-cert", cert.CertFile, "--tls-key", otherKey, "--authfile", authfile),
+			[]string{cert.CertFile, otherKey},
 		},
 		{
 			"client without credentials", nil,
-			[]string{"client", "--fingerprint", cert.fingerprint, url, remote},
+			[]string{"client", "--fingerprint", cert.Fingerprint, url, remote},
 			[]string{"--auth"},
 		},
 		{
 			"client with two trust flags", auth,
-			[]string{"client", "--fingerprint", cert.fingerprint, "--ca", cert.certFile, url, remote},
+			[]string{"client", "--fingerprint", cert.Fingerprint, "--ca", cert.CertFile, url, remote},
 			[]string{"--ca", "--fingerprint"},
 		},
 		{
@@ -222,27 +223,27 @@ func testCommandLineMistakes(t *testing.T) {
 		},
 		{
 			"client without remotes", auth,
-			[]string{"client", "--fingerprint", cert.fingerprint, url},
+			[]string{"client", "--fingerprint", cert.Fingerprint, url},
 			[]string{"remote"},
 		},
 		{
 			"client with malformed remote", auth,
-			[]string{"client", "--fingerprint", cert.fingerprint, url, "127.0.0.1:notaport:x:y:z"},
+			[]string{"client", "--fingerprint", cert.Fingerprint, url, "127.0.0.1:notaport:x:y:z"},
 			[]string{"notaport"},
 		},
 		{
 			"server with a tiny copy buffer", nil,
-			server("--tls-cert", cert.certFile, "--tls-key", cert.keyFile, "--authfile", authfile, "--copy-buffer", "100"),
+			server("--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile, "--authfile", authfile, "--copy-buffer", "100"),
 			[]string{"--copy-buffer", "100", "16384"},
 		},
 		{
 			"client with a huge copy buffer", auth,
-			[]string{"client", "--fingerprint", cert.fingerprint, "--copy-buffer", "1000000000", url, remote},
+			[]string{"client", "--fingerprint", cert.Fingerprint, "--copy-buffer", "1000000000", url, remote},
 			[]string{"--copy-buffer", "1000000000", "1048576"},
 		},
 		{
 			"client with plain ws URL", auth,
-			[]string{"client", "--fingerprint", cert.fingerprint, "ws://127.0.0.1:1", remote},
+			[]string{"client", "--fingerprint", cert.Fingerprint, "ws://127.0.0.1:1", remote},
 			[]string{"wss://"},
 		},
 	}
@@ -258,31 +259,31 @@ func testCommandLineMistakes(t *testing.T) {
 // never written anywhere.
 func testWrongPassword(t *testing.T) {
 	const wrongPass = "Wr0ng-Pa55word-7d1f3c"
-	srv := startTestServer(t, nil)
-	client, line := runFailingClient(t, srv.url, testUser+":"+wrongPass,
-		[]string{"--fingerprint", srv.cert.fingerprint}, "127.0.0.1:0:127.0.0.1:1")
-	wantWords(t, line, "rejected", "401", testUser)
-	srv.waitLog(t, regexp.MustCompile(`level=WARN msg="login failed" user=`+testUser+` .*source=127\.0\.0\.1`), ioTimeout)
-	for _, p := range []*proc{srv.proc, client} {
-		if strings.Contains(p.stderr.String()+p.stdout.String(), wrongPass) {
-			t.Errorf("%s output contains the password", p.name)
+	srv := burrow.StartTestServer(t, nil)
+	client, line := runFailingClient(t, srv.URL, harness.TestUser+":"+wrongPass,
+		[]string{"--fingerprint", srv.Cert.Fingerprint}, "127.0.0.1:0:127.0.0.1:1")
+	wantWords(t, line, "rejected", "401", harness.TestUser)
+	srv.WaitLog(t, regexp.MustCompile(`level=WARN msg="login failed" user=`+harness.TestUser+` .*source=127\.0\.0\.1`), harness.IOTimeout)
+	for _, p := range []*harness.Proc{srv.Proc, client} {
+		if strings.Contains(p.Stderr.String()+p.Stdout.String(), wrongPass) {
+			t.Errorf("%s output contains the password", p.Name)
 		}
 	}
-	if b, err := os.ReadFile(srv.authfile); err != nil {
+	if b, err := os.ReadFile(srv.Authfile); err != nil {
 		t.Error(err)
-	} else if strings.Contains(string(b), testPass) {
-		t.Errorf("users file %s contains the password in clear", srv.authfile)
+	} else if strings.Contains(string(b), harness.TestPass) {
+		t.Errorf("users file %s contains the password in clear", srv.Authfile)
 	}
 }
 
 // testUnknownFingerprint pins the fingerprint of another certificate.
 func testUnknownFingerprint(t *testing.T) {
-	srv := startTestServer(t, nil)
-	other := newCert(t, "localhost", "127.0.0.1")
-	_, line := runFailingClient(t, srv.url, testUser+":"+testPass,
-		[]string{"--fingerprint", other.fingerprint}, "127.0.0.1:0:127.0.0.1:1")
+	srv := burrow.StartTestServer(t, nil)
+	other := burrow.NewCert(t, "localhost", "127.0.0.1")
+	_, line := runFailingClient(t, srv.URL, harness.TestUser+":"+harness.TestPass,
+		[]string{"--fingerprint", other.Fingerprint}, "127.0.0.1:0:127.0.0.1:1")
 	wantWords(t, line, "fingerprint")
-	if srv.countLog(sessionOpenedLine) != 0 {
+	if srv.CountLog(harness.SessionOpenedLine) != 0 {
 		t.Errorf("server opened a session for a client that does not trust it")
 	}
 }
@@ -292,29 +293,29 @@ func testExpiredCertificate(t *testing.T) {
 	now := time.Now()
 	cert := writeCert(t, now.Add(-48*time.Hour), now.Add(-time.Hour), "localhost", "127.0.0.1")
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, testUser, testPass)
-	srv := startServer(t, cert, authfile)
-	_, line := runFailingClient(t, srv.url, testUser+":"+testPass,
-		[]string{"--ca", cert.certFile}, "127.0.0.1:0:127.0.0.1:1")
+	burrow.NewUser(t, authfile, harness.TestUser, harness.TestPass)
+	srv := burrow.StartServer(t, cert, authfile)
+	_, line := runFailingClient(t, srv.URL, harness.TestUser+":"+harness.TestPass,
+		[]string{"--ca", cert.CertFile}, "127.0.0.1:0:127.0.0.1:1")
 	wantWords(t, line, "expired")
 }
 
 // testWrongHostCertificate trusts, with --ca, a certificate for another host name.
 func testWrongHostCertificate(t *testing.T) {
-	cert := newCert(t, "other.example")
+	cert := burrow.NewCert(t, "other.example")
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, testUser, testPass)
-	srv := startServer(t, cert, authfile)
-	_, line := runFailingClient(t, srv.url, testUser+":"+testPass,
-		[]string{"--ca", cert.certFile}, "127.0.0.1:0:127.0.0.1:1")
+	burrow.NewUser(t, authfile, harness.TestUser, harness.TestPass)
+	srv := burrow.StartServer(t, cert, authfile)
+	_, line := runFailingClient(t, srv.URL, harness.TestUser+":"+harness.TestPass,
+		[]string{"--ca", cert.CertFile}, "127.0.0.1:0:127.0.0.1:1")
 	wantWords(t, line, "other.example", "127.0.0.1", "--sni")
 }
 
 // testNoTrustFlag verifies a self-signed server against the system roots.
 func testNoTrustFlag(t *testing.T) {
-	srv := startTestServer(t, nil)
+	srv := burrow.StartTestServer(t, nil)
 	// Verified against the system roots, which do not hold this cert.
-	_, line := runFailingClient(t, srv.url, testUser+":"+testPass, nil, "127.0.0.1:0:127.0.0.1:1")
+	_, line := runFailingClient(t, srv.URL, harness.TestUser+":"+harness.TestPass, nil, "127.0.0.1:0:127.0.0.1:1")
 	wantWords(t, line, "unknown authority", "--ca", "--fingerprint")
 }
 
@@ -322,8 +323,8 @@ func testNoTrustFlag(t *testing.T) {
 func testServerWithoutTLS(t *testing.T) {
 	plainHTTP := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(plainHTTP.Close)
-	sshLike := startTarget(t, func(c *net.TCPConn) {
-		c.SetDeadline(time.Now().Add(ioTimeout))
+	sshLike := harness.StartTarget(t, func(c *net.TCPConn) {
+		c.SetDeadline(time.Now().Add(harness.IOTimeout))
 		io.WriteString(c, "SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
 		io.Copy(io.Discard, c)
 	})
@@ -335,7 +336,7 @@ func testServerWithoutTLS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, line := runFailingClient(t, "wss://"+tt.addr, testUser+":"+testPass,
+			_, line := runFailingClient(t, "wss://"+tt.addr, harness.TestUser+":"+harness.TestPass,
 				[]string{"--insecure"}, "127.0.0.1:0:127.0.0.1:1")
 			wantWords(t, line, "TLS")
 		})
@@ -367,7 +368,7 @@ func testServerOfOtherWireVersion(t *testing.T) {
 					return
 				}
 				defer ws.CloseNow()
-				ctx, cancel := context.WithTimeout(r.Context(), ioTimeout)
+				ctx, cancel := context.WithTimeout(r.Context(), harness.IOTimeout)
 				defer cancel()
 				ws.Read(ctx)
 			},
@@ -379,7 +380,7 @@ func testServerOfOtherWireVersion(t *testing.T) {
 			t.Parallel()
 			fake := httptest.NewTLSServer(tt.handler)
 			t.Cleanup(fake.Close)
-			_, line := runFailingClient(t, "wss://"+fake.Listener.Addr().String(), testUser+":"+testPass,
+			_, line := runFailingClient(t, "wss://"+fake.Listener.Addr().String(), harness.TestUser+":"+harness.TestPass,
 				[]string{"--insecure"}, "127.0.0.1:0:127.0.0.1:1")
 			wantWords(t, line, tt.words...)
 		})
@@ -389,14 +390,14 @@ func testServerOfOtherWireVersion(t *testing.T) {
 // testACLDeniedTarget forwards to a target the user is not allowed: that connection is refused,
 // the session stays up.
 func testACLDeniedTarget(t *testing.T) {
-	denied, allowed := startEcho(t), startEcho(t)
-	tun := startTunnel(t, []string{regexp.QuoteMeta(allowed)}, nil, nil,
+	denied, allowed := harness.StartEcho(t), harness.StartEcho(t)
+	tun := burrow.StartTunnel(t, []string{regexp.QuoteMeta(allowed)}, nil, nil,
 		"127.0.0.1:0:"+denied, "127.0.0.1:0:"+allowed)
-	expectClosedWithoutData(t, tun.locals[0])
+	expectClosedWithoutData(t, tun.Locals[0])
 	deniedRE := regexp.QuoteMeta(denied)
-	tun.client.waitLog(t, regexp.MustCompile(`msg="forward refused" .*remote=`+deniedRE+` .*not allowed`), ioTimeout)
-	tun.srv.waitLog(t, regexp.MustCompile(`msg="stream refused" .*target=`+deniedRE+` .*not allowed`), ioTimeout)
-	echoRoundTrip(t, tun.locals[1], []byte("still here after a refusal"))
+	tun.Client.WaitLog(t, regexp.MustCompile(`msg="forward refused" .*remote=`+deniedRE+` .*not allowed`), harness.IOTimeout)
+	tun.Server.WaitLog(t, regexp.MustCompile(`msg="stream refused" .*target=`+deniedRE+` .*not allowed`), harness.IOTimeout)
+	harness.EchoRoundTrip(t, tun.Locals[1], []byte("still here after a refusal"))
 	assertOneSession(t, tun)
 }
 
@@ -405,13 +406,13 @@ func testACLDeniedTarget(t *testing.T) {
 func testUnreachableTarget(t *testing.T) {
 	// Nothing listens on port 1 (tcpmux) of the loopback address.
 	const unreachable = "127.0.0.1:1"
-	echo := startEcho(t)
-	tun := startTunnel(t, nil, nil, nil, "127.0.0.1:0:"+unreachable, "127.0.0.1:0:"+echo)
-	expectClosedWithoutData(t, tun.locals[0])
+	echo := harness.StartEcho(t)
+	tun := burrow.StartTunnel(t, nil, nil, nil, "127.0.0.1:0:"+unreachable, "127.0.0.1:0:"+echo)
+	expectClosedWithoutData(t, tun.Locals[0])
 	refused := `.*connection refused by ` + regexp.QuoteMeta(unreachable)
-	tun.client.waitLog(t, regexp.MustCompile(`msg="forward refused" `+refused), ioTimeout)
-	tun.srv.waitLog(t, regexp.MustCompile(`msg="stream refused" `+refused), ioTimeout)
-	echoRoundTrip(t, tun.locals[1], []byte("still here after a refused dial"))
+	tun.Client.WaitLog(t, regexp.MustCompile(`msg="forward refused" `+refused), harness.IOTimeout)
+	tun.Server.WaitLog(t, regexp.MustCompile(`msg="stream refused" `+refused), harness.IOTimeout)
+	harness.EchoRoundTrip(t, tun.Locals[1], []byte("still here after a refused dial"))
 	assertOneSession(t, tun)
 }
 
@@ -419,7 +420,7 @@ func testUnreachableTarget(t *testing.T) {
 // checks that the connection is closed without a byte of data.
 func expectClosedWithoutData(t *testing.T, local string) {
 	t.Helper()
-	c := dialLocal(t, local)
+	c := harness.DialLocal(t, local)
 	defer c.Close()
 	got, err := io.ReadAll(c)
 	if err != nil {
@@ -431,12 +432,12 @@ func expectClosedWithoutData(t *testing.T, local string) {
 }
 
 // assertOneSession checks that the client never lost its session.
-func assertOneSession(t *testing.T, tun *tunnel) {
+func assertOneSession(t *testing.T, tun *harness.Tunnel) {
 	t.Helper()
-	if n := tun.srv.countLog(sessionOpenedLine); n != 1 {
+	if n := tun.Server.CountLog(harness.SessionOpenedLine); n != 1 {
 		t.Errorf("server logged %d \"session opened\" lines, want 1", n)
 	}
-	if n := tun.client.countLog(regexp.MustCompile(`connection lost`)); n != 0 {
+	if n := tun.Client.CountLog(regexp.MustCompile(`connection lost`)); n != 0 {
 		t.Errorf("client lost its session %d times", n)
 	}
 }

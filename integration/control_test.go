@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/burrowtun/burrow/integration/harness"
 )
 
 // A transfer through a running client's control socket whose stream the
@@ -17,10 +19,10 @@ import (
 func TestControlRelaysRefusal(t *testing.T) {
 	const maxStreams = 3
 	fsrv := newFileServer(t, "--max-streams", "3")
-	echo := startEcho(t)
+	echo := harness.StartEcho(t)
 	control := filepath.Join(t.TempDir(), "control.sock")
-	client, locals := startClient(t, fsrv.url, testUser+":"+testPass,
-		[]string{"--fingerprint", fsrv.cert.fingerprint, "--control", control}, "127.0.0.1:0:"+echo)
+	client, locals := burrow.StartClient(t, fsrv.URL, harness.TestUser+":"+harness.TestPass,
+		[]string{"--fingerprint", fsrv.Cert.Fingerprint, "--control", control}, "127.0.0.1:0:"+echo)
 	src := filepath.Join(t.TempDir(), "f")
 	if err := os.WriteFile(src, []byte("payload"), 0o600); err != nil {
 		t.Fatal(err)
@@ -30,7 +32,7 @@ func TestControlRelaysRefusal(t *testing.T) {
 	// Every stream the session may have, held by forwarded connections.
 	var held []net.Conn
 	for range maxStreams {
-		c := dialLocal(t, locals[0])
+		c := harness.DialLocal(t, locals[0])
 		held = append(held, c)
 		if _, err := c.Write([]byte("x")); err != nil {
 			t.Fatal(err)
@@ -39,11 +41,11 @@ func TestControlRelaysRefusal(t *testing.T) {
 			t.Fatalf("forwarded connection %d: %v", len(held), err)
 		}
 	}
-	p := startProc(t, "send", "", nil, send...)
-	if code := p.waitExit(t, ioTimeout); code == 0 {
+	p := burrow.Start(t, "send", "", nil, send...)
+	if code := p.WaitExit(t, harness.IOTimeout); code == 0 {
 		t.Fatal("send succeeded on a session without a free stream")
 	}
-	stderr := strings.TrimSpace(p.stderr.String())
+	stderr := strings.TrimSpace(p.Stderr.String())
 	if !strings.Contains(stderr, "too many streams on this session (limit 3); close some connections") {
 		t.Errorf("send printed %q, want the server's reason", stderr)
 	}
@@ -55,21 +57,21 @@ func TestControlRelaysRefusal(t *testing.T) {
 		c.Close()
 	}
 	var code int
-	for deadline := time.Now().Add(ioTimeout); time.Now().Before(deadline); {
+	for deadline := time.Now().Add(harness.IOTimeout); time.Now().Before(deadline); {
 		// The server counts the closed streams free once their splices end.
-		p = startProc(t, "send", "", nil, send...)
-		if code = p.waitExit(t, ioTimeout); code == 0 {
+		p = burrow.Start(t, "send", "", nil, send...)
+		if code = p.WaitExit(t, harness.IOTimeout); code == 0 {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	if code != 0 {
-		t.Fatalf("send with the streams free again: exit %d\n%s", code, p.stderr.String())
+		t.Fatalf("send with the streams free again: exit %d\n%s", code, p.Stderr.String())
 	}
 	if got, err := os.ReadFile(filepath.Join(fsrv.root, "inbox", "f")); err != nil || string(got) != "payload" {
 		t.Fatalf("the file sent: %q, %v", got, err)
 	}
-	if client.exited() {
+	if client.Exited() {
 		t.Fatal("the client exited")
 	}
 }

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/burrowtun/burrow/integration/harness"
 )
 
 // dialPolicyHosts is /etc/hosts as the server sees it, when it can be
@@ -44,9 +46,9 @@ const (
 // args on 127.0.0.1:0 in a mount namespace of its own whose /etc/hosts is
 // dialPolicyHosts, when unshare(1) can make one (as root); otherwise
 // with the machine's. named says which.
-func startDialPolicyServer(t *testing.T, cert certPair, authfile string, args ...string) (srv *server, named bool) {
+func startDialPolicyServer(t *testing.T, cert harness.CertPair, authfile string, args ...string) (srv *harness.Server, named bool) {
 	t.Helper()
-	argv := append([]string{burrowBin, "server", "--tls-cert", cert.certFile, "--tls-key", cert.keyFile,
+	argv := append([]string{burrow.Path(), "server", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile,
 		"--authfile", authfile, "--listen", "127.0.0.1:0"}, args...)
 	if unshare, err := exec.LookPath("unshare"); err == nil && exec.Command(unshare, "-m", "true").Run() == nil {
 		hosts := filepath.Join(t.TempDir(), "hosts")
@@ -61,42 +63,10 @@ func startDialPolicyServer(t *testing.T, cert certPair, authfile string, args ..
 	} else {
 		t.Log("unshare -m is not available (it needs root): host names are not tried, only literal addresses")
 	}
-	p := startDialPolicyProc(t, "server", argv)
-	m := p.waitLog(t, listeningLine, startTimeout)
-	return &server{proc: p, addr: m[1], url: "wss://" + m[1], cert: cert, authfile: authfile}, named
-}
-
-// startDialPolicyProc is startProc for a command line that is not the
-// burrow binary alone (argv[0] execs it in the end).
-func startDialPolicyProc(t *testing.T, name string, argv []string) *proc {
-	t.Helper()
-	logFile, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{name: name, done: make(chan struct{})}
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Env = cleanEnv()
-	p.cmd.Stdout = io.MultiWriter(&p.stdout, logFile)
-	p.cmd.Stderr = io.MultiWriter(&p.stderr, logFile)
-	p.cmd.WaitDelay = 2 * time.Second
-	if err := p.cmd.Start(); err != nil {
-		logFile.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.waitErr = p.cmd.Wait()
-		p.exitCode = p.cmd.ProcessState.ExitCode()
-		logFile.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.kill(t)
-		if t.Failed() {
-			t.Logf("%s (pid %d, %s) stderr:\n%s", name, p.cmd.Process.Pid, strings.Join(argv, " "), p.stderr.String())
-		}
-	})
-	return p
+	// argv[0] execs the server in the end: the PID is the server's.
+	p := harness.StartCmd(t, "server", exec.Command(argv[0], argv[1:]...), 0)
+	m := p.WaitLog(t, harness.ListeningLine, harness.StartTimeout)
+	return &harness.Server{Proc: p, Addr: m[1], URL: "wss://" + m[1], Cert: cert, Authfile: authfile}, named
 }
 
 // dialPolicySOCKS asks the SOCKS5 server at proxy, without
@@ -106,7 +76,7 @@ func startDialPolicyProc(t *testing.T, name string, argv []string) *proc {
 // connection, open when the code is 0.
 func dialPolicySOCKS(t *testing.T, proxy string, atyp byte, host string, port uint16) (byte, *net.TCPConn) {
 	t.Helper()
-	c := dialLocal(t, proxy)
+	c := harness.DialLocal(t, proxy)
 	req := []byte{5, 1, 0}
 	if _, err := c.Write(req); err != nil {
 		t.Fatal(err)
@@ -144,13 +114,13 @@ func dialPolicySOCKS(t *testing.T, proxy string, atyp byte, host string, port ui
 
 func TestDialPolicyRefusesLocalForms(t *testing.T) {
 	t.Parallel()
-	cert := newCert(t, "localhost", "127.0.0.1")
+	cert := burrow.NewCert(t, "localhost", "127.0.0.1")
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, testUser, testPass) // any target
+	burrow.NewUser(t, authfile, harness.TestUser, harness.TestPass) // any target
 	srv, named := startDialPolicyServer(t, cert, authfile, "--admin", "127.0.0.1:0")
-	_, adminPort, _ := net.SplitHostPort(srv.adminAddr(t))
-	_, tunnelPort, _ := net.SplitHostPort(srv.addr)
-	echo := startEcho(t)
+	_, adminPort, _ := net.SplitHostPort(srv.AdminAddr(t))
+	_, tunnelPort, _ := net.SplitHostPort(srv.Addr)
+	echo := harness.StartEcho(t)
 	udpEcho := startDatagramEcho(t)
 	udpPort := strconv.Itoa(udpEcho.Port)
 
@@ -195,7 +165,7 @@ func TestDialPolicyRefusesLocalForms(t *testing.T) {
 	for _, r := range udp {
 		remotes = append(remotes, "127.0.0.1:0:"+r.target+"/udp")
 	}
-	client, locals := startClient(t, srv.url, testUser+":"+testPass, []string{"--fingerprint", cert.fingerprint}, remotes...)
+	client, locals := burrow.StartClient(t, srv.URL, harness.TestUser+":"+harness.TestPass, []string{"--fingerprint", cert.Fingerprint}, remotes...)
 	echoLocal, udpLocal, socksLocal := locals[0], locals[1], locals[2]
 	tcpLocals, udpLocals := locals[3:3+len(tcp)], locals[3+len(tcp):]
 
@@ -203,16 +173,16 @@ func TestDialPolicyRefusesLocalForms(t *testing.T) {
 	// client's line with the same reason.
 	serverRefused := func(t *testing.T, kind, target, why string) {
 		t.Helper()
-		srv.waitLog(t, regexp.MustCompile(`msg="stream refused" .*kind=`+kind+` target=`+regexp.QuoteMeta(target)+` .*`+regexp.QuoteMeta(why)), ioTimeout)
+		srv.WaitLog(t, regexp.MustCompile(`msg="stream refused" .*kind=`+kind+` target=`+regexp.QuoteMeta(target)+` .*`+regexp.QuoteMeta(why)), harness.IOTimeout)
 	}
 
 	for i, r := range tcp {
 		t.Run("tcp "+r.target, func(t *testing.T) {
 			// What the attack sent: the admin's status page, asked through
 			// a forward. Nothing may come back.
-			c := dialLocal(t, tcpLocals[i])
+			c := harness.DialLocal(t, tcpLocals[i])
 			defer c.Close()
-			got, err := exchange(c, []byte("GET /status HTTP/1.0\r\nHost: x\r\n\r\n"))
+			got, err := harness.Exchange(c, []byte("GET /status HTTP/1.0\r\nHost: x\r\n\r\n"))
 			if len(got) != 0 {
 				t.Fatalf("%s answered through the tunnel: %.200q", r.target, got)
 			}
@@ -222,7 +192,7 @@ func TestDialPolicyRefusesLocalForms(t *testing.T) {
 				t.Fatalf("a refused forward: %v, want it closed", err)
 			}
 			serverRefused(t, "tcp", r.target, r.why)
-			client.waitLog(t, regexp.MustCompile(`msg="forward refused" local=`+regexp.QuoteMeta(tcpLocals[i])+` .*`+regexp.QuoteMeta(r.why)), ioTimeout)
+			client.WaitLog(t, regexp.MustCompile(`msg="forward refused" local=`+regexp.QuoteMeta(tcpLocals[i])+` .*`+regexp.QuoteMeta(r.why)), harness.IOTimeout)
 		})
 	}
 
@@ -241,7 +211,7 @@ func TestDialPolicyRefusesLocalForms(t *testing.T) {
 				t.Fatalf("%d bytes came back from %s", n, r.target)
 			}
 			serverRefused(t, "udp", r.target, r.why)
-			client.waitLog(t, regexp.MustCompile(`msg="udp flow refused" local=`+regexp.QuoteMeta(udpLocals[i])+` .*`+regexp.QuoteMeta(r.why)), ioTimeout)
+			client.WaitLog(t, regexp.MustCompile(`msg="udp flow refused" local=`+regexp.QuoteMeta(udpLocals[i])+` .*`+regexp.QuoteMeta(r.why)), harness.IOTimeout)
 		})
 	}
 
@@ -284,24 +254,24 @@ func TestDialPolicyRefusesLocalForms(t *testing.T) {
 			}
 		}
 		for _, tc := range cases {
-			before := srv.countLog(regexp.MustCompile(`msg="stream refused" .*target=` + regexp.QuoteMeta(tc.target) + ` .*` + regexp.QuoteMeta(tc.why)))
+			before := srv.CountLog(regexp.MustCompile(`msg="stream refused" .*target=` + regexp.QuoteMeta(tc.target) + ` .*` + regexp.QuoteMeta(tc.why)))
 			// SOCKS reply 2: connection not allowed by ruleset.
 			if rep, _ := dialPolicySOCKS(t, socksLocal, tc.atyp, tc.host, uint16(tc.port)); rep != 2 {
 				t.Errorf("socks to %s: reply %d, want 2 (not allowed)", tc.target, rep)
 				continue
 			}
-			srv.waitLogCount(t, regexp.MustCompile(`msg="stream refused" .*target=`+regexp.QuoteMeta(tc.target)+` .*`+regexp.QuoteMeta(tc.why)), before+1, ioTimeout)
+			srv.WaitLogCount(t, regexp.MustCompile(`msg="stream refused" .*target=`+regexp.QuoteMeta(tc.target)+` .*`+regexp.QuoteMeta(tc.why)), before+1, harness.IOTimeout)
 		}
 	})
 
 	t.Run("legitimate forwards", func(t *testing.T) {
-		echoRoundTrip(t, echoLocal, []byte("a plain target still works"))
+		harness.EchoRoundTrip(t, echoLocal, []byte("a plain target still works"))
 		ap := netip.MustParseAddrPort(echo)
 		rep, c := dialPolicySOCKS(t, socksLocal, 1, ap.Addr().String(), ap.Port())
 		if rep != 0 {
 			t.Fatalf("socks to %s: reply %d, want 0", echo, rep)
 		}
-		if err := echoOver(c, []byte("through socks")); err != nil {
+		if err := harness.EchoOver(c, []byte("through socks")); err != nil {
 			t.Fatal(err)
 		}
 		u, err := net.Dial("udp", udpLocal)
@@ -309,7 +279,7 @@ func TestDialPolicyRefusesLocalForms(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer u.Close()
-		u.SetDeadline(time.Now().Add(ioTimeout))
+		u.SetDeadline(time.Now().Add(harness.IOTimeout))
 		buf := make([]byte, 64)
 		if _, err := u.Write([]byte("a datagram")); err != nil {
 			t.Fatal(err)
@@ -319,7 +289,7 @@ func TestDialPolicyRefusesLocalForms(t *testing.T) {
 		}
 	})
 
-	if n := srv.countLog(sessionOpenedLine); n != 1 {
+	if n := srv.CountLog(harness.SessionOpenedLine); n != 1 {
 		t.Errorf("server logged %d sessions, want 1: refusals must not cost the session", n)
 	}
 }
@@ -331,33 +301,33 @@ func TestReverseSOCKSNeedsItsOwnEntry(t *testing.T) {
 	t.Parallel()
 	const carol, dave = "carol", "dave"
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, carol, testPass, `R:127\.0\.0\.1:[0-9]+`)
-	newUser(t, authfile, dave, testPass, `R:127\.0\.0\.1:[0-9]+/socks`)
-	srv := startServer(t, newCert(t, "localhost", "127.0.0.1"), authfile, "--reverse")
-	echo := startEcho(t)
+	burrow.NewUser(t, authfile, carol, harness.TestPass, `R:127\.0\.0\.1:[0-9]+`)
+	burrow.NewUser(t, authfile, dave, harness.TestPass, `R:127\.0\.0\.1:[0-9]+/socks`)
+	srv := burrow.StartServer(t, burrow.NewCert(t, "localhost", "127.0.0.1"), authfile, "--reverse")
+	echo := harness.StartEcho(t)
 
 	t.Run("socks bind with a reverse TCP entry", func(t *testing.T) {
 		port := strconv.Itoa(randomConfigPort())
-		_, line := runFailing(t, []string{"BURROW_AUTH=" + carol + ":" + testPass},
-			"client", "--fingerprint", srv.cert.fingerprint, srv.url, "R:127.0.0.1:"+port+":socks")
+		_, line := runFailing(t, []string{"BURROW_AUTH=" + carol + ":" + harness.TestPass},
+			"client", "--fingerprint", srv.Cert.Fingerprint, srv.URL, "R:127.0.0.1:"+port+":socks")
 		wantWords(t, line, "refused", "R:127.0.0.1:"+port+"/socks is not allowed for user "+carol)
 	})
 
 	t.Run("reverse TCP with the same entry", func(t *testing.T) {
-		_, port, _ := startReverseClient(t, "carol-client", srv, carol+":"+testPass, nil,
+		_, port, _ := startReverseClient(t, "carol-client", srv, carol+":"+harness.TestPass, nil,
 			func(port int) []string { return []string{"R:127.0.0.1:" + strconv.Itoa(port) + ":" + echo} })
-		echoRoundTrip(t, "127.0.0.1:"+strconv.Itoa(port), []byte("a reverse port is still a reverse port"))
+		harness.EchoRoundTrip(t, "127.0.0.1:"+strconv.Itoa(port), []byte("a reverse port is still a reverse port"))
 	})
 
 	t.Run("socks bind with a socks entry", func(t *testing.T) {
-		_, port, _ := startReverseClient(t, "dave-client", srv, dave+":"+testPass, nil,
+		_, port, _ := startReverseClient(t, "dave-client", srv, dave+":"+harness.TestPass, nil,
 			func(port int) []string { return []string{"R:127.0.0.1:" + strconv.Itoa(port) + ":socks"} })
 		ap := netip.MustParseAddrPort(echo)
 		rep, c := dialPolicySOCKS(t, "127.0.0.1:"+strconv.Itoa(port), 1, ap.Addr().String(), ap.Port())
 		if rep != 0 {
 			t.Fatalf("reverse socks to %s: reply %d, want 0", echo, rep)
 		}
-		if err := echoOver(c, []byte("through a reverse socks listener")); err != nil {
+		if err := harness.EchoOver(c, []byte("through a reverse socks listener")); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
+	"github.com/burrowtun/burrow/integration/harness"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
@@ -98,9 +99,9 @@ func (f *faultProxy) remove(t *testing.T, names ...string) {
 // faultTunnel is a server, a fault proxy in front of it and a client that
 // reaches the server through the proxy with one forward to an echo target.
 type faultTunnel struct {
-	srv    *server
+	srv    *harness.Server
 	proxy  *faultProxy
-	client *proc
+	client *harness.Proc
 	local  string // the client's forward to the echo target
 }
 
@@ -110,14 +111,14 @@ type faultTunnel struct {
 func startFaultTunnel(t *testing.T, keepalive time.Duration, setup func(*testing.T, *faultProxy)) *faultTunnel {
 	t.Helper()
 	keepaliveFlags := []string{"--keepalive", keepalive.String()}
-	srv := startTestServer(t, nil, keepaliveFlags...)
-	proxy := startFaultProxy(t, srv.addr)
+	srv := burrow.StartTestServer(t, nil, keepaliveFlags...)
+	proxy := startFaultProxy(t, srv.Addr)
 	if setup != nil {
 		setup(t, proxy)
 	}
-	echo := startEcho(t)
-	flags := append([]string{"--fingerprint", srv.cert.fingerprint, "--max-retry-interval", "1s"}, keepaliveFlags...)
-	client, locals := startClient(t, "wss://"+proxy.addr, testUser+":"+testPass, flags, "127.0.0.1:0:"+echo)
+	echo := harness.StartEcho(t)
+	flags := append([]string{"--fingerprint", srv.Cert.Fingerprint, "--max-retry-interval", "1s"}, keepaliveFlags...)
+	client, locals := burrow.StartClient(t, "wss://"+proxy.addr, harness.TestUser+":"+harness.TestPass, flags, "127.0.0.1:0:"+echo)
 	return &faultTunnel{srv: srv, proxy: proxy, client: client, local: locals[0]}
 }
 
@@ -145,7 +146,7 @@ type echoResult struct {
 func pumpEcho(local string, seed uint64, size int64, maxTime time.Duration) echoResult {
 	start := time.Now()
 	res := echoResult{}
-	c, err := net.DialTimeout("tcp", local, ioTimeout)
+	c, err := net.DialTimeout("tcp", local, harness.IOTimeout)
 	if err != nil {
 		res.err = err
 		return res
@@ -263,7 +264,7 @@ func awaitCut(t *testing.T, pump <-chan echoResult, fault time.Time, bound time.
 // sessions in all, within lossBound of the fault.
 func awaitLoss(t *testing.T, ft *faultTunnel, n int, fault time.Time) {
 	t.Helper()
-	ft.client.waitLogCount(t, connectionLostLine, n, lossBound-time.Since(fault))
+	ft.client.WaitLogCount(t, connectionLostLine, n, lossBound-time.Since(fault))
 	t.Logf("client noticed the loss %v after the fault", time.Since(fault).Round(time.Millisecond))
 }
 
@@ -272,11 +273,11 @@ func awaitLoss(t *testing.T, ft *faultTunnel, n int, fault time.Time) {
 // began, for the log.
 func awaitRecovery(t *testing.T, ft *faultTunnel, n int, since time.Time) {
 	t.Helper()
-	ft.client.waitLogCount(t, connectedLine, n, recoverBound)
+	ft.client.WaitLogCount(t, harness.ConnectedLine, n, recoverBound)
 	t.Logf("client connected again %v after the fault", time.Since(since).Round(time.Millisecond))
 	checkEchoIntact(t, ft.local, 99, 1<<20)
-	if ft.client.exited() {
-		t.Fatalf("client exited (code %d)", ft.client.exitCode)
+	if ft.client.Exited() {
+		t.Fatalf("client exited (code %d)", ft.client.ExitCode)
 	}
 }
 
@@ -297,7 +298,7 @@ func TestFaults(t *testing.T) {
 		var rtts []time.Duration
 		for i := range 5 {
 			start := time.Now()
-			echoRoundTrip(t, ft.local, []byte(fmt.Sprintf("round trip %d", i)))
+			harness.EchoRoundTrip(t, ft.local, []byte(fmt.Sprintf("round trip %d", i)))
 			rtts = append(rtts, time.Since(start).Round(time.Millisecond))
 		}
 		t.Logf("forwarded round trips (dial, echo, close) through 50±20 ms each way: %v", rtts)
@@ -320,7 +321,7 @@ func TestFaults(t *testing.T) {
 			}
 			t.Logf("%d MiB echoed intact under latency in %v", size>>20, r.elapsed.Round(time.Millisecond))
 		}
-		if n := ft.client.countLog(connectionLostLine); n != 0 {
+		if n := ft.client.CountLog(connectionLostLine); n != 0 {
 			t.Errorf("client lost its session %d times under mere latency with --keepalive %v", n, faultKeepalive)
 		}
 	})
@@ -341,7 +342,7 @@ func TestFaults(t *testing.T) {
 		if mbps > 1.2*rate/1000 {
 			t.Errorf("%.2f MB/s through a %d KB/s limit: the limit is not in the path", mbps, rate)
 		}
-		if n := ft.client.countLog(connectionLostLine); n != 0 {
+		if n := ft.client.CountLog(connectionLostLine); n != 0 {
 			t.Errorf("client lost its session %d times under a bandwidth limit", n)
 		}
 	})
@@ -354,7 +355,7 @@ func TestFaults(t *testing.T) {
 		ft := startFaultTunnel(t, faultKeepalive, bandwidth)
 		r := checkEchoIntact(t, ft.local, 21, bwSize)
 		t.Logf("%d MiB echoed intact through %d KB/s each way with --keepalive %v in %v", bwSize>>20, rate, faultKeepalive, r.elapsed.Round(time.Millisecond))
-		if n := ft.client.countLog(connectionLostLine); n != 0 {
+		if n := ft.client.CountLog(connectionLostLine); n != 0 {
 			t.Errorf("client lost its session %d times on a busy slow link with --keepalive %v", n, faultKeepalive)
 		}
 	})
@@ -373,7 +374,7 @@ func TestFaults(t *testing.T) {
 			}
 		})
 		checkEchoIntact(t, ft.local, 30, 1<<20)
-		connected := ft.client.countLog(connectedLine)
+		connected := ft.client.CountLog(harness.ConnectedLine)
 		pump := startPump(ft.local, 31)
 		time.Sleep(200 * time.Millisecond) // let it flow
 		if _, err := ft.proxy.p.Toxics.UpdateToxicJson("reset", strings.NewReader(`{"toxicity":1,"attributes":{"timeout":0}}`)); err != nil {
@@ -399,10 +400,10 @@ func TestFaults(t *testing.T) {
 		// that lost its state.
 		ft.proxy.both(t, "blackhole", "timeout", map[string]int64{"timeout": 0})
 		cut := time.Now()
-		ft.client.waitLog(t, connectionLostLine, lossBound)
+		ft.client.WaitLog(t, connectionLostLine, lossBound)
 		t.Logf("client noticed the silence %v after the blackhole", time.Since(cut).Round(time.Millisecond))
 		awaitCut(t, pump, cut, lossBound)
-		ft.srv.waitLog(t, regexp.MustCompile(`msg="session closed"`), lossBound-time.Since(cut))
+		ft.srv.WaitLog(t, regexp.MustCompile(`msg="session closed"`), lossBound-time.Since(cut))
 		t.Logf("server closed the silent session %v after the blackhole", time.Since(cut).Round(time.Millisecond))
 		// Removing a timeout toxic closes the connections it held,
 		// including a reconnection attempt made meanwhile.
@@ -416,15 +417,15 @@ func TestFaults(t *testing.T) {
 		checkEchoIntact(t, ft.local, 50, 1<<20)
 		pump := startPump(ft.local, 51)
 		time.Sleep(200 * time.Millisecond)
-		ft.srv.kill(t)
+		ft.srv.Kill(t)
 		killed := time.Now()
 		awaitLoss(t, ft, 1, killed)
 		awaitCut(t, pump, killed, lossBound)
 		// The one place a port is reused on purpose: the proxy relays to
 		// the old address.
-		srv2 := startServer(t, ft.srv.cert, ft.srv.authfile, "--listen", ft.srv.addr, "--keepalive", faultKeepalive.String())
+		srv2 := burrow.StartServer(t, ft.srv.Cert, ft.srv.Authfile, "--listen", ft.srv.Addr, "--keepalive", faultKeepalive.String())
 		awaitRecovery(t, ft, 2, killed)
-		srv2.waitLog(t, sessionOpenedLine, ioTimeout)
+		srv2.WaitLog(t, harness.SessionOpenedLine, harness.IOTimeout)
 	})
 }
 
@@ -437,20 +438,20 @@ func TestFaults(t *testing.T) {
 func TestFaultsFileTransfer(t *testing.T) {
 	t.Parallel()
 	const size = 200 << 20
-	cert := newCert(t, "localhost", "127.0.0.1")
+	cert := burrow.NewCert(t, "localhost", "127.0.0.1")
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, testUser, testPass)
+	burrow.NewUser(t, authfile, harness.TestUser, harness.TestPass)
 	root := t.TempDir()
 	fsrv := startFileServer(t, cert, authfile, root)
-	proxy := startFaultProxy(t, fsrv.addr)
+	proxy := startFaultProxy(t, fsrv.Addr)
 	// Armed harmless from the start, as in TestFaults/reset_mid-stream.
 	if _, err := proxy.p.Toxics.AddToxicJson(strings.NewReader(`{"name":"reset","type":"reset_peer","stream":"upstream","toxicity":0,"attributes":{"timeout":0}}`)); err != nil {
 		t.Fatal(err)
 	}
 	viaProxy := *fsrv
-	srvViaProxy := *fsrv.server
-	srvViaProxy.url = "wss://" + proxy.addr
-	viaProxy.server = &srvViaProxy
+	srvViaProxy := *fsrv.Server
+	srvViaProxy.URL = "wss://" + proxy.addr
+	viaProxy.Server = &srvViaProxy
 
 	file := filepath.Join(t.TempDir(), "fault.bin")
 	writeRandomFile(t, file, size, 8)
@@ -463,13 +464,13 @@ func TestFaultsFileTransfer(t *testing.T) {
 		t.Fatal(err)
 	}
 	reset := time.Now()
-	if code := p.waitExit(t, lossBound); code == 0 {
+	if code := p.WaitExit(t, lossBound); code == 0 {
 		t.Fatal("send succeeded although its connection was reset a third of the way in")
 	}
 	first := progressMax(p)
 	t.Logf("reset at %s through; send failed %v later with %s through", mib(at), time.Since(reset).Round(time.Millisecond), mib(first))
-	if !strings.Contains(p.stderr.String(), "run the same command again") {
-		t.Errorf("the failed send does not say how to resume:\n%s", p.stderr.String())
+	if !strings.Contains(p.Stderr.String(), "run the same command again") {
+		t.Errorf("the failed send does not say how to resume:\n%s", p.Stderr.String())
 	}
 	if _, err := os.Stat(final); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("%s exists after the reset (%v): an unfinished file under its final name", final, err)

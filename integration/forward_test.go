@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/burrowtun/burrow/integration/harness"
 )
 
 // TestForwardManyConcurrent pushes many large, concurrent, half-closed
@@ -22,9 +24,9 @@ func TestForwardManyConcurrent(t *testing.T) {
 		conns   = 100
 		maxSize = 8 << 20
 	)
-	echo := startEcho(t)
-	tun := startTunnel(t, nil, nil, nil, "127.0.0.1:0:"+echo)
-	local := tun.locals[0]
+	echo := harness.StartEcho(t)
+	tun := burrow.StartTunnel(t, nil, nil, nil, "127.0.0.1:0:"+echo)
+	local := tun.Locals[0]
 
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("payload seed %d", seed)
@@ -69,11 +71,11 @@ func TestForwardManyConcurrent(t *testing.T) {
 		conns, float64(total)/(1<<20), elapsed.Round(time.Millisecond), 2*float64(total)/(1<<20)/elapsed.Seconds())
 
 	// Every connection rode the one WebSocket session.
-	tun.srv.waitLogCount(t, regexp.MustCompile(`msg="stream opened"`), conns, ioTimeout)
-	if n := tun.srv.countLog(sessionOpenedLine); n != 1 {
+	tun.Server.WaitLogCount(t, regexp.MustCompile(`msg="stream opened"`), conns, harness.IOTimeout)
+	if n := tun.Server.CountLog(harness.SessionOpenedLine); n != 1 {
 		t.Errorf("server logged %d \"session opened\" lines, want 1: every connection should share one session", n)
 	}
-	if n := tun.client.countLog(connectedLine); n != 1 {
+	if n := tun.Client.CountLog(harness.ConnectedLine); n != 1 {
 		t.Errorf("client logged %d \"connected\" lines, want 1", n)
 	}
 }
@@ -83,7 +85,7 @@ func TestForwardManyConcurrent(t *testing.T) {
 // returns the sha256 of what it sent and of what it received. It never
 // holds the payload in memory.
 func echoHashed(local string, src io.Reader, size int64) (gotBytes int64, sent, got [sha256.Size]byte, err error) {
-	c, err := net.DialTimeout("tcp", local, ioTimeout)
+	c, err := net.DialTimeout("tcp", local, harness.IOTimeout)
 	if err != nil {
 		return 0, sent, got, err
 	}
@@ -120,7 +122,7 @@ func echoHashed(local string, src io.Reader, size int64) (gotBytes int64, sent, 
 // stays open for the response.
 func TestHalfClose(t *testing.T) {
 	t.Parallel()
-	target := startTarget(t, func(c *net.TCPConn) {
+	target := harness.StartTarget(t, func(c *net.TCPConn) {
 		c.SetDeadline(time.Now().Add(time.Minute))
 		req, err := io.ReadAll(io.LimitReader(c, 16<<20))
 		if err != nil {
@@ -135,10 +137,10 @@ func TestHalfClose(t *testing.T) {
 	small := []string{"--copy-buffer", "16384"}
 	tunnels := []struct {
 		name string
-		tun  *tunnel
+		tun  *harness.Tunnel
 	}{
-		{"default", startTunnel(t, nil, nil, nil, "127.0.0.1:0:"+target)},
-		{"copy buffer 16 KiB", startTunnel(t, nil, small, small, "127.0.0.1:0:"+target)},
+		{"default", burrow.StartTunnel(t, nil, nil, nil, "127.0.0.1:0:"+target)},
+		{"copy buffer 16 KiB", burrow.StartTunnel(t, nil, small, small, "127.0.0.1:0:"+target)},
 	}
 
 	bigBody := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
@@ -153,7 +155,7 @@ func TestHalfClose(t *testing.T) {
 	for _, tn := range tunnels {
 		for _, tt := range tests {
 			t.Run(tn.name+"/"+tt.name, func(t *testing.T) {
-				halfCloseExchange(t, tn.tun.locals[0], tt.req)
+				halfCloseExchange(t, tn.tun.Locals[0], tt.req)
 			})
 		}
 	}
@@ -163,9 +165,9 @@ func TestHalfClose(t *testing.T) {
 // and checks the target's answer: req's length and hash.
 func halfCloseExchange(t *testing.T, local string, req []byte) {
 	t.Helper()
-	c := dialLocal(t, local)
+	c := harness.DialLocal(t, local)
 	defer c.Close()
-	resp, err := exchange(c, req)
+	resp, err := harness.Exchange(c, req)
 	if err != nil {
 		t.Fatalf("request through the forward: %v", err)
 	}

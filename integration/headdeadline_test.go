@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/burrowtun/burrow/integration/harness"
 )
 
 // handshakeTrickler splits its first Write, the ClientHello, into ten
@@ -37,8 +39,8 @@ func (h *handshakeTrickler) Write(p []byte) (int, error) {
 // not that long again after the handshake.
 func TestHeaderTimeoutFromAccept(t *testing.T) {
 	const timeout = 3 * time.Second
-	srv := startTestServer(t, nil, "--header-timeout", timeout.String())
-	raw, err := net.DialTimeout("tcp", srv.addr, ioTimeout)
+	srv := burrow.StartTestServer(t, nil, "--header-timeout", timeout.String())
+	raw, err := net.DialTimeout("tcp", srv.Addr, harness.IOTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/burrowtun/burrow/integration/harness"
 	"github.com/burrowtun/burrow/mux"
 )
 
@@ -60,7 +61,7 @@ type attackRun struct {
 
 func newAttackRun(addr string, from net.IP) *attackRun {
 	return &attackRun{
-		dialer:   net.Dialer{Timeout: ioTimeout, LocalAddr: &net.TCPAddr{IP: from}},
+		dialer:   net.Dialer{Timeout: harness.IOTimeout, LocalAddr: &net.TCPAddr{IP: from}},
 		addr:     addr,
 		lifetime: map[string][]time.Duration{},
 		statuses: map[string]int{},
@@ -106,7 +107,7 @@ func (a *attackRun) dial() (net.Conn, error) {
 // nil. Any other failure is one of the test's.
 func (a *attackRun) handshake(kind string, c net.Conn, dialed time.Time) *tls.Conn {
 	tc := tls.Client(c, attackTLS)
-	tc.SetDeadline(time.Now().Add(ioTimeout))
+	tc.SetDeadline(time.Now().Add(harness.IOTimeout))
 	err := tc.Handshake()
 	switch {
 	case err == nil:
@@ -139,7 +140,7 @@ func awaitClose(c net.Conn, bound time.Duration) (time.Duration, bool) {
 // thousands fit under the race detector's limit.
 func trickle(c net.Conn, start time.Time, bound time.Duration, piece func(i int) []byte) (time.Duration, bool) {
 	buf := make([]byte, 512)
-	c.SetWriteDeadline(time.Now().Add(ioTimeout))
+	c.SetWriteDeadline(time.Now().Add(harness.IOTimeout))
 	c.Write(piece(0)) // an error shows in the reads
 	for i := 1; ; {
 		c.SetReadDeadline(time.Now().Add(time.Second))
@@ -150,7 +151,7 @@ func trickle(c net.Conn, start time.Time, bound time.Duration, piece func(i int)
 			if time.Since(start) > bound {
 				return time.Since(start), false
 			}
-			c.SetWriteDeadline(time.Now().Add(ioTimeout))
+			c.SetWriteDeadline(time.Now().Add(harness.IOTimeout))
 			c.Write(piece(i))
 			i++
 		default:
@@ -179,7 +180,7 @@ func (a *attackRun) slowloris(established func()) {
 	}
 	start := time.Now() // the server's header deadline runs from about here
 	tc.SetDeadline(time.Time{})
-	d, ok := trickle(tc, start, defaultHeaderTimeout+ioTimeout, func(i int) []byte {
+	d, ok := trickle(tc, start, defaultHeaderTimeout+harness.IOTimeout, func(i int) []byte {
 		if i == 0 {
 			return []byte("GET / HTTP/1.1\r\nHost: localhost\r\n")
 		}
@@ -204,7 +205,7 @@ func (a *attackRun) partialTLS(established func()) {
 	defer a.held.Add(-1)
 	defer c.Close()
 	start := time.Now() // the server's handshake deadline runs from its accept
-	d, ok := trickle(c, start, defaultHeaderTimeout+ioTimeout, func(i int) []byte {
+	d, ok := trickle(c, start, defaultHeaderTimeout+harness.IOTimeout, func(i int) []byte {
 		if i == 0 {
 			return []byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01} // a 512-byte handshake record: ClientHello...
 		}
@@ -256,12 +257,12 @@ func (a *attackRun) garbage() {
 	rand.Read(junk)
 	junk[0] = 0x47 // not a TLS record type
 	start := time.Now()
-	c.SetWriteDeadline(start.Add(ioTimeout))
+	c.SetWriteDeadline(start.Add(harness.IOTimeout))
 	c.Write(junk)
-	if d, ok := awaitClose(c, ioTimeout); ok {
+	if d, ok := awaitClose(c, harness.IOTimeout); ok {
 		a.closedAfter("garbage", d)
 	} else {
-		a.failf("garbage: still open %v after it was sent", ioTimeout)
+		a.failf("garbage: still open %v after it was sent", harness.IOTimeout)
 	}
 }
 
@@ -303,10 +304,10 @@ func (a *attackRun) noCredentials() {
 	}
 	resp.Body.Close()
 	a.status("no credentials", resp.Status)
-	if _, ok := awaitClose(tc, ioTimeout); ok {
+	if _, ok := awaitClose(tc, harness.IOTimeout); ok {
 		a.closedAfter("no credentials", time.Since(start))
 	} else {
-		a.failf("no credentials: still open %v after its frames", ioTimeout)
+		a.failf("no credentials: still open %v after its frames", harness.IOTimeout)
 	}
 }
 
@@ -314,7 +315,7 @@ func (a *attackRun) noCredentials() {
 // does not exist, rate times a second over a kept-alive HTTPS connection,
 // until stop or n attempts, and records the statuses.
 func failedLogins(a *attackRun, rate, n int, stop <-chan struct{}) {
-	hc := &http.Client{Timeout: ioTimeout, Transport: &http.Transport{
+	hc := &http.Client{Timeout: harness.IOTimeout, Transport: &http.Transport{
 		DialContext:     a.dialer.DialContext,
 		TLSClientConfig: attackTLS,
 	}}
@@ -363,16 +364,16 @@ func failedLogins(a *attackRun, rate, n int, stop <-chan struct{}) {
 // goodClient is a real client's view of one server: a forward to an echo
 // target through 'burrow client', and logins in-process.
 type goodClient struct {
-	proc  *proc
+	proc  *harness.Proc
 	local string
 	login *sessionDialer
 }
 
 // startGoodClient starts a client of srv forwarding to echo.
-func startGoodClient(t *testing.T, srv *server, echo string) goodClient {
+func startGoodClient(t *testing.T, srv *harness.Server, echo string) goodClient {
 	t.Helper()
-	p, locals := startClient(t, srv.url, testUser+":"+testPass, []string{"--fingerprint", srv.cert.fingerprint}, "127.0.0.1:0:"+echo)
-	d := newSessionDialer(t, srv, net.IPv4(127, 0, 0, 1), testUser, testPass)
+	p, locals := burrow.StartClient(t, srv.URL, harness.TestUser+":"+harness.TestPass, []string{"--fingerprint", srv.Cert.Fingerprint}, "127.0.0.1:0:"+echo)
+	d := newSessionDialer(t, srv, net.IPv4(127, 0, 0, 1), harness.TestUser, harness.TestPass)
 	if s, err := d.dial(); err != nil { // the password check is cached from here on
 		t.Fatal(err)
 	} else {
@@ -424,7 +425,7 @@ func measureService(t *testing.T, attacked, twin goodClient) goodService {
 	}
 	var conns [2]net.Conn
 	for j, c := range []goodClient{attacked, twin} {
-		conn, err := net.DialTimeout("tcp", c.local, ioTimeout)
+		conn, err := net.DialTimeout("tcp", c.local, harness.IOTimeout)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -436,7 +437,7 @@ func measureService(t *testing.T, attacked, twin goodClient) goodService {
 	for range 31 {
 		for j, conn := range conns {
 			start := time.Now()
-			conn.SetDeadline(start.Add(ioTimeout)) // one exchange, not all 31
+			conn.SetDeadline(start.Add(harness.IOTimeout)) // one exchange, not all 31
 			if _, err := conn.Write(msg); err != nil {
 				t.Fatal(err)
 			}
@@ -504,17 +505,17 @@ func TestHostile(t *testing.T) {
 		maxLoginSlower = 2.0
 	)
 	raiseFileLimit(t, uint64(2*(slow+partial+3*floodMax)+1024))
-	echo := startEcho(t)
+	echo := harness.StartEcho(t)
 	srv, admin := startAdminServer(t)
 	good := startGoodClient(t, srv, echo)
-	twin := startGoodClient(t, startTestServer(t, nil), echo)
+	twin := startGoodClient(t, burrow.StartTestServer(t, nil), echo)
 
 	base := quietFootprint(t, admin, 1)
 	before := measureService(t, good, twin)
 	t.Logf("without attack: %v; server %v", before, base)
 
 	// The connections that hold on.
-	a := newAttackRun(srv.addr, attackerIP)
+	a := newAttackRun(srv.Addr, attackerIP)
 	stop := make(chan struct{})
 	var wg, ready sync.WaitGroup
 	rampStart := time.Now()
@@ -556,7 +557,7 @@ func TestHostile(t *testing.T) {
 	}
 	flood(a.garbage)
 	flood(a.noCredentials)
-	guesser := newAttackRun(srv.addr, guesserIP)
+	guesser := newAttackRun(srv.Addr, guesserIP)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -565,7 +566,7 @@ func TestHostile(t *testing.T) {
 	// Measured once the guesser is limited: its first ten failures cost
 	// the server a password hash each, which is what the limit bounds.
 	floodStart := time.Now()
-	pollUntil(t, ioTimeout, "failed logins limited", func() bool {
+	pollUntil(t, harness.IOTimeout, "failed logins limited", func() bool {
 		guesser.mu.Lock()
 		defer guesser.mu.Unlock()
 		return guesser.statuses["login 429 Too Many Requests"] > 0 || len(guesser.failures) > 0
@@ -583,7 +584,7 @@ func TestHostile(t *testing.T) {
 	// goroutines wait for the CPU.
 	close(stop)
 	lastOpened := time.Unix(0, a.lastDial.Load())
-	closedAll := awaitBaseline(t, admin, base, 10, 5, defaultHeaderTimeout+ioTimeout)
+	closedAll := awaitBaseline(t, admin, base, 10, 5, defaultHeaderTimeout+harness.IOTimeout)
 	t.Logf("the server closed the last hostile connection %v after it was opened", closedAll.Sub(lastOpened).Round(time.Millisecond))
 	if d := closedAll.Sub(lastOpened); d > defaultHeaderTimeout+2*time.Second {
 		t.Errorf("the server still had hostile connections %v after the last was opened, want at most --header-timeout (%v) and 2 s",
@@ -638,7 +639,7 @@ func TestHostile(t *testing.T) {
 	// The good client was served throughout, about as well as the twin's.
 	after := measureService(t, good, twin)
 	t.Logf("after the attack: %v", after)
-	if n := good.proc.countLog(connectionLostLine); n != 0 {
+	if n := good.proc.CountLog(connectionLostLine); n != 0 {
 		t.Errorf("the good client lost its session %d times during the attack", n)
 	}
 	ref := min(before.mibpsRatio, after.mibpsRatio)
@@ -691,7 +692,7 @@ func statusTotal(m map[string]int) int {
 // smaller ones are answered as usual (a 404 for a GET of /).
 func TestOversizedHeaders(t *testing.T) {
 	t.Parallel()
-	srv := startTestServer(t, nil)
+	srv := burrow.StartTestServer(t, nil)
 	tests := []struct {
 		name   string
 		header int // bytes of one header's value
@@ -703,12 +704,12 @@ func TestOversizedHeaders(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tc, err := tls.DialWithDialer(&net.Dialer{Timeout: ioTimeout}, "tcp", srv.addr, attackTLS)
+			tc, err := tls.DialWithDialer(&net.Dialer{Timeout: harness.IOTimeout}, "tcp", srv.Addr, attackTLS)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer tc.Close()
-			tc.SetDeadline(time.Now().Add(ioTimeout))
+			tc.SetDeadline(time.Now().Add(harness.IOTimeout))
 			go fmt.Fprintf(tc, "GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: %s\r\n\r\n", strings.Repeat("a", tt.header))
 			line, err := bufio.NewReader(tc).ReadString('\n')
 			if err != nil {
@@ -728,12 +729,12 @@ func TestOversizedHeaders(t *testing.T) {
 func TestStalledTarget(t *testing.T) {
 	t.Parallel()
 	done := make(chan struct{})
-	target := startTarget(t, func(c *net.TCPConn) { <-done })
+	target := harness.StartTarget(t, func(c *net.TCPConn) { <-done })
 	t.Cleanup(func() { close(done) }) // before the target's cleanup waits
 	keepalive := []string{"--keepalive", faultKeepalive.String()}
 	srv, admin := startAdminServer(t, append([]string{"--shutdown-timeout", "1s"}, keepalive...)...)
-	client, locals := startClient(t, srv.url, testUser+":"+testPass, append([]string{"--fingerprint", srv.cert.fingerprint}, keepalive...), "127.0.0.1:0:"+target)
-	c, err := net.DialTimeout("tcp", locals[0], ioTimeout)
+	client, locals := burrow.StartClient(t, srv.URL, harness.TestUser+":"+harness.TestPass, append([]string{"--fingerprint", srv.Cert.Fingerprint}, keepalive...), "127.0.0.1:0:"+target)
+	c, err := net.DialTimeout("tcp", locals[0], harness.IOTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -748,18 +749,18 @@ func TestStalledTarget(t *testing.T) {
 		t.Fatalf("with the stalled stream open the server counts %v, want 1 session and 1 tcp stream", f)
 	}
 
-	client.kill(t)
+	client.Kill(t)
 	killed := time.Now()
 	// The kill closes the client's socket; even a silent death would
 	// be noticed within lossBound.
-	srv.waitLog(t, regexp.MustCompile(`msg="session closed"`), lossBound)
+	srv.WaitLog(t, regexp.MustCompile(`msg="session closed"`), lossBound)
 	t.Logf("server closed the session %v after the client died", time.Since(killed).Round(time.Millisecond))
 	if f := footprintFrom(mustMetrics(t, admin)); f.sessions != 0 || f.streams != 0 {
 		t.Errorf("after the session closed the server still counts %v", f)
 	}
-	srv.signal(t, syscall.SIGTERM)
+	srv.Signal(t, syscall.SIGTERM)
 	stopped := time.Now()
-	if code := srv.waitExit(t, exitTimeout); code != 0 {
+	if code := srv.WaitExit(t, harness.ExitTimeout); code != 0 {
 		t.Errorf("server exited with code %d after SIGTERM", code)
 	}
 	if took := time.Since(stopped); took > time.Second+2*time.Second {
@@ -786,9 +787,9 @@ func TestHeaderlessStreams(t *testing.T) {
 		opened     = 3000
 		timeout    = 2 * time.Second
 	)
-	echo := startEcho(t)
+	echo := harness.StartEcho(t)
 	srv, admin := startAdminServer(t, "--max-streams", fmt.Sprint(maxStreams), "--header-timeout", timeout.String())
-	sess, err := newSessionDialer(t, srv, nil, testUser, testPass).dial()
+	sess, err := newSessionDialer(t, srv, nil, harness.TestUser, harness.TestPass).dial()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -805,7 +806,7 @@ func TestHeaderlessStreams(t *testing.T) {
 	// The server's goroutines once it has accepted them all; one per
 	// stream is kept.
 	var peak float64
-	pollUntil(t, ioTimeout, "the streams accepted", func() bool {
+	pollUntil(t, harness.IOTimeout, "the streams accepted", func() bool {
 		peak = footprintFrom(mustMetrics(t, admin)).goroutines
 		return peak >= base.goroutines+maxStreams || time.Since(start) > timeout/2
 	})
@@ -815,9 +816,9 @@ func TestHeaderlessStreams(t *testing.T) {
 		time.Since(start).Round(time.Millisecond), base.goroutines, peak)
 
 	// All of them go at the header timeout, and the session still works.
-	awaitBaseline(t, admin, base, 10, 5, timeout+ioTimeout)
+	awaitBaseline(t, admin, base, 10, 5, timeout+harness.IOTimeout)
 	t.Logf("all closed %v after the first was opened", time.Since(start).Round(time.Millisecond))
-	st, err := mux.Open(sess, mux.Header{Kind: mux.KindTCP, Target: echo}, ioTimeout)
+	st, err := mux.Open(sess, mux.Header{Kind: mux.KindTCP, Target: echo}, harness.IOTimeout)
 	if err != nil {
 		t.Fatalf("a good stream after the headerless ones: %v", err)
 	}

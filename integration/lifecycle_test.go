@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/burrowtun/burrow/integration/harness"
 )
 
 // TestServerRestart kills the server under a connected client and starts a
@@ -14,47 +16,47 @@ import (
 func TestServerRestart(t *testing.T) {
 	t.Parallel()
 	const reconnectTimeout = 20 * time.Second
-	echo := startEcho(t)
+	echo := harness.StartEcho(t)
 	tuning := []string{"--keepalive", "1s"}
-	tun := startTunnel(t, nil, tuning, append([]string{"--max-retry-interval", "1s"}, tuning...), "127.0.0.1:0:"+echo)
-	srv, client, local := tun.srv, tun.client, tun.locals[0]
-	echoRoundTrip(t, local, []byte("before the restart"))
+	tun := burrow.StartTunnel(t, nil, tuning, append([]string{"--max-retry-interval", "1s"}, tuning...), "127.0.0.1:0:"+echo)
+	srv, client, local := tun.Server, tun.Client, tun.Locals[0]
+	harness.EchoRoundTrip(t, local, []byte("before the restart"))
 
-	srv.kill(t)
+	srv.Kill(t)
 	killed := time.Now()
-	client.waitLog(t, regexp.MustCompile(`msg="connection lost; reconnecting"`), reconnectTimeout)
+	client.WaitLog(t, regexp.MustCompile(`msg="connection lost; reconnecting"`), reconnectTimeout)
 	t.Logf("client noticed the loss after %v", time.Since(killed).Round(time.Millisecond))
 
 	// A connection that arrives while the server is away waits for the
 	// next session rather than failing.
-	c, err := net.DialTimeout("tcp", local, ioTimeout)
+	c, err := net.DialTimeout("tcp", local, harness.IOTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	early := make(chan error, 1)
-	go func() { early <- echoOver(c.(*net.TCPConn), []byte("during the outage")) }()
+	go func() { early <- harness.EchoOver(c.(*net.TCPConn), []byte("during the outage")) }()
 
 	// The one place a port is reused on purpose: the restarted server must
 	// come back where the client expects it.
-	srv2 := startServer(t, srv.cert, srv.authfile, append([]string{"--listen", srv.addr}, tuning...)...)
-	if srv2.addr != srv.addr {
-		t.Fatalf("restarted server listens on %s, want %s", srv2.addr, srv.addr)
+	srv2 := burrow.StartServer(t, srv.Cert, srv.Authfile, append([]string{"--listen", srv.Addr}, tuning...)...)
+	if srv2.Addr != srv.Addr {
+		t.Fatalf("restarted server listens on %s, want %s", srv2.Addr, srv.Addr)
 	}
-	client.waitLogCount(t, connectedLine, 2, reconnectTimeout)
-	srv2.waitLog(t, sessionOpenedLine, ioTimeout)
+	client.WaitLogCount(t, harness.ConnectedLine, 2, reconnectTimeout)
+	srv2.WaitLog(t, harness.SessionOpenedLine, harness.IOTimeout)
 	t.Logf("client reconnected %v after the kill", time.Since(killed).Round(time.Millisecond))
-	echoRoundTrip(t, local, []byte("after the restart"))
+	harness.EchoRoundTrip(t, local, []byte("after the restart"))
 	select {
 	case err := <-early:
 		if err != nil {
 			t.Errorf("connection made during the outage: %v", err)
 		}
-	case <-time.After(ioTimeout):
-		t.Errorf("connection made during the outage still open %v after the reconnection", ioTimeout)
+	case <-time.After(harness.IOTimeout):
+		t.Errorf("connection made during the outage still open %v after the reconnection", harness.IOTimeout)
 	}
-	if client.exited() {
-		t.Fatalf("client exited (code %d) across the restart", client.exitCode)
+	if client.Exited() {
+		t.Fatalf("client exited (code %d) across the restart", client.ExitCode)
 	}
 }
 
@@ -76,35 +78,35 @@ func TestGracefulShutdown(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			echo := startEcho(t)
-			tun := startTunnel(t, nil, []string{"--shutdown-timeout", drain.String()}, nil, "127.0.0.1:0:"+echo)
-			echoRoundTrip(t, tun.locals[0], []byte("before shutdown"))
+			echo := harness.StartEcho(t)
+			tun := burrow.StartTunnel(t, nil, []string{"--shutdown-timeout", drain.String()}, nil, "127.0.0.1:0:"+echo)
+			harness.EchoRoundTrip(t, tun.Locals[0], []byte("before shutdown"))
 
 			// An open, idle forwarded connection must not hold up either end.
-			c, err := net.DialTimeout("tcp", tun.locals[0], ioTimeout)
+			c, err := net.DialTimeout("tcp", tun.Locals[0], harness.IOTimeout)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			tun.srv.waitLog(t, regexp.MustCompile(`msg="stream opened"`), ioTimeout)
+			tun.Server.WaitLog(t, regexp.MustCompile(`msg="stream opened"`), harness.IOTimeout)
 
-			order := []*proc{tun.client, tun.srv.proc}
+			order := []*harness.Proc{tun.Client, tun.Server.Proc}
 			if tt.serverFirst {
 				order[0], order[1] = order[1], order[0]
 			}
 			for _, p := range order {
 				start := time.Now()
-				p.signal(t, syscall.SIGTERM)
-				code := p.waitExit(t, shutdownTimeout)
-				t.Logf("%s exited with code %d %v after SIGTERM", p.name, code, time.Since(start).Round(time.Millisecond))
+				p.Signal(t, syscall.SIGTERM)
+				code := p.WaitExit(t, shutdownTimeout)
+				t.Logf("%s exited with code %d %v after SIGTERM", p.Name, code, time.Since(start).Round(time.Millisecond))
 				if code != 0 {
-					t.Errorf("%s exit code %d after SIGTERM, want 0", p.name, code)
+					t.Errorf("%s exit code %d after SIGTERM, want 0", p.Name, code)
 				}
-				if _, other := stderrLines(p); len(other) != 0 {
-					t.Errorf("%s printed %q on a clean shutdown", p.name, other)
+				if _, other := harness.StderrLines(p); len(other) != 0 {
+					t.Errorf("%s printed %q on a clean shutdown", p.Name, other)
 				}
 			}
-			tun.srv.waitLog(t, regexp.MustCompile(`msg="shutting down"`), 0)
+			tun.Server.WaitLog(t, regexp.MustCompile(`msg="shutting down"`), 0)
 		})
 	}
 }
@@ -129,31 +131,31 @@ func TestFrozenPeer(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			echo := startEcho(t)
+			echo := harness.StartEcho(t)
 			tuning := []string{"--keepalive", "1s"}
-			tun := startTunnel(t, nil, tuning, append([]string{"--max-retry-interval", "1s"}, tuning...), "127.0.0.1:0:"+echo)
-			echoRoundTrip(t, tun.locals[0], []byte("before the freeze"))
+			tun := burrow.StartTunnel(t, nil, tuning, append([]string{"--max-retry-interval", "1s"}, tuning...), "127.0.0.1:0:"+echo)
+			harness.EchoRoundTrip(t, tun.Locals[0], []byte("before the freeze"))
 
-			frozen, watcher := tun.srv.proc, tun.client
+			frozen, watcher := tun.Server.Proc, tun.Client
 			lost := regexp.MustCompile(`msg="connection lost; reconnecting"`)
 			if !tt.freezeServer {
-				frozen, watcher = tun.client, tun.srv.proc
+				frozen, watcher = tun.Client, tun.Server.Proc
 				lost = regexp.MustCompile(`msg="session closed"`)
 			}
-			frozen.signal(t, syscall.SIGSTOP)
+			frozen.Signal(t, syscall.SIGSTOP)
 			stopped := time.Now()
 			// Resume it even if the test fails, so that its cleanup's
 			// SIGKILL is not its only way out (SIGKILL works on stopped
 			// processes too; this is for the logs).
-			t.Cleanup(func() { syscall.Kill(frozen.cmd.Process.Pid, syscall.SIGCONT) })
-			watcher.waitLog(t, lost, detectTimeout)
-			t.Logf("%s noticed the silent %s after %v", watcher.name, frozen.name, time.Since(stopped).Round(time.Millisecond))
-			frozen.signal(t, syscall.SIGCONT)
+			t.Cleanup(func() { syscall.Kill(frozen.Cmd.Process.Pid, syscall.SIGCONT) })
+			watcher.WaitLog(t, lost, detectTimeout)
+			t.Logf("%s noticed the silent %s after %v", watcher.Name, frozen.Name, time.Since(stopped).Round(time.Millisecond))
+			frozen.Signal(t, syscall.SIGCONT)
 
-			tun.client.waitLogCount(t, connectedLine, 2, reconnectTimeout)
-			tun.srv.waitLogCount(t, sessionOpenedLine, 2, ioTimeout)
+			tun.Client.WaitLogCount(t, harness.ConnectedLine, 2, reconnectTimeout)
+			tun.Server.WaitLogCount(t, harness.SessionOpenedLine, 2, harness.IOTimeout)
 			t.Logf("client reconnected %v after the freeze", time.Since(stopped).Round(time.Millisecond))
-			echoRoundTrip(t, tun.locals[0], []byte("after the freeze"))
+			harness.EchoRoundTrip(t, tun.Locals[0], []byte("after the freeze"))
 		})
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/burrowtun/burrow/integration/harness"
 )
 
 // --max-sessions, end to end: with the server at its maximum, a command
@@ -17,25 +19,25 @@ import (
 // it ends the same command goes through.
 func TestMaxSessionsFlag(t *testing.T) {
 	fsrv := newFileServer(t, "--max-sessions", "1")
-	echo := startEcho(t)
-	client, locals := startClient(t, fsrv.url, testUser+":"+testPass,
-		[]string{"--fingerprint", fsrv.cert.fingerprint}, "127.0.0.1:0:"+echo)
+	echo := harness.StartEcho(t)
+	client, locals := burrow.StartClient(t, fsrv.URL, harness.TestUser+":"+harness.TestPass,
+		[]string{"--fingerprint", fsrv.Cert.Fingerprint}, "127.0.0.1:0:"+echo)
 
-	_, msg := runFailing(t, fsrv.env(), "ls", fsrv.url)
+	_, msg := runFailing(t, fsrv.env(), "ls", fsrv.URL)
 	if !strings.Contains(msg, "the server has its maximum of 1 sessions; retry later") {
 		t.Errorf("ls with the server at --max-sessions: %q, want the reason", msg)
 	}
-	echoRoundTrip(t, locals[0], []byte("the open session still works"))
+	harness.EchoRoundTrip(t, locals[0], []byte("the open session still works"))
 	m := scrapeMetrics(t, fsrv.admin)
 	if n := m.value("burrow_sessions"); n != 1 {
 		t.Errorf("burrow_sessions = %v, want 1", n)
 	}
 
-	client.kill(t)
-	fsrv.waitLog(t, regexp.MustCompile(`msg="session closed"`), ioTimeout)
-	p := startProc(t, "ls", "", fsrv.env(), "ls", fsrv.url)
-	if code := p.waitExit(t, exitTimeout); code != 0 {
-		t.Fatalf("ls once the session ended: exit %d\n%s", code, p.stderr.String())
+	client.Kill(t)
+	fsrv.WaitLog(t, regexp.MustCompile(`msg="session closed"`), harness.IOTimeout)
+	p := burrow.Start(t, "ls", "", fsrv.env(), "ls", fsrv.URL)
+	if code := p.WaitExit(t, harness.ExitTimeout); code != 0 {
+		t.Fatalf("ls once the session ended: exit %d\n%s", code, p.Stderr.String())
 	}
 }
 
@@ -53,17 +55,17 @@ func TestMaxTransfersFlag(t *testing.T) {
 	// A send from stdin that stays in progress while the pipe is open.
 	pr, pw := io.Pipe()
 	defer pw.Close()
-	held := startProcIn(t, "send-stdin", pr, fsrv.env(), "send", "--json", "--to", "held.bin", fsrv.url, "-")
+	held := burrow.StartIn(t, "send-stdin", pr, fsrv.env(), "send", "--json", "--to", "held.bin", fsrv.URL, "-")
 	payload := bytes.Repeat([]byte("held open "), 1<<16)
 	wrote := make(chan error, 1)
 	go func() {
 		_, err := pw.Write(payload)
 		wrote <- err
 	}()
-	deadline := time.Now().Add(ioTimeout)
-	for !strings.Contains(held.stdout.String(), `"event":"plan"`) { // --json: on stdout
-		if held.exited() || time.Now().After(deadline) {
-			t.Fatalf("the stdin send never reported its plan:\n%s\n%s", held.stdout.String(), held.stderr.String())
+	deadline := time.Now().Add(harness.IOTimeout)
+	for !strings.Contains(held.Stdout.String(), `"event":"plan"`) { // --json: on stdout
+		if held.Exited() || time.Now().After(deadline) {
+			t.Fatalf("the stdin send never reported its plan:\n%s\n%s", held.Stdout.String(), held.Stderr.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -84,8 +86,8 @@ func TestMaxTransfersFlag(t *testing.T) {
 		t.Fatal("the stdin send stopped reading its input")
 	}
 	pw.Close() // the stdin send ends and commits
-	if code := held.waitExit(t, transferTimeout); code != 0 {
-		t.Fatalf("the stdin send: exit %d\n%s", code, held.stderr.String())
+	if code := held.WaitExit(t, transferTimeout); code != 0 {
+		t.Fatalf("the stdin send: exit %d\n%s", code, held.Stderr.String())
 	}
 	if got, err := os.ReadFile(filepath.Join(fsrv.root, "held.bin")); err != nil || !bytes.Equal(got, payload) {
 		t.Fatalf("held.bin: %d bytes, %v; want the %d bytes sent", len(got), err, len(payload))

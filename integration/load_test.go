@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/burrowtun/burrow/certs"
+	"github.com/burrowtun/burrow/integration/harness"
 	"github.com/burrowtun/burrow/mux"
 	"github.com/hashicorp/yamux"
 )
@@ -30,12 +31,12 @@ import (
 // its sessions in-process with package mux, as the client does; the
 // head-of-line test uses the real client.
 
-// startAdminServer starts a test server (see startTestServer) with an
+// startAdminServer starts a test server (see burrow.StartTestServer) with an
 // admin listener and args, and returns it with the admin address.
-func startAdminServer(t *testing.T, args ...string) (*server, string) {
+func startAdminServer(t *testing.T, args ...string) (*harness.Server, string) {
 	t.Helper()
-	srv := startTestServer(t, nil, append([]string{"--admin", "127.0.0.1:0", "--pprof"}, args...)...)
-	return srv, srv.adminAddr(t)
+	srv := burrow.StartTestServer(t, nil, append([]string{"--admin", "127.0.0.1:0", "--pprof"}, args...)...)
+	return srv, srv.AdminAddr(t)
 }
 
 // adminHTTPClient scrapes without keeping connections, which would show as
@@ -114,12 +115,12 @@ func (f serverFootprint) String() string {
 func quietFootprint(t *testing.T, admin string, sessions float64) serverFootprint {
 	t.Helper()
 	best := serverFootprint{sessions: sessions}
-	deadline := time.Now().Add(ioTimeout)
+	deadline := time.Now().Add(harness.IOTimeout)
 	for i := 0; i < 3; {
 		f := footprintFrom(mustMetrics(t, admin))
 		if f.sessions != sessions || f.streams != 0 {
 			if time.Now().After(deadline) {
-				t.Fatalf("server not quiet within %v: %v, want %.0f sessions and no stream", ioTimeout, f, sessions)
+				t.Fatalf("server not quiet within %v: %v, want %.0f sessions and no stream", harness.IOTimeout, f, sessions)
 			}
 			time.Sleep(100 * time.Millisecond)
 			continue
@@ -179,7 +180,7 @@ func raiseFileLimit(t *testing.T, need uint64) {
 	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
 }
 
-// sessionDialer opens sessions to a test server in-process, as testUser,
+// sessionDialer opens sessions to a test server in-process, as harness.TestUser,
 // pinning the server's certificate as the client does.
 type sessionDialer struct {
 	url  string
@@ -188,30 +189,30 @@ type sessionDialer struct {
 
 // newSessionDialer returns a dialer for srv whose connections come from
 // the address from (nil: any), with password pass.
-func newSessionDialer(t *testing.T, srv *server, from net.IP, user, pass string) *sessionDialer {
+func newSessionDialer(t *testing.T, srv *harness.Server, from net.IP, user, pass string) *sessionDialer {
 	t.Helper()
-	tlsConfig, err := certs.ClientConfig(certs.ClientOptions{Fingerprint: srv.cert.fingerprint})
+	tlsConfig, err := certs.ClientConfig(certs.ClientOptions{Fingerprint: srv.Cert.Fingerprint})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dialer := &net.Dialer{Timeout: ioTimeout}
+	dialer := &net.Dialer{Timeout: harness.IOTimeout}
 	if from != nil {
 		dialer.LocalAddr = &net.TCPAddr{IP: from}
 	}
 	transport := &http.Transport{
 		DialContext:         dialer.DialContext,
 		TLSClientConfig:     tlsConfig,
-		TLSHandshakeTimeout: ioTimeout,
+		TLSHandshakeTimeout: harness.IOTimeout,
 		DisableKeepAlives:   true,
 	}
 	t.Cleanup(transport.CloseIdleConnections)
 	header := http.Header{}
 	(&http.Request{Header: header}).SetBasicAuth(user, pass)
-	return &sessionDialer{url: srv.url, opts: &mux.DialOptions{HTTPClient: &http.Client{Transport: transport}, Header: header}}
+	return &sessionDialer{url: srv.URL, opts: &mux.DialOptions{HTTPClient: &http.Client{Transport: transport}, Header: header}}
 }
 
 func (d *sessionDialer) dial() (*yamux.Session, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), harness.IOTimeout)
 	defer cancel()
 	return mux.Dial(ctx, d.url, d.opts)
 }
@@ -227,7 +228,7 @@ func echoMessages(st *yamux.Stream, key [32]byte, maxMsg int, stop time.Time) (m
 	for time.Now().Before(stop) {
 		n := 1 + sizes.IntN(maxMsg)
 		src.Read(out[:n])
-		st.SetDeadline(time.Now().Add(ioTimeout))
+		st.SetDeadline(time.Now().Add(harness.IOTimeout))
 		// Messages fit the 256 KiB initial window, so the write cannot
 		// wait for the reads below.
 		if _, err := st.Write(out[:n]); err != nil {
@@ -242,7 +243,7 @@ func echoMessages(st *yamux.Stream, key [32]byte, maxMsg int, stop time.Time) (m
 		msgs++
 		bytes += int64(n)
 	}
-	st.SetDeadline(time.Now().Add(ioTimeout))
+	st.SetDeadline(time.Now().Add(harness.IOTimeout))
 	if err := st.Close(); err != nil {
 		return msgs, bytes, fmt.Errorf("close: %w", err)
 	}
@@ -467,7 +468,7 @@ func driveSession(sess *yamux.Session, session, n int, echo string, maxMsg int, 
 		var key [32]byte
 		binary.LittleEndian.PutUint64(key[:], uint64(session))
 		binary.LittleEndian.PutUint64(key[8:], uint64(j))
-		st, err := mux.Open(sess, mux.Header{Kind: mux.KindTCP, Target: echo}, ioTimeout)
+		st, err := mux.Open(sess, mux.Header{Kind: mux.KindTCP, Target: echo}, harness.IOTimeout)
 		if err != nil {
 			openErr = fmt.Errorf("session %d stream %d: open: %w", session, j, err)
 			break
@@ -488,7 +489,7 @@ func driveSession(sess *yamux.Session, session, n int, echo string, maxMsg int, 
 		for _, ls := range streams {
 			ls.lastSize = 1 + ls.sizes.IntN(maxMsg)
 			ls.src.Read(out[:ls.lastSize])
-			ls.st.SetDeadline(time.Now().Add(ioTimeout))
+			ls.st.SetDeadline(time.Now().Add(harness.IOTimeout))
 			if _, err := ls.st.Write(out[:ls.lastSize]); err != nil {
 				return msgs, bytes, fmt.Errorf("session %d stream %d message %d: write: %w", session, ls.number, ls.msgs, err)
 			}
@@ -510,7 +511,7 @@ func driveSession(sess *yamux.Session, session, n int, echo string, maxMsg int, 
 	}
 	<-release
 	for _, ls := range streams {
-		ls.st.SetDeadline(time.Now().Add(ioTimeout))
+		ls.st.SetDeadline(time.Now().Add(harness.IOTimeout))
 		if err := ls.st.Close(); err != nil {
 			return msgs, bytes, fmt.Errorf("session %d stream %d: close: %w", session, ls.number, err)
 		}
@@ -558,7 +559,7 @@ func TestLoad(t *testing.T) {
 	raiseFileLimit(t, uint64(sessions+streams+1024))
 	echo := startEventEcho(t)
 	srv, admin := startAdminServer(t, "--max-sessions-per-user", strconv.Itoa(2*sessions))
-	d := newSessionDialer(t, srv, nil, testUser, testPass)
+	d := newSessionDialer(t, srv, nil, harness.TestUser, harness.TestPass)
 
 	// One session first: the password check it costs is then cached, and
 	// what the server and this process start once is in the baselines.
@@ -566,7 +567,7 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := mux.Open(warm, mux.Header{Kind: mux.KindTCP, Target: echo}, ioTimeout)
+	st, err := mux.Open(warm, mux.Header{Kind: mux.KindTCP, Target: echo}, harness.IOTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -665,7 +666,7 @@ func TestLoad(t *testing.T) {
 	time.Sleep(traffic / 2)
 	var m map[string]float64
 	var peak serverFootprint
-	for deadline := time.Now().Add(ioTimeout); ; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(harness.IOTimeout); ; time.Sleep(100 * time.Millisecond) {
 		m = mustMetrics(t, admin)
 		peak = footprintFrom(m)
 		if peak.sessions == sessions && peak.streams == float64(streams) || time.Now().After(deadline) {
@@ -673,7 +674,7 @@ func TestLoad(t *testing.T) {
 		}
 	}
 	if peak.sessions != sessions || peak.streams != float64(streams) {
-		t.Errorf("under load the server counts %v within %v, want %d sessions and %d tcp streams", peak, ioTimeout, sessions, streams)
+		t.Errorf("under load the server counts %v within %v, want %d sessions and %d tcp streams", peak, harness.IOTimeout, sessions, streams)
 	}
 	t.Logf("under load: server %v, %.0f MiB resident; this process %d goroutines, %d open files",
 		peak, m["process_resident_memory_bytes"]/(1<<20), runtime.NumGoroutine(), openFiles(t))
@@ -739,18 +740,18 @@ func TestHeadOfLine(t *testing.T) {
 	if raceEnabled {
 		size = 8 << 20 // the race detector slows the checking of every byte here
 	}
-	echo := startEcho(t)
+	echo := harness.StartEcho(t)
 
 	// A target that accepts and does not read until told.
 	type deafConn struct{ release chan struct{} }
 	deafConns := make(chan deafConn, rounds)
 	stopTargets := make(chan struct{})
-	deaf := startTarget(t, func(c *net.TCPConn) {
+	deaf := harness.StartTarget(t, func(c *net.TCPConn) {
 		dc := deafConn{make(chan struct{})}
 		deafConns <- dc
 		select {
 		case <-dc.release:
-			c.SetDeadline(time.Now().Add(ioTimeout))
+			c.SetDeadline(time.Now().Add(harness.IOTimeout))
 			io.Copy(io.Discard, c)
 		case <-stopTargets:
 		}
@@ -758,7 +759,7 @@ func TestHeadOfLine(t *testing.T) {
 	// A target that writes without end until told to stop.
 	var fired atomic.Int64
 	firehoseConns := make(chan deafConn, rounds)
-	firehose := startTarget(t, func(c *net.TCPConn) {
+	firehose := harness.StartTarget(t, func(c *net.TCPConn) {
 		dc := deafConn{make(chan struct{})}
 		firehoseConns <- dc
 		go func() {
@@ -781,17 +782,17 @@ func TestHeadOfLine(t *testing.T) {
 	// the handlers.
 	t.Cleanup(func() { close(stopTargets) })
 
-	tun := startTunnel(t, nil, nil, nil, "127.0.0.1:0:"+echo, "127.0.0.1:0:"+deaf, "127.0.0.1:0:"+firehose)
-	measured, deafLocal, firehoseLocal := tun.locals[0], tun.locals[1], tun.locals[2]
+	tun := burrow.StartTunnel(t, nil, nil, nil, "127.0.0.1:0:"+echo, "127.0.0.1:0:"+deaf, "127.0.0.1:0:"+firehose)
+	measured, deafLocal, firehoseLocal := tun.Locals[0], tun.Locals[1], tun.Locals[2]
 
 	// settled waits until counter has not moved for 300 ms.
 	settled := func(what string, counter func() int64) int64 {
 		t.Helper()
 		last, since := counter(), time.Now()
-		deadline := time.Now().Add(ioTimeout)
+		deadline := time.Now().Add(harness.IOTimeout)
 		for time.Since(since) < 300*time.Millisecond {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s still moving after %v", what, ioTimeout)
+				t.Fatalf("%s still moving after %v", what, harness.IOTimeout)
 			}
 			time.Sleep(20 * time.Millisecond)
 			if n := counter(); n != last {
@@ -805,7 +806,7 @@ func TestHeadOfLine(t *testing.T) {
 	// function ends them cleanly.
 	stall := func() func() {
 		t.Helper()
-		up, err := net.DialTimeout("tcp", deafLocal, ioTimeout)
+		up, err := net.DialTimeout("tcp", deafLocal, harness.IOTimeout)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -825,18 +826,18 @@ func TestHeadOfLine(t *testing.T) {
 		var dc deafConn
 		select {
 		case dc = <-deafConns:
-		case <-time.After(ioTimeout):
+		case <-time.After(harness.IOTimeout):
 			t.Fatal("the deaf target was not reached")
 		}
 		before := fired.Load()
-		down, err := net.DialTimeout("tcp", firehoseLocal, ioTimeout)
+		down, err := net.DialTimeout("tcp", firehoseLocal, harness.IOTimeout)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var fc deafConn
 		select {
 		case fc = <-firehoseConns:
-		case <-time.After(ioTimeout):
+		case <-time.After(harness.IOTimeout):
 			t.Fatal("the firehose target was not reached")
 		}
 		upHeld := settled("the upload to the deaf target", written.Load)
@@ -851,14 +852,14 @@ func TestHeadOfLine(t *testing.T) {
 			// The deaf target drains what was sent; the upload then ends
 			// with a half-close, and the echo-less target closes.
 			close(dc.release)
-			up.SetDeadline(time.Now().Add(ioTimeout))
+			up.SetDeadline(time.Now().Add(harness.IOTimeout))
 			up.(*net.TCPConn).CloseWrite()
 			<-wdone
 			io.Copy(io.Discard, up)
 			up.Close()
 			// The firehose stops; its backlog is read to the end.
 			close(fc.release)
-			down.SetDeadline(time.Now().Add(ioTimeout))
+			down.SetDeadline(time.Now().Add(harness.IOTimeout))
 			if _, err := io.Copy(io.Discard, down); err != nil {
 				t.Errorf("draining the firehose: %v", err)
 			}
@@ -870,7 +871,7 @@ func TestHeadOfLine(t *testing.T) {
 	// second client, whose session has no stalled stream: the ratio of
 	// the two durations cancels most of what the machine's other load
 	// does to both.
-	_, controlLocals := startClient(t, tun.srv.url, testUser+":"+testPass, []string{"--fingerprint", tun.srv.cert.fingerprint}, "127.0.0.1:0:"+echo)
+	_, controlLocals := burrow.StartClient(t, tun.Server.URL, harness.TestUser+":"+harness.TestPass, []string{"--fingerprint", tun.Server.Cert.Fingerprint}, "127.0.0.1:0:"+echo)
 	control := controlLocals[0]
 	// measure returns the measured forward's transfer time and its ratio
 	// to the control's.

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/burrowtun/burrow/integration/harness"
 )
 
 // Floods of logins against the real server: guesses that arrive at once
@@ -33,7 +35,7 @@ type guessConn struct {
 }
 
 func newGuessConn(addr string, from net.IP) *guessConn {
-	return &guessConn{addr: addr, dialer: net.Dialer{Timeout: ioTimeout, LocalAddr: &net.TCPAddr{IP: from}}}
+	return &guessConn{addr: addr, dialer: net.Dialer{Timeout: harness.IOTimeout, LocalAddr: &net.TCPAddr{IP: from}}}
 }
 
 // connect opens the connection if it is not open.
@@ -72,7 +74,7 @@ func (g *guessConn) loginOnce(user, pass string) (int, time.Duration, error) {
 	if err := g.connect(); err != nil {
 		return 0, 0, err
 	}
-	g.c.SetDeadline(time.Now().Add(ioTimeout))
+	g.c.SetDeadline(time.Now().Add(harness.IOTimeout))
 	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
 	req := "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: burrow.v1\r\n" +
@@ -139,11 +141,11 @@ func guessUntilAnswered(g *guessConn, user string, deadline time.Time, into *gue
 // guessAtOnce opens one connection per guess from the addresses from,
 // each guess as user(i), then sends every guess at the same moment, and
 // returns the final answers.
-func guessAtOnce(t *testing.T, srv *server, from []net.IP, user func(i int) string) *guessStatuses {
+func guessAtOnce(t *testing.T, srv *harness.Server, from []net.IP, user func(i int) string) *guessStatuses {
 	t.Helper()
 	conns := make([]*guessConn, len(from))
 	for i, ip := range from {
-		conns[i] = newGuessConn(srv.addr, ip)
+		conns[i] = newGuessConn(srv.Addr, ip)
 		if err := conns[i].connect(); err != nil {
 			t.Fatalf("connection %d from %v: %v", i, ip, err)
 		}
@@ -188,7 +190,7 @@ func TestLoginLimitCountsAtStart(t *testing.T) {
 		{"500 from one address", func(int) net.IP { return net.IPv4(127, 0, 5, 1) }, 500,
 			func(i int) string { return fmt.Sprintf("guess%d", i) }, 10},
 		{"200 addresses against one user", func(i int) net.IP { return net.IPv4(127, 0, 6, byte(1+i%200)) }, 400,
-			func(int) string { return testUser }, 30},
+			func(int) string { return harness.TestUser }, 30},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -276,7 +278,7 @@ func startGuessFlood(srvAddr string, attackers int) *guessFlood {
 func (f *guessFlood) pause(t *testing.T) {
 	t.Helper()
 	f.paused.Store(true)
-	pollUntil(t, ioTimeout, "the flood's guesses all answered", func() bool { return f.inFlight.Load() == 0 })
+	pollUntil(t, harness.IOTimeout, "the flood's guesses all answered", func() bool { return f.inFlight.Load() == 0 })
 }
 
 // end stops the attackers and waits for them. It is safe to call twice.
@@ -332,7 +334,7 @@ func measureGuessService(t *testing.T, good goodClient) guessService {
 		}
 		g.mibps = append(g.mibps, float64(size)/(1<<20)/r.elapsed.Seconds())
 	}
-	conn, err := net.DialTimeout("tcp", good.local, ioTimeout)
+	conn, err := net.DialTimeout("tcp", good.local, harness.IOTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +342,7 @@ func measureGuessService(t *testing.T, good goodClient) guessService {
 	msg, back := make([]byte, 64), make([]byte, 64)
 	for range 400 {
 		start := time.Now()
-		conn.SetDeadline(start.Add(ioTimeout))
+		conn.SetDeadline(start.Add(harness.IOTimeout))
 		if _, err := conn.Write(msg); err != nil {
 			t.Fatal(err)
 		}
@@ -379,10 +381,10 @@ func TestLoginFloodKeepsService(t *testing.T) {
 		maxLoginSlow = 3.0 // times without the flood, for a login whose password was checked before
 	)
 	raiseFileLimit(t, 4096)
-	echo := startEcho(t)
+	echo := harness.StartEcho(t)
 	srv, admin := startAdminServer(t)
 	good := startGoodClient(t, srv, echo)
-	flood := startGuessFlood(srv.addr, attackers)
+	flood := startGuessFlood(srv.Addr, attackers)
 	defer flood.end()
 	measureGuessService(t, good) // warm up
 
@@ -401,12 +403,12 @@ func TestLoginFloodKeepsService(t *testing.T) {
 		checked0, busy0 := metric("credentials"), metric("busy")
 		// A server that let the flood check every password it was
 		// allowed to is at the end of what the flood can do.
-		deadline := time.Now().Add(ioTimeout)
+		deadline := time.Now().Add(harness.IOTimeout)
 		for metric("credentials") < checked0+2 && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		if metric("credentials") < checked0+2 {
-			t.Errorf("round %d: the flood's passwords were not being checked within %v; flood %v", round+1, ioTimeout, flood)
+			t.Errorf("round %d: the flood's passwords were not being checked within %v; flood %v", round+1, harness.IOTimeout, flood)
 			break
 		}
 		t.Logf("round %d: the flood's first passwords checked, and %.0f logins refused busy", round+1, metric("busy")-busy0)
@@ -464,8 +466,8 @@ func TestLoginFloodLogVolume(t *testing.T) {
 		workers  = 16
 		maxLog   = 200 << 10
 	)
-	srv := startTestServer(t, nil)
-	logBefore := len(srv.stderr.String())
+	srv := burrow.StartTestServer(t, nil)
+	logBefore := len(srv.Stderr.String())
 	from := net.IPv4(127, 0, 8, 1)
 	var (
 		wg      sync.WaitGroup
@@ -474,7 +476,7 @@ func TestLoginFloodLogVolume(t *testing.T) {
 		start   = time.Now()
 	)
 	for w := range workers {
-		g := newGuessConn(srv.addr, from)
+		g := newGuessConn(srv.Addr, from)
 		wg.Go(func() {
 			defer g.close()
 			// Each worker paces its share of the requests over the
@@ -520,7 +522,7 @@ func TestLoginFloodLogVolume(t *testing.T) {
 	const unsummarised = 3 * 10
 	summarised := func() int {
 		n := 0
-		for _, m := range refusalSummaryLine.FindAllStringSubmatch(srv.stderr.String()[logBefore:], -1) {
+		for _, m := range refusalSummaryLine.FindAllStringSubmatch(srv.Stderr.String()[logBefore:], -1) {
 			v, _ := strconv.Atoi(m[1])
 			n += v
 		}
@@ -530,7 +532,7 @@ func TestLoginFloodLogVolume(t *testing.T) {
 	for summarised() < refused-unsummarised && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	log := srv.stderr.String()[logBefore:]
+	log := srv.Stderr.String()[logBefore:]
 	summaries := refusalSummaryLine.FindAllString(log, -1)
 	t.Logf("the server logged %d bytes, %d lines, for the flood, with %d summaries:\n%s", len(log), strings.Count(log, "\n"),
 		len(summaries), strings.Join(summaries, "\n"))

@@ -33,6 +33,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/burrowtun/burrow/integration/harness"
 	"golang.org/x/sys/unix"
 )
 
@@ -50,7 +51,7 @@ var (
 // tried. It waits until every forward is bound locally, every reverse
 // remote listens on the server and the client is connected, and returns
 // the client, the port and the forwards' local addresses in order.
-func startReverseClient(t *testing.T, name string, srv *server, auth string, flags []string, remotes func(port int) []string) (*proc, int, []string) {
+func startReverseClient(t *testing.T, name string, srv *harness.Server, auth string, flags []string, remotes func(port int) []string) (*harness.Proc, int, []string) {
 	t.Helper()
 	for range 10 {
 		port := randomConfigPort()
@@ -61,22 +62,22 @@ func startReverseClient(t *testing.T, name string, srv *server, auth string, fla
 				reverse++
 			}
 		}
-		args := append([]string{"client", "--fingerprint", srv.cert.fingerprint}, flags...)
-		args = append(append(args, srv.url), specs...)
+		args := append([]string{"client", "--fingerprint", srv.Cert.Fingerprint}, flags...)
+		args = append(append(args, srv.URL), specs...)
 		env := append(append([]string{}, clearProxyEnv...), "BURROW_AUTH="+auth)
-		p := startProc(t, name, "", env, args...)
-		deadline := time.Now().Add(startTimeout)
+		p := burrow.Start(t, name, "", env, args...)
+		deadline := time.Now().Add(harness.StartTimeout)
 		for {
-			exited := p.exited()
-			log := p.stderr.String()
+			exited := p.Exited()
+			log := p.Stderr.String()
 			if reversePortInUse.MatchString(log) {
 				t.Logf("port %d is taken on the server; trying another", port)
-				p.kill(t)
+				p.Kill(t)
 				break
 			}
-			fwd := forwardLine.FindAllStringSubmatch(log, -1)
+			fwd := harness.ForwardLine.FindAllStringSubmatch(log, -1)
 			if len(fwd) >= len(specs)-reverse && len(reverseListeningLine.FindAllString(log, -1)) >= reverse &&
-				connectedLine.MatchString(log) {
+				harness.ConnectedLine.MatchString(log) {
 				var locals []string
 				for _, m := range fwd[:len(specs)-reverse] {
 					locals = append(locals, m[1])
@@ -84,10 +85,10 @@ func startReverseClient(t *testing.T, name string, srv *server, auth string, fla
 				return p, port, locals
 			}
 			if exited {
-				t.Fatalf("%s exited (code %d) before its reverse remotes listened:\n%s", name, p.exitCode, log)
+				t.Fatalf("%s exited (code %d) before its reverse remotes listened:\n%s", name, p.ExitCode, log)
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: reverse remotes not listening within %v:\n%s", name, startTimeout, log)
+				t.Fatalf("%s: reverse remotes not listening within %v:\n%s", name, harness.StartTimeout, log)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -127,13 +128,13 @@ type curlResult struct {
 }
 
 // runCurl runs curl with args (after -q, which ignores ~/.curlrc), with the
-// proxy variables cleared, and kills it by PID if it outlives ioTimeout.
+// proxy variables cleared, and kills it by PID if it outlives harness.IOTimeout.
 func runCurl(t *testing.T, curl string, args ...string) curlResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), harness.IOTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, curl, append([]string{"-q", "-sS", "--max-time", "10", "--noproxy", ""}, args...)...)
-	cmd.Env = append(cleanEnv(), clearProxyEnv...)
+	cmd.Env = append(harness.CleanEnv(), clearProxyEnv...)
 	cmd.WaitDelay = 2 * time.Second
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -174,8 +175,8 @@ func TestSOCKSCurl(t *testing.T) {
 	url := "http://localhost:" + httpPort + "/"
 	socksUser, socksPass := "sockuser", fmt.Sprintf("s3cret-%08x", rand.Uint32())
 
-	srv := startTestServer(t, nil, "--reverse")
-	client, rport, locals := startReverseClient(t, "client", srv, testUser+":"+testPass,
+	srv := burrow.StartTestServer(t, nil, "--reverse")
+	client, rport, locals := startReverseClient(t, "client", srv, harness.TestUser+":"+harness.TestPass,
 		[]string{"--socks-auth", socksUser + ":" + socksPass},
 		func(port int) []string {
 			return []string{"127.0.0.1:0:socks", "R:127.0.0.1:" + strconv.Itoa(port) + ":socks"}
@@ -189,8 +190,8 @@ func TestSOCKSCurl(t *testing.T) {
 			t.Fatalf("curl exited %d, body %q, stderr %q; want body %q", res.code, res.stdout, res.stderr, page)
 		}
 		// The name went through unresolved and the server dialed it.
-		client.waitLog(t, regexp.MustCompile(`msg="stream opened" .*target=`+target+`\b`), ioTimeout)
-		srv.waitLog(t, regexp.MustCompile(`msg="stream opened" .*kind=tcp target=`+target+`\b`), ioTimeout)
+		client.WaitLog(t, regexp.MustCompile(`msg="stream opened" .*target=`+target+`\b`), harness.IOTimeout)
+		srv.WaitLog(t, regexp.MustCompile(`msg="stream opened" .*kind=tcp target=`+target+`\b`), harness.IOTimeout)
 	})
 
 	// Refusals come back as SOCKS answers that curl reports, at once: not
@@ -209,9 +210,9 @@ func TestSOCKSCurl(t *testing.T) {
 			`SOCKS5 connection to 127\.0\.0\.1\. \(5\)`, regexp.MustCompile(`msg="forward refused" .*target=127\.0\.0\.1:1 .*connection refused by 127\.0\.0\.1:1`)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before := client.countLog(tc.logged)
+			before := client.CountLog(tc.logged)
 			wantSOCKSRefusal(t, curl, tc.curlSays, "--socks5-hostname", tc.proxy, tc.url)
-			client.waitLogCount(t, tc.logged, before+1, ioTimeout)
+			client.WaitLogCount(t, tc.logged, before+1, harness.IOTimeout)
 		})
 	}
 
@@ -220,9 +221,9 @@ func TestSOCKSCurl(t *testing.T) {
 	// client's network.
 	t.Run("R:socks without credentials", func(t *testing.T) {
 		logged := regexp.MustCompile(`msg="reverse socks request failed" .*does not offer username/password`)
-		before := srv.countLog(logged)
+		before := srv.CountLog(logged)
 		wantSOCKSRefusal(t, curl, `No authentication method was acceptable`, "--proxy", "socks5h://"+socksReverse, url)
-		srv.waitLogCount(t, logged, before+1, ioTimeout)
+		srv.WaitLogCount(t, logged, before+1, harness.IOTimeout)
 	})
 
 	t.Run("R:socks from the server side", func(t *testing.T) {
@@ -231,7 +232,7 @@ func TestSOCKSCurl(t *testing.T) {
 			t.Fatalf("curl through R:socks exited %d, body %q, stderr %q; want body %q", res.code, res.stdout, res.stderr, page)
 		}
 		// The connection left from the client, which dialed the name.
-		client.waitLog(t, regexp.MustCompile(`msg="reverse stream opened" .*kind=tcp target=`+target+`\b`), ioTimeout)
+		client.WaitLog(t, regexp.MustCompile(`msg="reverse stream opened" .*kind=tcp target=`+target+`\b`), harness.IOTimeout)
 	})
 
 	for _, h := range hosts() {
@@ -251,14 +252,14 @@ func TestSOCKSCurl(t *testing.T) {
 // stays open. Nothing but the connection's bytes is written to stdout.
 func TestStdio(t *testing.T) {
 	t.Parallel()
-	srv := startTestServer(t, nil)
+	srv := burrow.StartTestServer(t, nil)
 	payload := make([]byte, 4<<20)
 	var seed [32]byte
 	binary.BigEndian.PutUint64(seed[:], rand.Uint64())
 	rand.NewChaCha8(seed).Read(payload)
 	// digest answers what it read, once it has read to EOF.
-	digest := startTarget(t, func(c *net.TCPConn) {
-		c.SetDeadline(time.Now().Add(ioTimeout))
+	digest := harness.StartTarget(t, func(c *net.TCPConn) {
+		c.SetDeadline(time.Now().Add(harness.IOTimeout))
 		sum := sha256.New()
 		n, err := io.Copy(sum, c)
 		if err != nil {
@@ -270,8 +271,8 @@ func TestStdio(t *testing.T) {
 	// greeter speaks first and hangs up without reading, as a server
 	// that refuses a client does.
 	const greeting = "SSH-2.0-greeter\r\nno more\r\n"
-	greeter := startTarget(t, func(c *net.TCPConn) {
-		c.SetDeadline(time.Now().Add(ioTimeout))
+	greeter := harness.StartTarget(t, func(c *net.TCPConn) {
+		c.SetDeadline(time.Now().Add(harness.IOTimeout))
 		io.WriteString(c, greeting)
 	})
 	openStdin := func(t *testing.T) io.Reader {
@@ -298,19 +299,19 @@ func TestStdio(t *testing.T) {
 	closed := regexp.MustCompile(`msg="stdio forward closed" .*bytes_out=(\d+) bytes_in=(\d+)`)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(burrowBin, "client", "--fingerprint", srv.cert.fingerprint, srv.url, "stdio:"+tc.target)
-			cmd.Env = append(append(cleanEnv(), clearProxyEnv...), "BURROW_AUTH="+testUser+":"+testPass)
+			cmd := exec.Command(burrow.Path(), "client", "--fingerprint", srv.Cert.Fingerprint, srv.URL, "stdio:"+tc.target)
+			cmd.Env = append(append(harness.CleanEnv(), clearProxyEnv...), "BURROW_AUTH="+harness.TestUser+":"+harness.TestPass)
 			cmd.Stdin = tc.stdin(t)
-			p := startExt(t, "client-stdio", cmd, 0)
+			p := harness.StartCmd(t, "client-stdio", cmd, 0)
 			start := time.Now()
-			if code := p.waitExit(t, ioTimeout); code != 0 {
+			if code := p.WaitExit(t, harness.IOTimeout); code != 0 {
 				t.Fatalf("stdio client exited with code %d, want 0", code)
 			}
 			t.Logf("stdio client exited 0 after %v", time.Since(start).Round(time.Millisecond))
-			if got := p.stdout.String(); got != tc.want {
+			if got := p.Stdout.String(); got != tc.want {
 				t.Errorf("stdout has %d bytes %.80q, want %d bytes %.80q", len(got), got, len(tc.want), tc.want)
 			}
-			m := p.waitLog(t, closed, exitTimeout)
+			m := p.WaitLog(t, closed, harness.ExitTimeout)
 			if out, _ := strconv.Atoi(m[1]); tc.bytesOut >= 0 && out != tc.bytesOut {
 				t.Errorf("logged bytes_out=%d, want %d", out, tc.bytesOut)
 			}
@@ -531,10 +532,10 @@ func kernelUDPDrops(ports ...int) (int, error) {
 var droppedField = regexp.MustCompile(`\bdropped=(\d+)`)
 
 // countedDrops sums the dropped= fields that procs have logged.
-func countedDrops(procs ...*proc) int {
+func countedDrops(procs ...*harness.Proc) int {
 	total := 0
 	for _, p := range procs {
-		for _, m := range droppedField.FindAllStringSubmatch(p.stderr.String(), -1) {
+		for _, m := range droppedField.FindAllStringSubmatch(p.Stderr.String(), -1) {
 			n, _ := strconv.Atoi(m[1])
 			total += n
 		}
@@ -561,8 +562,8 @@ func TestUDPFloodPaced(t *testing.T) {
 		idle    = "2s" // --udp-idle: flows end soon after the flood, and log
 	)
 	echo := startDatagramEcho(t)
-	srv := startTestServer(t, nil, "--reverse", "--udp-idle", idle)
-	client, rport, locals := startReverseClient(t, "client", srv, testUser+":"+testPass,
+	srv := burrow.StartTestServer(t, nil, "--reverse", "--udp-idle", idle)
+	client, rport, locals := startReverseClient(t, "client", srv, harness.TestUser+":"+harness.TestPass,
 		[]string{"--udp-idle", idle},
 		func(port int) []string {
 			return []string{"127.0.0.1:0:" + echo.String() + "/udp", "R:127.0.0.1:" + strconv.Itoa(port) + ":" + echo.String() + "/udp"}
@@ -575,11 +576,11 @@ func TestUDPFloodPaced(t *testing.T) {
 		// closed matches the log line of the end that dialed the echo,
 		// one per flow, once the flow is idle.
 		closed *regexp.Regexp
-		logger *proc
+		logger *harness.Proc
 	}{
 		{"forward", locals[0],
 			regexp.MustCompile(`msg="udp flow closed" .*kind=udp target=` + target + ` datagrams_out=(\d+) datagrams_in=(\d+) dropped=(\d+)`),
-			srv.proc},
+			srv.Proc},
 		{"reverse", "127.0.0.1:" + strconv.Itoa(rport),
 			regexp.MustCompile(`msg="reverse udp flow closed" .*kind=reverse-udp .*remote=` + target + ` datagrams_out=(\d+) datagrams_in=(\d+) dropped=(\d+)`),
 			client},
@@ -598,7 +599,7 @@ func TestUDPFloodPaced(t *testing.T) {
 				defer conns[i].Close()
 				growUDPBuf(conns[i])
 			}
-			dropsBefore := countedDrops(srv.proc, client)
+			dropsBefore := countedDrops(srv.Proc, client)
 			results := make(chan floodResult, flows)
 			start := time.Now()
 			for f, c := range conns {
@@ -636,12 +637,12 @@ func TestUDPFloodPaced(t *testing.T) {
 
 			// Once the flows are idle (--udp-idle), each logs its counts,
 			// drops included.
-			for deadline := time.Now().Add(10 * time.Second); tc.logger.countLog(tc.closed) < flows && time.Now().Before(deadline); {
+			for deadline := time.Now().Add(10 * time.Second); tc.logger.CountLog(tc.closed) < flows && time.Now().Before(deadline); {
 				time.Sleep(50 * time.Millisecond)
 			}
-			lines := tc.closed.FindAllStringSubmatch(tc.logger.stderr.String(), -1)
+			lines := tc.closed.FindAllStringSubmatch(tc.logger.Stderr.String(), -1)
 			if lost > 0 {
-				counted := countedDrops(srv.proc, client) - dropsBefore
+				counted := countedDrops(srv.Proc, client) - dropsBefore
 				t.Errorf("%d of %d datagrams lost; burrow's logs count %d dropped; the kernel counts %d dropped on the path's sockets (%v)",
 					lost, sent, counted, kernel, kerr)
 				if counted < lost {
@@ -659,14 +660,14 @@ func TestUDPFloodPaced(t *testing.T) {
 				}
 				if wrong++; wrong <= 5 {
 					t.Errorf("%s logged a flow with datagrams_out=%d datagrams_in=%d dropped=%d, want %d, %d, 0",
-						tc.logger.name, out, in, dropped, perFlow, perFlow)
+						tc.logger.Name, out, in, dropped, perFlow, perFlow)
 				}
 			}
 			if wrong > 0 {
 				t.Errorf("%d of %d flows did not carry exactly their %d datagrams each way", wrong, flows, perFlow)
 			}
 			if len(lines) != flows {
-				t.Errorf("%s logged %d UDP flows closed, want %d (one stream per source socket)", tc.logger.name, len(lines), flows)
+				t.Errorf("%s logged %d UDP flows closed, want %d (one stream per source socket)", tc.logger.Name, len(lines), flows)
 			}
 
 			// Last, as its flow is not one of those counted above: the
@@ -730,55 +731,55 @@ func waitPortFree(t *testing.T, addr string, timeout time.Duration) time.Duratio
 func TestReverseRelease(t *testing.T) {
 	t.Parallel()
 	const releaseTimeout = 5 * time.Second // keepalive 1s: a dead peer is noticed in about 2s
-	echo := startEcho(t)
-	cert := newCert(t, "localhost", "127.0.0.1")
+	echo := harness.StartEcho(t)
+	cert := burrow.NewCert(t, "localhost", "127.0.0.1")
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, testUser, testPass)
-	newUser(t, authfile, "bob", "bob-pass")
-	srv := startServer(t, cert, authfile, "--reverse", "--keepalive", "1s")
+	burrow.NewUser(t, authfile, harness.TestUser, harness.TestPass)
+	burrow.NewUser(t, authfile, "bob", "bob-pass")
+	srv := burrow.StartServer(t, cert, authfile, "--reverse", "--keepalive", "1s")
 	tuning := []string{"--keepalive", "1s", "--max-retry-interval", "1s"}
 
-	first, port, _ := startReverseClient(t, "client-1", srv, testUser+":"+testPass, tuning,
+	first, port, _ := startReverseClient(t, "client-1", srv, harness.TestUser+":"+harness.TestPass, tuning,
 		func(port int) []string { return []string{"R:127.0.0.1:" + strconv.Itoa(port) + ":" + echo} })
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	remote := "R:" + addr + ":" + echo
-	echoRoundTrip(t, addr, []byte("through the reverse port"))
+	harness.EchoRoundTrip(t, addr, []byte("through the reverse port"))
 	closedLine := regexp.MustCompile(`msg="reverse listener closed" .*addr=` + regexp.QuoteMeta(addr))
 
 	t.Log("SIGKILL the client")
-	first.kill(t)
+	first.Kill(t)
 	took := waitPortFree(t, addr, releaseTimeout)
 	t.Logf("reverse port free %v after SIGKILL", took.Round(time.Millisecond))
-	srv.waitLog(t, closedLine, ioTimeout)
+	srv.WaitLog(t, closedLine, harness.IOTimeout)
 	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		c.Close()
 		t.Fatalf("%s accepted a connection after its client was killed", addr)
 	}
 
-	second := startProc(t, "client-2", "", append(append([]string{}, clearProxyEnv...), "BURROW_AUTH="+testUser+":"+testPass),
-		append(append([]string{"client", "--fingerprint", cert.fingerprint}, tuning...), srv.url, remote)...)
-	second.waitLog(t, reverseListeningLine, startTimeout)
-	echoRoundTrip(t, addr, []byte("through the reverse port, after a restart"))
+	second := burrow.Start(t, "client-2", "", append(append([]string{}, clearProxyEnv...), "BURROW_AUTH="+harness.TestUser+":"+harness.TestPass),
+		append(append([]string{"client", "--fingerprint", cert.Fingerprint}, tuning...), srv.URL, remote)...)
+	second.WaitLog(t, reverseListeningLine, harness.StartTimeout)
+	harness.EchoRoundTrip(t, addr, []byte("through the reverse port, after a restart"))
 
 	t.Run("another user asks for the held port", func(t *testing.T) {
 		_, line := runFailing(t, []string{"BURROW_AUTH=bob:bob-pass"},
-			"client", "--fingerprint", cert.fingerprint, srv.url, "R:"+addr+":"+echo)
-		wantWords(t, line, "refused", addr, "already taken", "user "+testUser)
-		echoRoundTrip(t, addr, []byte("still alice's"))
+			"client", "--fingerprint", cert.Fingerprint, srv.URL, "R:"+addr+":"+echo)
+		wantWords(t, line, "refused", addr, "already taken", "user "+harness.TestUser)
+		harness.EchoRoundTrip(t, addr, []byte("still alice's"))
 	})
 
 	t.Run("frozen client", func(t *testing.T) {
-		second.signal(t, syscall.SIGSTOP)
-		t.Cleanup(func() { syscall.Kill(second.cmd.Process.Pid, syscall.SIGCONT) })
+		second.Signal(t, syscall.SIGSTOP)
+		t.Cleanup(func() { syscall.Kill(second.Cmd.Process.Pid, syscall.SIGCONT) })
 		took := waitPortFree(t, addr, releaseTimeout)
 		t.Logf("reverse port free %v after the client froze", took.Round(time.Millisecond))
-		srv.waitLogCount(t, closedLine, 2, ioTimeout)
+		srv.WaitLogCount(t, closedLine, 2, harness.IOTimeout)
 
 		// Resumed, the client finds its session gone, reconnects and
 		// binds the port again by itself.
-		second.signal(t, syscall.SIGCONT)
-		second.waitLogCount(t, reverseListeningLine, 2, 30*time.Second)
-		echoRoundTrip(t, addr, []byte("through the reverse port, after a freeze"))
+		second.Signal(t, syscall.SIGCONT)
+		second.WaitLogCount(t, reverseListeningLine, 2, 30*time.Second)
+		harness.EchoRoundTrip(t, addr, []byte("through the reverse port, after a freeze"))
 	})
 }
 
@@ -791,7 +792,7 @@ func TestACLEveryMode(t *testing.T) {
 	page := fmt.Sprintf("allowed-%016x", rand.Uint64())
 	httpPort, _ := startHTTPTarget(t, page)
 	allowed := "127.0.0.1:" + httpPort
-	denied := startEcho(t)
+	denied := harness.StartEcho(t)
 	udpEcho := startDatagramEcho(t).String()
 	// No reverse remote below is allowed, so none of these is ever bound.
 	rport, other := strconv.Itoa(randomConfigPort()), strconv.Itoa(randomConfigPort())
@@ -803,16 +804,16 @@ func TestACLEveryMode(t *testing.T) {
 		regexp.QuoteMeta(udpEcho),                // no /udp: not a UDP target
 		regexp.QuoteMeta("R:127.0.0.1:" + rport), // a reverse TCP bind; no /udp
 	}
-	srv := startTestServer(t, allow, "--reverse")
-	client, locals := startClient(t, srv.url, testUser+":"+testPass, []string{"--fingerprint", srv.cert.fingerprint},
+	srv := burrow.StartTestServer(t, allow, "--reverse")
+	client, locals := burrow.StartClient(t, srv.URL, harness.TestUser+":"+harness.TestPass, []string{"--fingerprint", srv.Cert.Fingerprint},
 		"127.0.0.1:0:"+allowed, "127.0.0.1:0:"+denied, "127.0.0.1:0:socks", "127.0.0.1:0:"+udpEcho+"/udp")
 	allowedLocal, deniedLocal, socksLocal, udpLocal := locals[0], locals[1], locals[2], locals[3]
 	notAllowed := func(target string) string {
-		return regexp.QuoteMeta(target) + ` is not allowed for user ` + testUser
+		return regexp.QuoteMeta(target) + ` is not allowed for user ` + harness.TestUser
 	}
 	get := func(t *testing.T) {
 		t.Helper()
-		c := &http.Client{Timeout: ioTimeout, Transport: &http.Transport{Proxy: nil}}
+		c := &http.Client{Timeout: harness.IOTimeout, Transport: &http.Transport{Proxy: nil}}
 		resp, err := c.Get("http://" + allowedLocal + "/")
 		if err != nil {
 			t.Fatalf("GET through the allowed forward: %v", err)
@@ -828,8 +829,8 @@ func TestACLEveryMode(t *testing.T) {
 
 	t.Run("tcp forward", func(t *testing.T) {
 		expectClosedWithoutData(t, deniedLocal)
-		client.waitLog(t, regexp.MustCompile(`msg="forward refused" .*remote=`+regexp.QuoteMeta(denied)+` .*`+notAllowed(denied)), ioTimeout)
-		srv.waitLog(t, regexp.MustCompile(`msg="stream refused" .*kind=tcp target=`+regexp.QuoteMeta(denied)+` .*`+notAllowed(denied)), ioTimeout)
+		client.WaitLog(t, regexp.MustCompile(`msg="forward refused" .*remote=`+regexp.QuoteMeta(denied)+` .*`+notAllowed(denied)), harness.IOTimeout)
+		srv.WaitLog(t, regexp.MustCompile(`msg="stream refused" .*kind=tcp target=`+regexp.QuoteMeta(denied)+` .*`+notAllowed(denied)), harness.IOTimeout)
 	})
 
 	t.Run("socks target", func(t *testing.T) {
@@ -846,7 +847,7 @@ func TestACLEveryMode(t *testing.T) {
 		named := "localhost:" + httpPort
 		// SOCKS reply 2: connection not allowed by ruleset.
 		wantSOCKSRefusal(t, curl, `SOCKS5 connection to localhost\. \(2\)`, "--socks5-hostname", socksLocal, "http://"+named+"/")
-		client.waitLog(t, regexp.MustCompile(`msg="forward refused" .*target=`+regexp.QuoteMeta(named)+` .*`+notAllowed(named)), ioTimeout)
+		client.WaitLog(t, regexp.MustCompile(`msg="forward refused" .*target=`+regexp.QuoteMeta(named)+` .*`+notAllowed(named)), harness.IOTimeout)
 	})
 
 	t.Run("udp forward", func(t *testing.T) {
@@ -862,13 +863,13 @@ func TestACLEveryMode(t *testing.T) {
 		if n, err := c.Read(make([]byte, 64)); err == nil {
 			t.Fatalf("%d bytes came back through a UDP flow the allow list refuses", n)
 		}
-		client.waitLog(t, regexp.MustCompile(`msg="udp flow refused" .*`+notAllowed(udpEcho+"/udp")), ioTimeout)
-		srv.waitLog(t, regexp.MustCompile(`msg="stream refused" .*kind=udp target=`+regexp.QuoteMeta(udpEcho)+` .*`+notAllowed(udpEcho+"/udp")), ioTimeout)
+		client.WaitLog(t, regexp.MustCompile(`msg="udp flow refused" .*`+notAllowed(udpEcho+"/udp")), harness.IOTimeout)
+		srv.WaitLog(t, regexp.MustCompile(`msg="stream refused" .*kind=udp target=`+regexp.QuoteMeta(udpEcho)+` .*`+notAllowed(udpEcho+"/udp")), harness.IOTimeout)
 	})
 
 	t.Run("stdio", func(t *testing.T) {
-		_, line := runFailing(t, []string{"BURROW_AUTH=" + testUser + ":" + testPass},
-			"client", "--fingerprint", srv.cert.fingerprint, srv.url, "stdio:"+denied)
+		_, line := runFailing(t, []string{"BURROW_AUTH=" + harness.TestUser + ":" + harness.TestPass},
+			"client", "--fingerprint", srv.Cert.Fingerprint, srv.URL, "stdio:"+denied)
 		wantWords(t, line, notAllowedText(denied))
 	})
 
@@ -879,23 +880,23 @@ func TestACLEveryMode(t *testing.T) {
 			{"R:127.0.0.1:" + rport + ":" + udpEcho + "/udp", "R:127.0.0.1:" + rport + "/udp"}, // R:…:rport is allowed, but for TCP
 		} {
 			t.Run(tc.remote, func(t *testing.T) {
-				_, line := runFailing(t, []string{"BURROW_AUTH=" + testUser + ":" + testPass},
-					"client", "--fingerprint", srv.cert.fingerprint, srv.url, tc.remote)
+				_, line := runFailing(t, []string{"BURROW_AUTH=" + harness.TestUser + ":" + harness.TestPass},
+					"client", "--fingerprint", srv.Cert.Fingerprint, srv.URL, tc.remote)
 				wantWords(t, line, "refused", notAllowedText(tc.acl))
 			})
 		}
 	})
 
 	t.Run("reverse disabled", func(t *testing.T) {
-		plain := startTestServer(t, nil) // any target, but no --reverse
+		plain := burrow.StartTestServer(t, nil) // any target, but no --reverse
 		for _, remote := range []string{
 			"R:127.0.0.1:" + other + ":" + denied,
 			"R:127.0.0.1:" + other + ":socks",
 			"R:127.0.0.1:" + other + ":" + udpEcho + "/udp",
 		} {
 			t.Run(remote, func(t *testing.T) {
-				_, line := runFailing(t, []string{"BURROW_AUTH=" + testUser + ":" + testPass},
-					"client", "--fingerprint", plain.cert.fingerprint, plain.url, remote)
+				_, line := runFailing(t, []string{"BURROW_AUTH=" + harness.TestUser + ":" + harness.TestPass},
+					"client", "--fingerprint", plain.Cert.Fingerprint, plain.URL, remote)
 				wantWords(t, line, "reverse remotes are disabled", "--reverse")
 			})
 		}
@@ -905,10 +906,10 @@ func TestACLEveryMode(t *testing.T) {
 		get(t)
 		// Other clients of the same user came and went; this one kept
 		// its first session throughout.
-		if n := client.countLog(connectedLine); n != 1 {
+		if n := client.CountLog(harness.ConnectedLine); n != 1 {
 			t.Errorf("client connected %d times, want once", n)
 		}
-		if client.countLog(lostSessionLine) != 0 || client.exited() {
+		if client.CountLog(lostSessionLine) != 0 || client.Exited() {
 			t.Error("client lost its session")
 		}
 	})
@@ -916,7 +917,7 @@ func TestACLEveryMode(t *testing.T) {
 
 // notAllowedText is how the server words an allow-list refusal.
 func notAllowedText(target string) string {
-	return target + " is not allowed for user " + testUser
+	return target + " is not allowed for user " + harness.TestUser
 }
 
 // TestRemoteGrammarErrors: remotes the grammar rejects make the client
@@ -983,9 +984,9 @@ func TestRemoteGrammarErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"client", "--fingerprint", fingerprint, url}, tc.remotes...)
-			p, line := runFailing(t, []string{"BURROW_AUTH=" + testUser + ":" + testPass}, args...)
+			p, line := runFailing(t, []string{"BURROW_AUTH=" + harness.TestUser + ":" + harness.TestPass}, args...)
 			wantWords(t, line, tc.words...)
-			if logs, _ := stderrLines(p); len(logs) != 0 {
+			if logs, _ := harness.StderrLines(p); len(logs) != 0 {
 				t.Errorf("the client logged before giving up (it should not get as far as binding or connecting): %q", logs)
 			}
 		})

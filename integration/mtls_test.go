@@ -3,6 +3,8 @@ package integration
 import (
 	"strings"
 	"testing"
+
+	"github.com/burrowtun/burrow/integration/harness"
 )
 
 // TestMutualTLS: a server started with --tls-client-ca serves a client
@@ -11,26 +13,26 @@ import (
 // from another CA.
 func TestMutualTLS(t *testing.T) {
 	t.Parallel()
-	trusted := newCert(t, "alice-laptop") // self-signed: its own CA
-	stranger := newCert(t, "eve-laptop")
-	srv := startTestServer(t, nil, "--tls-client-ca", trusted.certFile)
-	echo := startEcho(t)
+	trusted := burrow.NewCert(t, "alice-laptop") // self-signed: its own CA
+	stranger := burrow.NewCert(t, "eve-laptop")
+	srv := burrow.StartTestServer(t, nil, "--tls-client-ca", trusted.CertFile)
+	echo := harness.StartEcho(t)
 
-	_, locals := startClient(t, srv.url, testUser+":"+testPass,
-		[]string{"--fingerprint", srv.cert.fingerprint, "--tls-cert", trusted.certFile, "--tls-key", trusted.keyFile},
+	_, locals := burrow.StartClient(t, srv.URL, harness.TestUser+":"+harness.TestPass,
+		[]string{"--fingerprint", srv.Cert.Fingerprint, "--tls-cert", trusted.CertFile, "--tls-key", trusted.KeyFile},
 		"127.0.0.1:0:"+echo)
-	echoRoundTrip(t, locals[0], []byte("mutual TLS"))
+	harness.EchoRoundTrip(t, locals[0], []byte("mutual TLS"))
 
 	for _, tc := range []struct {
 		name  string
 		flags []string
 	}{
 		{"no certificate", nil},
-		{"another CA", []string{"--tls-cert", stranger.certFile, "--tls-key", stranger.keyFile}},
+		{"another CA", []string{"--tls-cert", stranger.CertFile, "--tls-key", stranger.KeyFile}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			flags := append([]string{"--fingerprint", srv.cert.fingerprint}, tc.flags...)
-			_, line := runFailingClient(t, srv.url, testUser+":"+testPass, flags, "127.0.0.1:0:"+echo)
+			flags := append([]string{"--fingerprint", srv.Cert.Fingerprint}, tc.flags...)
+			_, line := runFailingClient(t, srv.URL, harness.TestUser+":"+harness.TestPass, flags, "127.0.0.1:0:"+echo)
 			if !strings.Contains(line, "client certificate") || !strings.Contains(line, "--tls-cert") {
 				t.Errorf("client said %q, want a line about the client certificate naming --tls-cert", line)
 			}

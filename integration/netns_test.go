@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/burrowtun/burrow/integration/harness"
 )
 
 // netnsHelperEnv, when set in the environment of the test binary, makes it
@@ -58,12 +60,12 @@ func netnsHelper(args []string) int {
 			return fail("%v", err)
 		}
 		payload := seededPayload(seed, int(size))
-		c, err := net.DialTimeout("tcp", args[1], ioTimeout)
+		c, err := net.DialTimeout("tcp", args[1], harness.IOTimeout)
 		if err != nil {
 			return fail("%v", err)
 		}
 		defer c.Close()
-		if err := echoOver(c.(*net.TCPConn), payload); err != nil {
+		if err := harness.EchoOver(c.(*net.TCPConn), payload); err != nil {
 			return fail("%v", err)
 		}
 		fmt.Printf("echoed %d bytes, sha256 %x\n", size, sha256.Sum256(payload))
@@ -201,10 +203,10 @@ func (ns *netNamespace) helper(t *testing.T, args ...string) (string, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*ioTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*harness.IOTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, ns.ip, append([]string{"netns", "exec", ns.name, self}, args...)...)
-	cmd.Env = append(cleanEnv(), netnsHelperEnv+"=1")
+	cmd.Env = append(harness.CleanEnv(), netnsHelperEnv+"=1")
 	cmd.WaitDelay = time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -233,21 +235,21 @@ func TestOnlyHTTPS(t *testing.T) {
 	}
 	ns := newNetNamespace(t)
 
-	cert := newCert(t, ns.hostIP)
+	cert := burrow.NewCert(t, ns.hostIP)
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, testUser, testPass)
-	srv := startServer(t, cert, authfile, "--listen", net.JoinHostPort(ns.hostIP, "0"))
-	_, srvPort, _ := net.SplitHostPort(srv.addr)
+	burrow.NewUser(t, authfile, harness.TestUser, harness.TestPass)
+	srv := burrow.StartServer(t, cert, authfile, "--listen", net.JoinHostPort(ns.hostIP, "0"))
+	_, srvPort, _ := net.SplitHostPort(srv.Addr)
 	sq := startSquid(t, squidConfig{host: ns.hostIP, sslPorts: []string{srvPort}, clients: ns.insideIP + "/32"})
-	echo := startEcho(t) // on the host's loopback: the server reaches it, the namespace cannot
+	echo := harness.StartEcho(t) // on the host's loopback: the server reaches it, the namespace cannot
 
 	// Before the firewall the server is reachable from the namespace, so
 	// what fails below fails because of the firewall.
-	if out, code := ns.helper(t, "dial", srv.addr); code != 0 {
-		t.Fatalf("before the firewall, the namespace cannot reach the server at %s: %s", srv.addr, out)
+	if out, code := ns.helper(t, "dial", srv.Addr); code != 0 {
+		t.Fatalf("before the firewall, the namespace cannot reach the server at %s: %s", srv.Addr, out)
 	}
 	ns.allowOnly(t, sq.addr)
-	if out, code := ns.helper(t, "dial", srv.addr); code != 3 {
+	if out, code := ns.helper(t, "dial", srv.Addr); code != 3 {
 		t.Fatalf("with the firewall, a direct connection from the namespace to the server: %s (exit %d); want it refused", out, code)
 	} else {
 		t.Logf("direct connection to the server from the namespace: %s", strings.TrimSpace(out))
@@ -256,29 +258,29 @@ func TestOnlyHTTPS(t *testing.T) {
 		t.Fatalf("with the firewall, the namespace cannot reach the proxy at %s: %s", sq.addr, out)
 	}
 
-	inNS := func(name string, args ...string) *proc {
-		cmd := exec.Command(ns.ip, append([]string{"netns", "exec", ns.name, burrowBin}, args...)...)
-		cmd.Env = append(append(cleanEnv(), clearProxyEnv...), "BURROW_AUTH="+testUser+":"+testPass)
-		return startExt(t, name, cmd, 0)
+	inNS := func(name string, args ...string) *harness.Proc {
+		cmd := exec.Command(ns.ip, append([]string{"netns", "exec", ns.name, burrow.Path()}, args...)...)
+		cmd.Env = append(append(harness.CleanEnv(), clearProxyEnv...), "BURROW_AUTH="+harness.TestUser+":"+harness.TestPass)
+		return harness.StartCmd(t, name, cmd, 0)
 	}
 	remote := "127.0.0.1:0:" + echo
 
 	// Without the proxy the client cannot get out.
-	direct := inNS("direct-client", "client", "--fingerprint", cert.fingerprint, "--max-retry-count", "1",
-		"--max-retry-interval", "500ms", srv.url, remote)
-	if code := direct.waitExit(t, exitTimeout); code == 0 {
+	direct := inNS("direct-client", "client", "--fingerprint", cert.Fingerprint, "--max-retry-count", "1",
+		"--max-retry-interval", "500ms", srv.URL, remote)
+	if code := direct.WaitExit(t, harness.ExitTimeout); code == 0 {
 		t.Errorf("a client in the namespace without the proxy exited with code 0, want failure")
 	}
-	if direct.countLog(connectedLine) != 0 {
+	if direct.CountLog(harness.ConnectedLine) != 0 {
 		t.Errorf("a client in the namespace connected to the server without the proxy")
 	}
-	if _, other := stderrLines(direct); len(other) > 0 {
+	if _, other := harness.StderrLines(direct); len(other) > 0 {
 		t.Logf("client without the proxy: %s", other[len(other)-1])
 	}
 
-	client := inNS("client", "client", "--proxy", "http://"+sq.addr, "--fingerprint", cert.fingerprint, srv.url, remote)
-	local := client.waitLog(t, forwardLine, startTimeout)[1]
-	client.waitLog(t, connectedLine, startTimeout)
+	client := inNS("client", "client", "--proxy", "http://"+sq.addr, "--fingerprint", cert.Fingerprint, srv.URL, remote)
+	local := client.WaitLog(t, harness.ForwardLine, harness.StartTimeout)[1]
+	client.WaitLog(t, harness.ConnectedLine, harness.StartTimeout)
 	wantLogLine(t, client, "using proxy", "proxy=http://"+sq.addr)
 
 	const size = 1 << 20
@@ -291,13 +293,13 @@ func TestOnlyHTTPS(t *testing.T) {
 	if want := fmt.Sprintf("echoed %d bytes, sha256 %x", size, sha256.Sum256(payload)); !strings.Contains(out, want) {
 		t.Errorf("helper said %q, want %q", out, want)
 	}
-	m := srv.waitLog(t, regexp.MustCompile(`msg="session opened".* source=(\S+)`), ioTimeout)
+	m := srv.WaitLog(t, regexp.MustCompile(`msg="session opened".* source=(\S+)`), harness.IOTimeout)
 	if m[1] != ns.hostIP {
 		t.Errorf("the server saw the session from %s, want the proxy's address %s", m[1], ns.hostIP)
 	}
 
 	stopClientCleanly(t, client) // squid logs a tunnel when it closes
-	sq.waitTunnelLogged(t, srv.addr, "-")
+	sq.waitTunnelLogged(t, srv.Addr, "-")
 	if data, _ := os.ReadFile(sq.accessLog); !regexp.MustCompile(`(?m) ` + regexp.QuoteMeta(ns.insideIP) + ` TCP_TUNNEL/200 `).Match(data) {
 		t.Errorf("squid's access log shows no tunnel from %s:\n%s", ns.insideIP, data)
 	}

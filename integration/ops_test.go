@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/burrowtun/burrow/integration/harness"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,26 +33,19 @@ import (
 // drain on SIGTERM.
 
 var (
-	adminLine        = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
 	streamClosedLine = regexp.MustCompile(`msg="stream closed"`)
 	connectionLost   = regexp.MustCompile(`msg="connection lost; reconnecting"`)
 )
 
-// startServerWithEnv is startServer on 127.0.0.1:0 with variables added to
+// startServerWithEnv is burrow.StartServer on 127.0.0.1:0 with variables added to
 // the server's environment.
-func startServerWithEnv(t *testing.T, cert certPair, authfile string, env []string, args ...string) *server {
+func startServerWithEnv(t *testing.T, cert harness.CertPair, authfile string, env []string, args ...string) *harness.Server {
 	t.Helper()
-	full := append([]string{"server", "--listen", "127.0.0.1:0", "--tls-cert", cert.certFile,
-		"--tls-key", cert.keyFile, "--authfile", authfile}, args...)
-	p := startProc(t, "server", "", env, full...)
-	m := p.waitLog(t, listeningLine, startTimeout)
-	return &server{proc: p, addr: m[1], url: "wss://" + m[1], cert: cert, authfile: authfile}
-}
-
-// adminAddr is the address of the server's --admin listener, from its log.
-func (s *server) adminAddr(t *testing.T) string {
-	t.Helper()
-	return s.waitLog(t, adminLine, startTimeout)[1]
+	full := append([]string{"server", "--listen", "127.0.0.1:0", "--tls-cert", cert.CertFile,
+		"--tls-key", cert.KeyFile, "--authfile", authfile}, args...)
+	p := burrow.Start(t, "server", "", env, full...)
+	m := p.WaitLog(t, harness.ListeningLine, harness.StartTimeout)
+	return &harness.Server{Proc: p, Addr: m[1], URL: "wss://" + m[1], Cert: cert, Authfile: authfile}
 }
 
 // notifySocket stands in for systemd: a unixgram socket whose path goes in
@@ -193,7 +187,7 @@ func monotonicNow(t *testing.T) int64 {
 // it. It fails the test if the handshake fails.
 func tlsFingerprintAt(t *testing.T, addr string) string {
 	t.Helper()
-	d := &net.Dialer{Timeout: ioTimeout}
+	d := &net.Dialer{Timeout: harness.IOTimeout}
 	c, err := tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
 	if err != nil {
 		t.Fatalf("TLS handshake with %s: %v", addr, err)
@@ -211,7 +205,7 @@ func tlsFingerprintAt(t *testing.T, addr string) string {
 // code and body.
 func adminGet(t *testing.T, admin, path string) (int, string) {
 	t.Helper()
-	hc := &http.Client{Timeout: ioTimeout}
+	hc := &http.Client{Timeout: harness.IOTimeout}
 	resp, err := hc.Get("http://" + admin + path)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
@@ -234,26 +228,26 @@ func TestNotify(t *testing.T) {
 	env := func(ns *notifySocket) []string {
 		return []string{"NOTIFY_SOCKET=" + ns.path, "WATCHDOG_USEC=" + strconv.Itoa(watchdogUsec)}
 	}
-	cert := newCert(t, "localhost", "127.0.0.1")
+	cert := burrow.NewCert(t, "localhost", "127.0.0.1")
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, testUser, testPass)
+	burrow.NewUser(t, authfile, harness.TestUser, harness.TestPass)
 
 	t.Run("server", func(t *testing.T) {
 		t.Parallel()
 		ns := listenNotify(t)
 		// As the unit runs it: with the shipped config file, whose paths
 		// and ports the flags override here.
-		p := startProc(t, "server", "", env(ns), "server", "--config", filepath.Join(repoRoot(t), "deploy", "server.toml"),
-			"--listen", "127.0.0.1:0", "--tls-cert", cert.certFile, "--tls-key", cert.keyFile,
+		p := burrow.Start(t, "server", "", env(ns), "server", "--config", filepath.Join(repoRoot(t), "deploy", "server.toml"),
+			"--listen", "127.0.0.1:0", "--tls-cert", cert.CertFile, "--tls-key", cert.KeyFile,
 			"--authfile", authfile, "--admin", "127.0.0.1:0")
-		ns.expect(t, "READY=1", startTimeout)
+		ns.expect(t, "READY=1", harness.StartTimeout)
 		// READY=1 means serving: the TLS port answers a handshake, and
 		// /readyz says so, right away.
-		addr := p.waitLog(t, listeningLine, startTimeout)[1]
-		if got := tlsFingerprintAt(t, addr); got != cert.fingerprint {
-			t.Errorf("server presents fingerprint %s, want %s", got, cert.fingerprint)
+		addr := p.WaitLog(t, harness.ListeningLine, harness.StartTimeout)[1]
+		if got := tlsFingerprintAt(t, addr); got != cert.Fingerprint {
+			t.Errorf("server presents fingerprint %s, want %s", got, cert.Fingerprint)
 		}
-		admin := p.waitLog(t, adminLine, startTimeout)[1]
+		admin := p.WaitLog(t, harness.AdminLine, harness.StartTimeout)[1]
 		if code, body := adminGet(t, admin, "/readyz"); code != http.StatusOK {
 			t.Errorf("/readyz after READY=1: %d %q, want 200", code, body)
 		}
@@ -261,7 +255,7 @@ func TestNotify(t *testing.T) {
 		// Pings every WATCHDOG_USEC/2: six span five intervals, 500 ms.
 		// A ping delayed by load may come close to the next, so only
 		// half of that is required.
-		span := ns.awaitWatchdogs(t, 6, startTimeout)
+		span := ns.awaitWatchdogs(t, 6, harness.StartTimeout)
 		t.Logf("6 watchdog pings over %v", span.Round(time.Millisecond))
 		if want := 5 * watchdogUsec / 2 * time.Microsecond; span < want/2 {
 			t.Errorf("6 watchdog pings over %v, want about %v: faster than every WATCHDOG_USEC/2", span, want)
@@ -269,8 +263,8 @@ func TestNotify(t *testing.T) {
 
 		// SIGHUP: RELOADING=1 stamped with the monotonic clock, then READY=1.
 		before := monotonicNow(t)
-		p.signal(t, syscall.SIGHUP)
-		reloading := ns.next(t, ioTimeout)
+		p.Signal(t, syscall.SIGHUP)
+		reloading := ns.next(t, harness.IOTimeout)
 		after := monotonicNow(t)
 		state, stamp, ok := strings.Cut(reloading, "\n")
 		usec, err := strconv.ParseInt(strings.TrimPrefix(stamp, "MONOTONIC_USEC="), 10, 64)
@@ -280,13 +274,13 @@ func TestNotify(t *testing.T) {
 		if usec < before || usec > after {
 			t.Errorf("MONOTONIC_USEC=%d is not between the SIGHUP (%d) and its receipt (%d) on CLOCK_MONOTONIC", usec, before, after)
 		}
-		ns.expect(t, "READY=1", ioTimeout)
-		p.waitLog(t, regexp.MustCompile(`msg="users reloaded"`), ioTimeout)
+		ns.expect(t, "READY=1", harness.IOTimeout)
+		p.WaitLog(t, regexp.MustCompile(`msg="users reloaded"`), harness.IOTimeout)
 
 		// SIGTERM: STOPPING=1, then a clean exit.
-		p.signal(t, syscall.SIGTERM)
-		ns.expect(t, "STOPPING=1", ioTimeout)
-		if code := p.waitExit(t, exitTimeout); code != 0 {
+		p.Signal(t, syscall.SIGTERM)
+		ns.expect(t, "STOPPING=1", harness.IOTimeout)
+		if code := p.WaitExit(t, harness.ExitTimeout); code != 0 {
 			t.Errorf("server exit code %d after SIGTERM, want 0", code)
 		}
 	})
@@ -295,24 +289,24 @@ func TestNotify(t *testing.T) {
 	// with the server frozen (SIGSTOP) it is bound and dialing, but quiet.
 	t.Run("client", func(t *testing.T) {
 		t.Parallel()
-		srv := startServer(t, cert, authfile)
-		echo := startEcho(t)
+		srv := burrow.StartServer(t, cert, authfile)
+		echo := harness.StartEcho(t)
 		ns := listenNotify(t)
-		srv.signal(t, syscall.SIGSTOP)
-		t.Cleanup(func() { syscall.Kill(srv.cmd.Process.Pid, syscall.SIGCONT) })
-		client := startProc(t, "client", "", append(env(ns), "BURROW_AUTH="+testUser+":"+testPass),
-			"client", "--fingerprint", cert.fingerprint, srv.url, "127.0.0.1:0:"+echo)
-		client.waitLog(t, forwardLine, startTimeout)
+		srv.Signal(t, syscall.SIGSTOP)
+		t.Cleanup(func() { syscall.Kill(srv.Cmd.Process.Pid, syscall.SIGCONT) })
+		client := burrow.Start(t, "client", "", append(env(ns), "BURROW_AUTH="+harness.TestUser+":"+harness.TestPass),
+			"client", "--fingerprint", cert.Fingerprint, srv.URL, "127.0.0.1:0:"+echo)
+		client.WaitLog(t, harness.ForwardLine, harness.StartTimeout)
 		ns.quiet(t, 500*time.Millisecond)
-		srv.signal(t, syscall.SIGCONT)
-		ns.expect(t, "READY=1", startTimeout)
-		client.waitLog(t, connectedLine, ioTimeout)
-		local := client.waitLog(t, forwardLine, startTimeout)[1]
-		echoRoundTrip(t, local, []byte("ready means forwarding"))
-		ns.awaitWatchdogs(t, 3, startTimeout)
-		client.signal(t, syscall.SIGTERM)
-		ns.expect(t, "STOPPING=1", ioTimeout)
-		if code := client.waitExit(t, exitTimeout); code != 0 {
+		srv.Signal(t, syscall.SIGCONT)
+		ns.expect(t, "READY=1", harness.StartTimeout)
+		client.WaitLog(t, harness.ConnectedLine, harness.IOTimeout)
+		local := client.WaitLog(t, harness.ForwardLine, harness.StartTimeout)[1]
+		harness.EchoRoundTrip(t, local, []byte("ready means forwarding"))
+		ns.awaitWatchdogs(t, 3, harness.StartTimeout)
+		client.Signal(t, syscall.SIGTERM)
+		ns.expect(t, "STOPPING=1", harness.IOTimeout)
+		if code := client.WaitExit(t, harness.ExitTimeout); code != 0 {
 			t.Errorf("client exit code %d after SIGTERM, want 0", code)
 		}
 	})
@@ -342,7 +336,7 @@ type echoTransfer struct {
 func startEchoTransfer(t *testing.T, local string, seed uint64, size, pauseAt int64, pace time.Duration) *echoTransfer {
 	t.Helper()
 	x := &echoTransfer{size: size, paused: make(chan struct{}), resume: make(chan struct{}), done: make(chan struct{})}
-	c, err := net.DialTimeout("tcp", local, ioTimeout)
+	c, err := net.DialTimeout("tcp", local, harness.IOTimeout)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,8 +398,8 @@ func (x *echoTransfer) awaitPaused(t *testing.T) {
 	case <-x.paused:
 	case <-x.done:
 		t.Fatalf("transfer ended before its pause: %v", x.err)
-	case <-time.After(ioTimeout):
-		t.Fatalf("transfer did not reach its pause within %v", ioTimeout)
+	case <-time.After(harness.IOTimeout):
+		t.Fatalf("transfer did not reach its pause within %v", harness.IOTimeout)
 	}
 }
 
@@ -454,17 +448,17 @@ func TestReload(t *testing.T) {
 		bobPass   = "bob's long passphrase"
 		size      = 64 << 20
 	)
-	echo := startEcho(t)
-	cert := newCert(t, "localhost", "127.0.0.1")
+	echo := harness.StartEcho(t)
+	cert := burrow.NewCert(t, "localhost", "127.0.0.1")
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, "alice", alicePass)
-	newUser(t, authfile, "bob", bobPass)
-	srv := startServer(t, cert, authfile, "--admin", "127.0.0.1:0")
-	admin := srv.adminAddr(t)
-	pin := []string{"--fingerprint", cert.fingerprint}
-	alice, aliceLocals := startClient(t, srv.url, "alice:"+alicePass, pin, "127.0.0.1:0:"+echo)
-	bob, bobLocals := startClient(t, srv.url, "bob:"+bobPass, append([]string{"--max-retry-interval", "500ms"}, pin...), "127.0.0.1:0:"+echo)
-	echoRoundTrip(t, bobLocals[0], []byte("bob is connected"))
+	burrow.NewUser(t, authfile, "alice", alicePass)
+	burrow.NewUser(t, authfile, "bob", bobPass)
+	srv := burrow.StartServer(t, cert, authfile, "--admin", "127.0.0.1:0")
+	admin := srv.AdminAddr(t)
+	pin := []string{"--fingerprint", cert.Fingerprint}
+	alice, aliceLocals := burrow.StartClient(t, srv.URL, "alice:"+alicePass, pin, "127.0.0.1:0:"+echo)
+	bob, bobLocals := burrow.StartClient(t, srv.URL, "bob:"+bobPass, append([]string{"--max-retry-interval", "500ms"}, pin...), "127.0.0.1:0:"+echo)
+	harness.EchoRoundTrip(t, bobLocals[0], []byte("bob is connected"))
 
 	// Alice's transfer is a quarter done, and stays so until both reloads
 	// are over.
@@ -472,16 +466,16 @@ func TestReload(t *testing.T) {
 	transfer.awaitPaused(t)
 
 	// Bob goes.
-	runBurrow(t, "", "user", "remove", "--authfile", authfile, "bob")
-	srv.signal(t, syscall.SIGHUP)
-	srv.waitLog(t, regexp.MustCompile(`level=WARN msg="closing session: user removed from the users file" session=\S+ user=bob`), ioTimeout)
-	srv.waitLog(t, regexp.MustCompile(`msg="users reloaded" users=1 sessions_closed=1`), ioTimeout)
-	bob.waitLog(t, connectionLost, ioTimeout)
+	burrow.Run(t, "", "user", "remove", "--authfile", authfile, "bob")
+	srv.Signal(t, syscall.SIGHUP)
+	srv.WaitLog(t, regexp.MustCompile(`level=WARN msg="closing session: user removed from the users file" session=\S+ user=bob`), harness.IOTimeout)
+	srv.WaitLog(t, regexp.MustCompile(`msg="users reloaded" users=1 sessions_closed=1`), harness.IOTimeout)
+	bob.WaitLog(t, connectionLost, harness.IOTimeout)
 	// He tries again, is refused as unknown, and gives up.
-	if code := bob.waitExit(t, ioTimeout); code == 0 {
+	if code := bob.WaitExit(t, harness.IOTimeout); code == 0 {
 		t.Errorf("removed user's client exited 0, want non-zero")
 	}
-	if _, other := stderrLines(bob); len(other) != 1 || !strings.Contains(other[0], "401") {
+	if _, other := harness.StderrLines(bob); len(other) != 1 || !strings.Contains(other[0], "401") {
 		t.Errorf("removed user's client said %q, want one line about HTTP 401", other)
 	}
 
@@ -489,25 +483,25 @@ func TestReload(t *testing.T) {
 	// one that expires in ten days, which the server warns about.
 	now := time.Now()
 	cert2 := writeCert(t, now.Add(-time.Hour), now.Add(10*24*time.Hour), "localhost", "127.0.0.1")
-	replaceFile(t, cert2.keyFile, cert.keyFile)
-	replaceFile(t, cert2.certFile, cert.certFile)
-	srv.signal(t, syscall.SIGHUP)
-	srv.waitLog(t, regexp.MustCompile(`msg="certificate reloaded" fingerprint=`+cert2.fingerprint), ioTimeout)
-	srv.waitLog(t, regexp.MustCompile(`level=WARN msg="the TLS certificate expires soon; renew it"`), ioTimeout)
-	if got := tlsFingerprintAt(t, srv.addr); got != cert2.fingerprint {
-		t.Errorf("after the reload the server presents %s, want the new certificate's %s", got, cert2.fingerprint)
+	replaceFile(t, cert2.KeyFile, cert.KeyFile)
+	replaceFile(t, cert2.CertFile, cert.CertFile)
+	srv.Signal(t, syscall.SIGHUP)
+	srv.WaitLog(t, regexp.MustCompile(`msg="certificate reloaded" fingerprint=`+cert2.Fingerprint), harness.IOTimeout)
+	srv.WaitLog(t, regexp.MustCompile(`level=WARN msg="the TLS certificate expires soon; renew it"`), harness.IOTimeout)
+	if got := tlsFingerprintAt(t, srv.Addr); got != cert2.Fingerprint {
+		t.Errorf("after the reload the server presents %s, want the new certificate's %s", got, cert2.Fingerprint)
 	}
-	_, locals2 := startClient(t, srv.url, "alice:"+alicePass, []string{"--fingerprint", cert2.fingerprint}, "127.0.0.1:0:"+echo)
-	echoRoundTrip(t, locals2[0], []byte("pinned to the new certificate"))
+	_, locals2 := burrow.StartClient(t, srv.URL, "alice:"+alicePass, []string{"--fingerprint", cert2.Fingerprint}, "127.0.0.1:0:"+echo)
+	harness.EchoRoundTrip(t, locals2[0], []byte("pinned to the new certificate"))
 
 	// Alice's transfer finishes, on the session it started on.
 	transfer.goOn()
-	transfer.check(t, ioTimeout)
-	if n := alice.countLog(connectionLost); n != 0 {
+	transfer.check(t, harness.IOTimeout)
+	if n := alice.CountLog(connectionLost); n != 0 {
 		t.Errorf("alice's client lost its session %d times across the reloads", n)
 	}
-	if alice.exited() {
-		t.Errorf("alice's client exited (code %d)", alice.exitCode)
+	if alice.Exited() {
+		t.Errorf("alice's client exited (code %d)", alice.ExitCode)
 	}
 	m := scrapeMetrics(t, admin)
 	if got := m.value("burrow_reloads_total", "result", "ok"); got != 2 {
@@ -516,7 +510,7 @@ func TestReload(t *testing.T) {
 	if got := m.value("burrow_sessions"); got != 2 {
 		t.Errorf("burrow_sessions = %v, want 2 (alice twice)", got)
 	}
-	if got, want := m.value("burrow_certificate_expiry_timestamp_seconds"), float64(certNotAfter(t, cert2.certFile).Unix()); got != want {
+	if got, want := m.value("burrow_certificate_expiry_timestamp_seconds"), float64(certNotAfter(t, cert2.CertFile).Unix()); got != want {
 		t.Errorf("burrow_certificate_expiry_timestamp_seconds = %v, want the new certificate's %v", got, want)
 	}
 }
@@ -590,37 +584,37 @@ func TestMetrics(t *testing.T) {
 	)
 	// A target that reads to EOF and answers how many bytes it read: a
 	// different count each way, so that directions cannot be mixed up.
-	sink := startTarget(t, func(c *net.TCPConn) {
-		c.SetDeadline(time.Now().Add(ioTimeout))
+	sink := harness.StartTarget(t, func(c *net.TCPConn) {
+		c.SetDeadline(time.Now().Add(harness.IOTimeout))
 		if n, err := io.Copy(io.Discard, c); err == nil {
 			fmt.Fprintf(c, "%d\n", n)
 		}
 	})
 	reply := fmt.Sprintf("%d\n", connBytes)
 	_, sinkPort, _ := net.SplitHostPort(sink)
-	cert := newCert(t, "localhost", "127.0.0.1")
+	cert := burrow.NewCert(t, "localhost", "127.0.0.1")
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, "alice", testPass, `127\.0\.0\.1:`+sinkPort) // the sink only
-	newUser(t, authfile, "bob", testPass)
-	srv := startServer(t, cert, authfile, "--admin", "127.0.0.1:0")
-	admin := srv.adminAddr(t)
+	burrow.NewUser(t, authfile, "alice", harness.TestPass, `127\.0\.0\.1:`+sinkPort) // the sink only
+	burrow.NewUser(t, authfile, "bob", harness.TestPass)
+	srv := burrow.StartServer(t, cert, authfile, "--admin", "127.0.0.1:0")
+	admin := srv.AdminAddr(t)
 	for _, path := range []string{"/healthz", "/readyz"} {
 		if code, body := adminGet(t, admin, path); code != http.StatusOK {
 			t.Errorf("%s: %d %q, want 200", path, code, body)
 		}
 	}
 
-	pin := []string{"--fingerprint", cert.fingerprint}
-	_, alice := startClient(t, srv.url, "alice:"+testPass, pin, "127.0.0.1:0:"+sink, "127.0.0.1:0:127.0.0.1:9")
-	_, bob := startClient(t, srv.url, "bob:"+testPass, pin, "127.0.0.1:0:"+sink)
-	srv.waitLogCount(t, sessionOpenedLine, 2, ioTimeout)
+	pin := []string{"--fingerprint", cert.Fingerprint}
+	_, alice := burrow.StartClient(t, srv.URL, "alice:"+harness.TestPass, pin, "127.0.0.1:0:"+sink, "127.0.0.1:0:127.0.0.1:9")
+	_, bob := burrow.StartClient(t, srv.URL, "bob:"+harness.TestPass, pin, "127.0.0.1:0:"+sink)
+	srv.WaitLogCount(t, harness.SessionOpenedLine, 2, harness.IOTimeout)
 	before := scrapeMetrics(t, admin)
 
 	for range failures {
-		runFailingClient(t, srv.url, "alice:wrong password", pin, "127.0.0.1:0:127.0.0.1:1")
+		runFailingClient(t, srv.URL, "alice:wrong password", pin, "127.0.0.1:0:127.0.0.1:1")
 	}
 	// And one without credentials at all.
-	req, err := http.NewRequest(http.MethodGet, "https://"+srv.addr+"/", nil)
+	req, err := http.NewRequest(http.MethodGet, "https://"+srv.Addr+"/", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -638,11 +632,11 @@ func TestMetrics(t *testing.T) {
 	payload := bytes.Repeat([]byte("0123456789"), connBytes/10)
 	for i := range conns {
 		local := []string{alice[0], bob[0]}[i%2]
-		c, err := net.DialTimeout("tcp", local, ioTimeout)
+		c, err := net.DialTimeout("tcp", local, harness.IOTimeout)
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.SetDeadline(time.Now().Add(ioTimeout))
+		c.SetDeadline(time.Now().Add(harness.IOTimeout))
 		if _, err := c.Write(payload); err != nil {
 			t.Fatal(err)
 		}
@@ -654,9 +648,9 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	expectClosedWithoutData(t, alice[1]) // 127.0.0.1:9 is not on alice's list
-	srv.waitLog(t, regexp.MustCompile(`msg="stream refused" .*user=alice .*target=127\.0\.0\.1:9`), ioTimeout)
+	srv.WaitLog(t, regexp.MustCompile(`msg="stream refused" .*user=alice .*target=127\.0\.0\.1:9`), harness.IOTimeout)
 	// Byte counts are recorded when a stream closes, just before it is logged.
-	srv.waitLogCount(t, streamClosedLine, conns, ioTimeout)
+	srv.WaitLogCount(t, streamClosedLine, conns, harness.IOTimeout)
 	after := scrapeMetrics(t, admin)
 
 	deltas := []struct {
@@ -689,7 +683,7 @@ func TestMetrics(t *testing.T) {
 		{"burrow_sessions_total", nil, 2},
 		{"burrow_handshake_seconds_count", nil, 2},
 		{"burrow_streams_open", []string{"kind", "tcp"}, 0},
-		{"burrow_certificate_expiry_timestamp_seconds", nil, float64(certNotAfter(t, cert.certFile).Unix())},
+		{"burrow_certificate_expiry_timestamp_seconds", nil, float64(certNotAfter(t, cert.CertFile).Unix())},
 	}
 	for _, g := range gauges {
 		if got := after.value(g.name, g.labels...); got != g.want {
@@ -698,7 +692,7 @@ func TestMetrics(t *testing.T) {
 	}
 
 	// burrow status: one row per session, with the user's name.
-	out := runBurrow(t, "", "status", "--admin", admin)
+	out := burrow.Run(t, "", "status", "--admin", admin)
 	t.Logf("burrow status:\n%s", out)
 	users := map[string]int{}
 	for line := range strings.Lines(out) {
@@ -730,18 +724,6 @@ func certNotAfter(t *testing.T, file string) time.Time {
 	return c.NotAfter
 }
 
-// awaitTrue polls cond until it holds, failing the test after timeout.
-func awaitTrue(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not %s within %v", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestDrain stops the server with SIGTERM while a forwarded connection is
 // busy: it finishes the transfer within --shutdown-timeout and exits 0
 // as soon as it is done, or cuts a connection that never ends at the
@@ -757,32 +739,32 @@ func TestDrain(t *testing.T) {
 			pace     = 15 * time.Millisecond
 			minDrain = time.Second
 		)
-		echo := startEcho(t)
-		tun := startTunnel(t, nil, []string{"--shutdown-timeout", "10s", "--admin", "127.0.0.1:0"}, nil, "127.0.0.1:0:"+echo)
-		admin := tun.srv.adminAddr(t)
-		transfer := startEchoTransfer(t, tun.locals[0], 2, size, 1<<20, pace)
+		echo := harness.StartEcho(t)
+		tun := burrow.StartTunnel(t, nil, []string{"--shutdown-timeout", "10s", "--admin", "127.0.0.1:0"}, nil, "127.0.0.1:0:"+echo)
+		admin := tun.Server.AdminAddr(t)
+		transfer := startEchoTransfer(t, tun.Locals[0], 2, size, 1<<20, pace)
 		transfer.awaitPaused(t)
 
-		tun.srv.signal(t, syscall.SIGTERM)
+		tun.Server.Signal(t, syscall.SIGTERM)
 		start := time.Now()
-		tun.srv.waitLog(t, regexp.MustCompile(`msg="shutting down"`), ioTimeout)
+		tun.Server.WaitLog(t, regexp.MustCompile(`msg="shutting down"`), harness.IOTimeout)
 		transfer.goOn()
 		// While it drains it is not ready, and takes no new connections.
-		awaitTrue(t, ioTimeout, "503 on /readyz while draining", func() bool {
+		pollUntil(t, harness.IOTimeout, "503 on /readyz while draining", func() bool {
 			code, _ := adminGet(t, admin, "/readyz")
 			return code == http.StatusServiceUnavailable
 		})
-		awaitTrue(t, ioTimeout, "refusing connections while draining", func() bool {
-			c, err := net.DialTimeout("tcp", tun.srv.addr, time.Second)
+		pollUntil(t, harness.IOTimeout, "refusing connections while draining", func() bool {
+			c, err := net.DialTimeout("tcp", tun.Server.Addr, time.Second)
 			if err == nil {
 				c.Close()
 			}
 			return errors.Is(err, syscall.ECONNREFUSED)
 		})
 
-		transfer.check(t, ioTimeout)
+		transfer.check(t, harness.IOTimeout)
 		finished := time.Since(start)
-		code := tun.srv.waitExit(t, exitTimeout)
+		code := tun.Server.WaitExit(t, harness.ExitTimeout)
 		exited := time.Since(start)
 		t.Logf("transfer finished %v after SIGTERM, server exited (code %d) at %v",
 			finished.Round(time.Millisecond), code, exited.Round(time.Millisecond))
@@ -795,7 +777,7 @@ func TestDrain(t *testing.T) {
 		if exited > finished+3*time.Second {
 			t.Errorf("server exited %v after the last stream finished, want promptly", exited-finished)
 		}
-		if tun.srv.countLog(regexp.MustCompile(`msg="shutdown (timeout|cut)`)) != 0 {
+		if tun.Server.CountLog(regexp.MustCompile(`msg="shutdown (timeout|cut)`)) != 0 {
 			t.Errorf("server cut streams although they finished within --shutdown-timeout")
 		}
 	})
@@ -803,9 +785,9 @@ func TestDrain(t *testing.T) {
 	t.Run("stuck connection is cut", func(t *testing.T) {
 		t.Parallel()
 		const drain = time.Second
-		echo := startEcho(t)
-		tun := startTunnel(t, nil, []string{"--shutdown-timeout", drain.String()}, nil, "127.0.0.1:0:"+echo)
-		c, err := net.DialTimeout("tcp", tun.locals[0], ioTimeout)
+		echo := harness.StartEcho(t)
+		tun := burrow.StartTunnel(t, nil, []string{"--shutdown-timeout", drain.String()}, nil, "127.0.0.1:0:"+echo)
+		c, err := net.DialTimeout("tcp", tun.Locals[0], harness.IOTimeout)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -814,15 +796,15 @@ func TestDrain(t *testing.T) {
 		if _, err := c.Write([]byte("hello")); err != nil {
 			t.Fatal(err)
 		}
-		c.SetReadDeadline(time.Now().Add(ioTimeout))
+		c.SetReadDeadline(time.Now().Add(harness.IOTimeout))
 		if _, err := io.ReadFull(c, make([]byte, 5)); err != nil {
 			t.Fatal(err)
 		}
-		tun.srv.waitLog(t, regexp.MustCompile(`msg="stream opened"`), ioTimeout)
+		tun.Server.WaitLog(t, regexp.MustCompile(`msg="stream opened"`), harness.IOTimeout)
 
-		tun.srv.signal(t, syscall.SIGTERM)
+		tun.Server.Signal(t, syscall.SIGTERM)
 		start := time.Now()
-		code := tun.srv.waitExit(t, drain+exitTimeout)
+		code := tun.Server.WaitExit(t, drain+harness.ExitTimeout)
 		took := time.Since(start)
 		t.Logf("server exited (code %d) %v after SIGTERM", code, took.Round(time.Millisecond))
 		if code != 0 {
@@ -831,13 +813,13 @@ func TestDrain(t *testing.T) {
 		if took < drain-100*time.Millisecond || took > drain+2*time.Second {
 			t.Errorf("server exited %v after SIGTERM, want about --shutdown-timeout %v", took, drain)
 		}
-		tun.srv.waitLog(t, regexp.MustCompile(`msg="shutdown timeout: cutting streams still open" streams=1`), 0)
+		tun.Server.WaitLog(t, regexp.MustCompile(`msg="shutdown timeout: cutting streams still open" streams=1`), 0)
 		// The connection is cut, not left hanging.
-		c.SetReadDeadline(time.Now().Add(ioTimeout))
+		c.SetReadDeadline(time.Now().Add(harness.IOTimeout))
 		if n, err := c.Read(make([]byte, 1)); err == nil {
 			t.Errorf("connection still open after the drain (read %d bytes)", n)
 		} else if isTimeout(err) {
-			t.Errorf("connection still open %v after the drain", ioTimeout)
+			t.Errorf("connection still open %v after the drain", harness.IOTimeout)
 		}
 	})
 }

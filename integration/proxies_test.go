@@ -33,6 +33,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/burrowtun/burrow/integration/harness"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -72,59 +73,6 @@ func findExtProgram(name string) (string, bool) {
 	return "", false
 }
 
-// startExt runs cmd, a program other than burrow, the way startProc runs
-// burrow: its output is kept in memory (p.stderr for waitLog) and in
-// name.log in the test's temp dir. When the test ends it is sent stop (if
-// not 0) by PID and given a few seconds to exit cleanly, then SIGKILLed and
-// waited for; its output is logged if the test failed.
-func startExt(t *testing.T, name string, cmd *exec.Cmd, stop syscall.Signal) *proc {
-	t.Helper()
-	logFile, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	if cmd.Env == nil {
-		cmd.Env = cleanEnv()
-	}
-	cmd.Stdout = io.MultiWriter(&p.stdout, logFile)
-	cmd.Stderr = io.MultiWriter(&p.stderr, logFile)
-	cmd.WaitDelay = 2 * time.Second
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.waitErr = cmd.Wait()
-		p.exitCode = cmd.ProcessState.ExitCode()
-		logFile.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if stop != 0 && !p.exited() {
-			syscall.Kill(cmd.Process.Pid, stop)
-			select {
-			case <-p.done:
-			case <-time.After(5 * time.Second):
-				t.Logf("%s (pid %d) still running 5s after %v; killing it", name, cmd.Process.Pid, stop)
-			}
-		}
-		p.kill(t)
-		if t.Failed() {
-			t.Logf("%s (pid %d, %s) output:\n%s%s", name, cmd.Process.Pid, strings.Join(cmd.Args, " "),
-				tailOf(p.stdout.String(), 8<<10), tailOf(p.stderr.String(), 8<<10))
-		}
-	})
-	return p
-}
-
-func tailOf(s string, n int) string {
-	if len(s) > n {
-		return "...\n" + s[len(s)-n:]
-	}
-	return s
-}
-
 // randomConfigPort picks a port for a program that must be given one in
 // its config. It lies below Linux's ephemeral range (32768-60999), where
 // listeners on port 0 and outgoing connections take theirs; when it is
@@ -134,25 +82,25 @@ func randomConfigPort() int { return 20000 + rand.IntN(12000) }
 // waitStarted waits until ready reports that p is serving (true), or p
 // logs a line matching bindFailed (false: the caller stops it and tries
 // another port). It fails the test if p exits otherwise or is not ready
-// within startTimeout.
-func waitStarted(t *testing.T, p *proc, ready func(log string) bool, bindFailed *regexp.Regexp) bool {
+// within harness.StartTimeout.
+func waitStarted(t *testing.T, p *harness.Proc, ready func(log string) bool, bindFailed *regexp.Regexp) bool {
 	t.Helper()
-	deadline := time.Now().Add(startTimeout)
+	deadline := time.Now().Add(harness.StartTimeout)
 	for {
-		exited := p.exited()
-		log := p.stderr.String() + p.stdout.String()
+		exited := p.Exited()
+		log := p.Stderr.String() + p.Stdout.String()
 		if bindFailed.MatchString(log) {
-			t.Logf("%s could not bind its port; trying another: %s", p.name, bindFailed.FindString(log))
+			t.Logf("%s could not bind its port; trying another: %s", p.Name, bindFailed.FindString(log))
 			return false
 		}
 		if !exited && ready(log) {
 			return true
 		}
 		if exited {
-			t.Fatalf("%s exited (code %d, %v) before it was ready", p.name, p.exitCode, p.waitErr)
+			t.Fatalf("%s exited (code %d, %v) before it was ready", p.Name, p.ExitCode, p.WaitErr)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready within %v", p.name, startTimeout)
+			t.Fatalf("%s not ready within %v", p.Name, harness.StartTimeout)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -183,32 +131,32 @@ func sharedDir(t *testing.T, name string) string {
 // tests: a client follows HTTPS_PROXY even to loopback, as curl does.
 var clearProxyEnv = []string{"HTTPS_PROXY=", "https_proxy=", "ALL_PROXY=", "all_proxy=", "NO_PROXY=", "no_proxy="}
 
-// launchClientEnv starts 'burrow client' as testUser with the proxy
+// launchClientEnv starts 'burrow client' as harness.TestUser with the proxy
 // variables cleared and then env added, and does not wait for it.
-func launchClientEnv(t *testing.T, name string, env []string, serverURL string, flags []string, remotes ...string) *proc {
+func launchClientEnv(t *testing.T, name string, env []string, serverURL string, flags []string, remotes ...string) *harness.Proc {
 	t.Helper()
 	args := append([]string{"client"}, flags...)
 	args = append(args, serverURL)
 	args = append(args, remotes...)
-	env = append(append(append([]string{}, clearProxyEnv...), "BURROW_AUTH="+testUser+":"+testPass), env...)
-	return startProc(t, name, "", env, args...)
+	env = append(append(append([]string{}, clearProxyEnv...), "BURROW_AUTH="+harness.TestUser+":"+harness.TestPass), env...)
+	return burrow.Start(t, name, "", env, args...)
 }
 
 // waitClientReady waits until a launched client has bound its n forwards
 // and connected, and returns the forwards' local addresses.
-func waitClientReady(t *testing.T, p *proc, n int) []string {
+func waitClientReady(t *testing.T, p *harness.Proc, n int) []string {
 	t.Helper()
 	var locals []string
-	for _, m := range p.waitLogCount(t, forwardLine, n, startTimeout) {
+	for _, m := range p.WaitLogCount(t, harness.ForwardLine, n, harness.StartTimeout) {
 		locals = append(locals, m[1])
 	}
-	p.waitLog(t, connectedLine, startTimeout)
+	p.WaitLog(t, harness.ConnectedLine, harness.StartTimeout)
 	return locals
 }
 
-// startClientEnv is startClient with a process name, the machine's proxy
+// startClientEnv is burrow.StartClient with a process name, the machine's proxy
 // variables cleared and env added.
-func startClientEnv(t *testing.T, name string, env []string, serverURL string, flags []string, remotes ...string) (*proc, []string) {
+func startClientEnv(t *testing.T, name string, env []string, serverURL string, flags []string, remotes ...string) (*harness.Proc, []string) {
 	t.Helper()
 	p := launchClientEnv(t, name, env, serverURL, flags, remotes...)
 	return p, waitClientReady(t, p, len(remotes))
@@ -216,11 +164,11 @@ func startClientEnv(t *testing.T, name string, env []string, serverURL string, f
 
 // stopClientCleanly stops a client with SIGTERM and waits for it to exit
 // cleanly, which closes its connection (and so makes squid log the tunnel).
-func stopClientCleanly(t *testing.T, p *proc) {
+func stopClientCleanly(t *testing.T, p *harness.Proc) {
 	t.Helper()
-	p.signal(t, syscall.SIGTERM)
-	if code := p.waitExit(t, exitTimeout); code != 0 {
-		t.Errorf("%s exited with code %d after SIGTERM, want 0", p.name, code)
+	p.Signal(t, syscall.SIGTERM)
+	if code := p.WaitExit(t, harness.ExitTimeout); code != 0 {
+		t.Errorf("%s exited with code %d after SIGTERM, want 0", p.Name, code)
 	}
 }
 
@@ -242,7 +190,7 @@ type squidConfig struct {
 }
 
 type squid struct {
-	*proc
+	*harness.Proc
 	addr      string // host:port it listens on
 	accessLog string
 }
@@ -340,11 +288,11 @@ func startSquid(t *testing.T, cfg squidConfig) *squid {
 				os.Remove(f)
 			}
 		})
-		p := startExt(t, "squid", exec.Command(bin, "-N", "-d", "1", "-n", service, "-f", confPath), syscall.SIGTERM)
+		p := harness.StartCmd(t, "squid", exec.Command(bin, "-N", "-d", "1", "-n", service, "-f", confPath), syscall.SIGTERM)
 		if waitStarted(t, p, readyOnLog(squidReady), squidBindFailed) {
-			return &squid{proc: p, addr: net.JoinHostPort(cfg.host, strconv.Itoa(port)), accessLog: filepath.Join(run, "access.log")}
+			return &squid{Proc: p, addr: net.JoinHostPort(cfg.host, strconv.Itoa(port)), accessLog: filepath.Join(run, "access.log")}
 		}
-		p.kill(t)
+		p.Kill(t)
 	}
 	t.Fatal("squid could not bind a port in 5 attempts")
 	return nil
@@ -376,14 +324,14 @@ func checkNCSA(t *testing.T, prog, passwd string, users map[string]string) {
 func (s *squid) waitTunnelLogged(t *testing.T, target, user string) {
 	t.Helper()
 	re := regexp.MustCompile(`TCP_TUNNEL/200 \d+ CONNECT ` + regexp.QuoteMeta(target) + ` ` + regexp.QuoteMeta(user) + ` `)
-	deadline := time.Now().Add(ioTimeout)
+	deadline := time.Now().Add(harness.IOTimeout)
 	for {
 		data, _ := os.ReadFile(s.accessLog)
 		if re.Match(data) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("squid's access log has no line matching %q within %v:\n%s", re, ioTimeout, data)
+			t.Fatalf("squid's access log has no line matching %q within %v:\n%s", re, harness.IOTimeout, data)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -416,22 +364,22 @@ func TestSquid(t *testing.T) {
 	for _, u := range []string{"basic", "envupper", "envlower", "envall", "envskipped", "noproxyloop"} {
 		users[u] = proxyPass
 	}
-	srv := startTestServer(t, nil)
-	_, srvPort, _ := net.SplitHostPort(srv.addr)
+	srv := burrow.StartTestServer(t, nil)
+	_, srvPort, _ := net.SplitHostPort(srv.Addr)
 	sq := startSquid(t, squidConfig{host: "127.0.0.1", sslPorts: []string{srvPort}, basic: users})
-	echo := startEcho(t)
-	pin := []string{"--fingerprint", srv.cert.fingerprint}
+	echo := harness.StartEcho(t)
+	pin := []string{"--fingerprint", srv.Cert.Fingerprint}
 	remote := "127.0.0.1:0:" + echo
 
 	t.Run("basic auth", func(t *testing.T) {
 		t.Parallel()
 		flags := append([]string{"--proxy", httpProxyURL("basic", proxyPass, sq.addr)}, pin...)
-		p, locals := startClientEnv(t, "client", nil, srv.url, flags, remote)
+		p, locals := startClientEnv(t, "client", nil, srv.URL, flags, remote)
 		wantLogLine(t, p, "using proxy", "proxy=http://basic:xxxxx@"+sq.addr)
-		echoRoundTrip(t, locals[0], []byte("through squid with Basic credentials"))
-		echoRoundTrip(t, locals[0], bytes.Repeat([]byte("0123456789abcdef"), 64<<10))
+		harness.EchoRoundTrip(t, locals[0], []byte("through squid with Basic credentials"))
+		harness.EchoRoundTrip(t, locals[0], bytes.Repeat([]byte("0123456789abcdef"), 64<<10))
 		stopClientCleanly(t, p)
-		sq.waitTunnelLogged(t, srv.addr, "basic")
+		sq.waitTunnelLogged(t, srv.Addr, "basic")
 		wantNoSecret(t, p, proxyPass)
 	})
 
@@ -440,11 +388,11 @@ func TestSquid(t *testing.T) {
 		server                     string // URL
 		want                       []string
 	}{
-		{"wrong password", "basic", "not-the-Pa55word", srv.url, []string{
-			"burrow: proxy http://basic:xxxxx@" + sq.addr + " refused CONNECT to " + srv.addr + ": 407 Proxy Authentication Required",
+		{"wrong password", "basic", "not-the-Pa55word", srv.URL, []string{
+			"burrow: proxy http://basic:xxxxx@" + sq.addr + " refused CONNECT to " + srv.Addr + ": 407 Proxy Authentication Required",
 			"check the proxy credentials"}},
-		{"no credentials", "", "", srv.url, []string{
-			"burrow: proxy http://" + sq.addr + " refused CONNECT to " + srv.addr + ": 407 Proxy Authentication Required",
+		{"no credentials", "", "", srv.URL, []string{
+			"burrow: proxy http://" + sq.addr + " refused CONNECT to " + srv.Addr + ": 407 Proxy Authentication Required",
 			"check the proxy credentials"}},
 		{"port not allowed", "basic", proxyPass, "wss://" + echo, []string{
 			"burrow: proxy http://basic:xxxxx@" + sq.addr + " refused CONNECT to " + echo + ": 403 Forbidden",
@@ -454,7 +402,7 @@ func TestSquid(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			start := time.Now()
-			env := append(append([]string{}, clearProxyEnv...), "BURROW_AUTH="+testUser+":"+testPass)
+			env := append(append([]string{}, clearProxyEnv...), "BURROW_AUTH="+harness.TestUser+":"+harness.TestPass)
 			args := append([]string{"client", "--proxy", httpProxyURL(tc.proxyUser, tc.proxyPass, sq.addr)}, pin...)
 			p, line := runFailing(t, env, append(args, tc.server, remote)...)
 			if took := time.Since(start); took > 5*time.Second {
@@ -468,7 +416,7 @@ func TestSquid(t *testing.T) {
 			if tc.proxyPass != "" {
 				wantNoSecret(t, p, tc.proxyPass)
 			}
-			if p.countLog(connectedLine) != 0 {
+			if p.CountLog(harness.ConnectedLine) != 0 {
 				t.Errorf("the client logged that it connected although the proxy refused it")
 			}
 		})
@@ -495,14 +443,14 @@ func TestSquid(t *testing.T) {
 	for _, tc := range envCases {
 		t.Run("env "+tc.name, func(t *testing.T) {
 			t.Parallel()
-			p, locals := startClientEnv(t, "client", tc.env, srv.url, pin, remote)
-			echoRoundTrip(t, locals[0], []byte("proxy from the environment: "+tc.name))
+			p, locals := startClientEnv(t, "client", tc.env, srv.URL, pin, remote)
+			harness.EchoRoundTrip(t, locals[0], []byte("proxy from the environment: "+tc.name))
 			stopClientCleanly(t, p)
 			if tc.proxied {
 				wantLogLine(t, p, "using proxy", "proxy=http://"+tc.user+":xxxxx@"+sq.addr)
-				sq.waitTunnelLogged(t, srv.addr, tc.user)
+				sq.waitTunnelLogged(t, srv.Addr, tc.user)
 			} else {
-				if strings.Contains(p.stderr.String(), `msg="using proxy"`) {
+				if strings.Contains(p.Stderr.String(), `msg="using proxy"`) {
 					t.Errorf("the client used the proxy although NO_PROXY lists the server")
 				}
 				if sq.accessLogMentions(tc.user) {
@@ -518,11 +466,11 @@ func TestSquid(t *testing.T) {
 		ntlmSquid := startSquid(t, squidConfig{host: "127.0.0.1", sslPorts: []string{srvPort}, ntlm: true})
 		// DOMAIN\user, the backslash escaped as %5C.
 		proxy := "http://CORP%5Cbob:ntlm-Pa55@" + ntlmSquid.addr
-		p := launchClientEnv(t, "client", nil, srv.url, append([]string{"--proxy", proxy}, pin...), remote)
+		p := launchClientEnv(t, "client", nil, srv.URL, append([]string{"--proxy", proxy}, pin...), remote)
 		locals := waitClientReady(t, p, 1)
-		echoRoundTrip(t, locals[0], []byte("through squid with NTLM"))
+		harness.EchoRoundTrip(t, locals[0], []byte("through squid with NTLM"))
 		stopClientCleanly(t, p)
-		ntlmSquid.waitTunnelLogged(t, srv.addr, `CORP\\bob`)
+		ntlmSquid.waitTunnelLogged(t, srv.Addr, `CORP\\bob`)
 		wantNoSecret(t, p, "ntlm-Pa55")
 	})
 }
@@ -530,22 +478,22 @@ func TestSquid(t *testing.T) {
 // waitFirstLog polls p's log until one of res matches and returns the index of
 // the first that does (in the order given). It fails the test on timeout
 // or if p exits first.
-func waitFirstLog(t *testing.T, p *proc, timeout time.Duration, res ...*regexp.Regexp) int {
+func waitFirstLog(t *testing.T, p *harness.Proc, timeout time.Duration, res ...*regexp.Regexp) int {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		exited := p.exited()
-		log := p.stderr.String()
+		exited := p.Exited()
+		log := p.Stderr.String()
 		for i, re := range res {
 			if re.MatchString(log) {
 				return i
 			}
 		}
 		if exited {
-			t.Fatalf("%s exited (code %d) before logging any of %q", p.name, p.exitCode, res)
+			t.Fatalf("%s exited (code %d) before logging any of %q", p.Name, p.ExitCode, res)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s logged none of %q within %v", p.name, res, timeout)
+			t.Fatalf("%s logged none of %q within %v", p.Name, res, timeout)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -553,9 +501,9 @@ func waitFirstLog(t *testing.T, p *proc, timeout time.Duration, res ...*regexp.R
 
 // wantLogLine fails the test unless p logged a line with message msg that
 // contains every one of fields.
-func wantLogLine(t *testing.T, p *proc, msg string, fields ...string) {
+func wantLogLine(t *testing.T, p *harness.Proc, msg string, fields ...string) {
 	t.Helper()
-	for line := range strings.Lines(p.stderr.String()) {
+	for line := range strings.Lines(p.Stderr.String()) {
 		if !strings.Contains(line, `msg="`+msg+`"`) && !strings.Contains(line, "msg="+msg+" ") {
 			continue
 		}
@@ -567,17 +515,17 @@ func wantLogLine(t *testing.T, p *proc, msg string, fields ...string) {
 			return
 		}
 	}
-	t.Errorf("%s logged no %q line with %q", p.name, msg, fields)
+	t.Errorf("%s logged no %q line with %q", p.Name, msg, fields)
 }
 
 // wantNoSecret fails the test if p wrote secret anywhere, as is or escaped as
 // in a URL.
-func wantNoSecret(t *testing.T, p *proc, secret string) {
+func wantNoSecret(t *testing.T, p *harness.Proc, secret string) {
 	t.Helper()
 	escaped := strings.TrimPrefix(url.UserPassword("x", secret).String(), "x:")
-	out := p.stdout.String() + p.stderr.String()
+	out := p.Stdout.String() + p.Stderr.String()
 	if strings.Contains(out, secret) || strings.Contains(out, escaped) {
-		t.Errorf("%s wrote the password %q", p.name, secret)
+		t.Errorf("%s wrote the password %q", p.Name, secret)
 	}
 }
 
@@ -585,12 +533,12 @@ func wantNoSecret(t *testing.T, p *proc, secret string) {
 
 // startServerBehindProxy starts a --tls off server on a loopback port of its own
 // with authfile and args, for a TLS-terminating proxy to stand in front of.
-func startServerBehindProxy(t *testing.T, name, authfile string, args ...string) *server {
+func startServerBehindProxy(t *testing.T, name, authfile string, args ...string) *harness.Server {
 	t.Helper()
 	full := append([]string{"server", "--tls", "off", "--listen", "127.0.0.1:0", "--authfile", authfile}, args...)
-	p := startProc(t, name, "", nil, full...)
-	m := p.waitLog(t, regexp.MustCompile(`msg=listening addr=(\S+)`), startTimeout)
-	return &server{proc: p, addr: m[1], url: "http://" + m[1], authfile: authfile}
+	p := burrow.Start(t, name, "", nil, full...)
+	m := p.WaitLog(t, regexp.MustCompile(`msg=listening addr=(\S+)`), harness.StartTimeout)
+	return &harness.Server{Proc: p, Addr: m[1], URL: "http://" + m[1], Authfile: authfile}
 }
 
 // nginxConf is the http part of nginx's config: TLS on the public port,
@@ -655,25 +603,25 @@ var nginxBindFailed = regexp.MustCompile(`bind\(\) to \S+ failed`)
 // SIGKILL by PID leaves no worker behind) in front of the servers at
 // tunnel and idle, and returns the address of its TLS port once it serves
 // cert there for tunnel.example (and other for other names).
-func startNginx(t *testing.T, cert, other certPair, tunnel, idle string, readTimeout time.Duration) string {
+func startNginx(t *testing.T, cert, other harness.CertPair, tunnel, idle string, readTimeout time.Duration) string {
 	t.Helper()
 	bin := extProgram(t, "nginx")
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "nginx.conf")
 	for range 5 {
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(randomConfigPort()))
-		text := fmt.Sprintf(nginxConf, dir, addr, cert.certFile, cert.keyFile, tunnel, idle, int(readTimeout.Seconds()),
-			other.certFile, other.keyFile)
+		text := fmt.Sprintf(nginxConf, dir, addr, cert.CertFile, cert.KeyFile, tunnel, idle, int(readTimeout.Seconds()),
+			other.CertFile, other.KeyFile)
 		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		global := fmt.Sprintf("daemon off; master_process off; pid %s/nginx.pid; error_log stderr notice;", dir)
-		p := startExt(t, "nginx", exec.Command(bin, "-e", "stderr", "-p", dir, "-c", conf, "-g", global), syscall.SIGTERM)
-		serving := func(string) bool { return servedFingerprint(addr, "tunnel.example") == cert.fingerprint }
+		p := harness.StartCmd(t, "nginx", exec.Command(bin, "-e", "stderr", "-p", dir, "-c", conf, "-g", global), syscall.SIGTERM)
+		serving := func(string) bool { return servedFingerprint(addr, "tunnel.example") == cert.Fingerprint }
 		if waitStarted(t, p, serving, nginxBindFailed) {
 			return addr
 		}
-		p.kill(t)
+		p.Kill(t)
 	}
 	t.Fatal("nginx could not bind a port in 5 attempts")
 	return ""
@@ -708,27 +656,27 @@ func TestNginx(t *testing.T) {
 	t.Parallel()
 	extProgram(t, "nginx")
 	const readTimeout = 3 * time.Second
-	nginxCert := newCert(t, "tunnel.example")
-	defaultCert := newCert(t, "localhost", "127.0.0.1")
+	nginxCert := burrow.NewCert(t, "tunnel.example")
+	defaultCert := burrow.NewCert(t, "localhost", "127.0.0.1")
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, testUser, testPass)
+	burrow.NewUser(t, authfile, harness.TestUser, harness.TestPass)
 	trusted := []string{"--trusted-proxy", "127.0.0.3/32"}
 	fast := startServerBehindProxy(t, "server-keepalive", authfile, append(trusted, "--path", "/tunnel", "--keepalive", "1s")...)
 	slow := startServerBehindProxy(t, "server-idle", authfile, append(trusted, "--path", "/idle", "--keepalive", "1m")...)
-	addr := startNginx(t, nginxCert, defaultCert, fast.addr, slow.addr, readTimeout)
-	echo := startEcho(t)
+	addr := startNginx(t, nginxCert, defaultCert, fast.Addr, slow.Addr, readTimeout)
+	echo := harness.StartEcho(t)
 	remote := "127.0.0.1:0:" + echo
-	vhost := []string{"--fingerprint", nginxCert.fingerprint, "--hostname", "tunnel.example", "--sni", "tunnel.example"}
+	vhost := []string{"--fingerprint", nginxCert.Fingerprint, "--hostname", "tunnel.example", "--sni", "tunnel.example"}
 
 	client, locals := startClientEnv(t, "client", nil, "wss://"+addr+"/tunnel",
 		append(vhost, "--keepalive", "1s", "--header", "X-Forwarded-For: 198.51.100.7"), remote)
 	idleClient, _ := startClientEnv(t, "idle-client", nil, "wss://"+addr+"/idle", append(vhost, "--keepalive", "1m"), remote)
-	echoRoundTrip(t, locals[0], []byte("through nginx"))
+	harness.EchoRoundTrip(t, locals[0], []byte("through nginx"))
 
 	// The server names the client (127.0.0.1) from nginx's
 	// X-Forwarded-For, not nginx (127.0.0.3) and not what the client
 	// claimed in its own X-Forwarded-For.
-	m := fast.waitLog(t, regexp.MustCompile(`msg="session opened".* source=(\S+)`), ioTimeout)
+	m := fast.WaitLog(t, regexp.MustCompile(`msg="session opened".* source=(\S+)`), harness.IOTimeout)
 	if m[1] != "127.0.0.1" {
 		t.Errorf("server logged the session from source=%s, want 127.0.0.1 (from nginx's X-Forwarded-For)", m[1])
 	}
@@ -755,17 +703,17 @@ func TestNginx(t *testing.T) {
 		idleSince := time.Now()
 		// The control: without short keepalives nginx cuts the session,
 		// idle since it was opened.
-		idleClient.waitLog(t, lostSessionLine, 2*readTimeout+ioTimeout)
+		idleClient.WaitLog(t, lostSessionLine, 2*readTimeout+harness.IOTimeout)
 		t.Logf("nginx cut the session of the client without short keepalives (proxy_read_timeout %v)", readTimeout)
 		time.Sleep(time.Until(idleSince.Add(2 * readTimeout)))
-		if client.countLog(lostSessionLine) != 0 {
+		if client.CountLog(lostSessionLine) != 0 {
 			t.Fatalf("the client with --keepalive 1s lost its session through nginx (proxy_read_timeout %v)", readTimeout)
 		}
-		echoRoundTrip(t, locals[0], []byte("after twice nginx's read timeout"))
-		if n := client.countLog(connectedLine); n != 1 {
+		harness.EchoRoundTrip(t, locals[0], []byte("after twice nginx's read timeout"))
+		if n := client.CountLog(harness.ConnectedLine); n != 1 {
 			t.Errorf("client connected %d times, want 1", n)
 		}
-		if n := fast.countLog(sessionOpenedLine); n != 1 {
+		if n := fast.CountLog(harness.SessionOpenedLine); n != 1 {
 			t.Errorf("server opened %d sessions, want 1", n)
 		}
 	})
@@ -775,12 +723,12 @@ func TestNginx(t *testing.T) {
 		// trusted proxy, so its X-Forwarded-For must not name the source.
 		req := "GET /tunnel HTTP/1.1\r\nHost: tunnel.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: burrow.v1\r\n" +
-			"X-Forwarded-For: 198.51.100.7\r\nAuthorization: Basic " + basicCredentials(testUser, "wrong") + "\r\n\r\n"
-		resp := sendRaw(t, fast.addr, []byte(req))
+			"X-Forwarded-For: 198.51.100.7\r\nAuthorization: Basic " + basicCredentials(harness.TestUser, "wrong") + "\r\n\r\n"
+		resp := sendRaw(t, fast.Addr, []byte(req))
 		if !bytes.HasPrefix(resp, []byte("HTTP/1.1 401 ")) {
 			t.Errorf("server answered %.60q to wrong credentials, want 401", resp)
 		}
-		m := fast.waitLog(t, regexp.MustCompile(`msg="login failed".* source=(\S+)`), ioTimeout)
+		m := fast.WaitLog(t, regexp.MustCompile(`msg="login failed".* source=(\S+)`), harness.IOTimeout)
 		if m[1] != "127.0.0.1" {
 			t.Errorf("server logged the failed login from source=%s, want the peer 127.0.0.1 (its X-Forwarded-For is not to be believed)", m[1])
 		}
@@ -795,12 +743,12 @@ func TestNginx(t *testing.T) {
 		flags []string
 		want  []string
 	}{
-		{"without --sni", []string{"--hostname", "tunnel.example"}, []string{"fingerprint", defaultCert.fingerprint}},
+		{"without --sni", []string{"--hostname", "tunnel.example"}, []string{"fingerprint", defaultCert.Fingerprint}},
 		{"without --hostname", []string{"--sni", "tunnel.example"}, []string{"404", addr}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			env := append(append([]string{}, clearProxyEnv...), "BURROW_AUTH="+testUser+":"+testPass)
-			args := append([]string{"client", "--fingerprint", nginxCert.fingerprint}, tc.flags...)
+			env := append(append([]string{}, clearProxyEnv...), "BURROW_AUTH="+harness.TestUser+":"+harness.TestPass)
+			args := append([]string{"client", "--fingerprint", nginxCert.Fingerprint}, tc.flags...)
 			_, line := runFailing(t, env, append(args, "wss://"+addr+"/tunnel", remote)...)
 			wantWords(t, line, tc.want...)
 		})
@@ -862,11 +810,11 @@ func startHAProxy(t *testing.T, servers []string) string {
 		if err := os.WriteFile(conf, []byte(fmt.Sprintf(haproxyConf, addr, backends.String())), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		p := startExt(t, "haproxy", exec.Command(bin, "-db", "-V", "-f", conf), syscall.SIGTERM)
+		p := harness.StartCmd(t, "haproxy", exec.Command(bin, "-db", "-V", "-f", conf), syscall.SIGTERM)
 		if waitStarted(t, p, readyOnLog(haproxyReady), haproxyBindFailed) {
 			return addr
 		}
-		p.kill(t)
+		p.Kill(t)
 	}
 	t.Fatal("haproxy could not bind a port in 5 attempts")
 	return ""
@@ -879,18 +827,18 @@ func TestHAProxy(t *testing.T) {
 	t.Parallel()
 	extProgram(t, "haproxy")
 	const clients = 20
-	cert := newCert(t, "localhost", "127.0.0.1")
+	cert := burrow.NewCert(t, "localhost", "127.0.0.1")
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, testUser, testPass)
-	servers := []*server{
-		startServer(t, cert, authfile, "--keepalive", "1s"),
-		startServer(t, cert, authfile, "--keepalive", "1s"),
+	burrow.NewUser(t, authfile, harness.TestUser, harness.TestPass)
+	servers := []*harness.Server{
+		burrow.StartServer(t, cert, authfile, "--keepalive", "1s"),
+		burrow.StartServer(t, cert, authfile, "--keepalive", "1s"),
 	}
-	addr := startHAProxy(t, []string{servers[0].addr, servers[1].addr})
-	echo := startEcho(t)
+	addr := startHAProxy(t, []string{servers[0].Addr, servers[1].Addr})
+	echo := harness.StartEcho(t)
 
-	flags := []string{"--fingerprint", cert.fingerprint, "--keepalive", "1s", "--max-retry-interval", "1s"}
-	procs := make([]*proc, clients)
+	flags := []string{"--fingerprint", cert.Fingerprint, "--keepalive", "1s", "--max-retry-interval", "1s"}
+	procs := make([]*harness.Proc, clients)
 	for i := range procs {
 		procs[i] = launchClientEnv(t, fmt.Sprintf("client%d", i), nil, "wss://"+addr, flags, "127.0.0.1:0:"+echo)
 	}
@@ -900,11 +848,11 @@ func TestHAProxy(t *testing.T) {
 	}
 	// Sessions open on a server, and clients connected now (each
 	// "connection lost" is followed by a "connected" when it is back).
-	open := func(s *server) int { return s.countLog(sessionOpenedLine) - s.countLog(sessionEndLine) }
+	open := func(s *harness.Server) int { return s.CountLog(harness.SessionOpenedLine) - s.CountLog(sessionEndLine) }
 	connectedNow := func() int {
 		n := 0
 		for _, p := range procs {
-			if p.countLog(connectedLine)-p.countLog(lostSessionLine) == 1 {
+			if p.CountLog(harness.ConnectedLine)-p.CountLog(lostSessionLine) == 1 {
 				n++
 			}
 		}
@@ -914,7 +862,7 @@ func TestHAProxy(t *testing.T) {
 		return fmt.Sprintf("%d sessions open on the first server, %d on the second; %d of %d clients connected",
 			open(servers[0]), open(servers[1]), connectedNow(), clients)
 	}
-	awaitCondition(t, ioTimeout, state, func() bool {
+	awaitCondition(t, harness.IOTimeout, state, func() bool {
 		return open(servers[0])+open(servers[1]) == clients && connectedNow() == clients
 	})
 	onA, onB := open(servers[0]), open(servers[1])
@@ -926,17 +874,17 @@ func TestHAProxy(t *testing.T) {
 
 	lostBefore := make([]int, clients)
 	for i, p := range procs {
-		lostBefore[i] = p.countLog(lostSessionLine)
+		lostBefore[i] = p.CountLog(lostSessionLine)
 	}
 	killed := time.Now()
-	servers[0].kill(t)
+	servers[0].Kill(t)
 	awaitCondition(t, 15*time.Second, state, func() bool {
 		return open(servers[1]) == clients && connectedNow() == clients
 	})
 	t.Logf("all %d clients on the surviving server %v after the kill", clients, time.Since(killed).Round(10*time.Millisecond))
 	moved := 0
 	for i, p := range procs {
-		if p.countLog(lostSessionLine) > lostBefore[i] {
+		if p.CountLog(lostSessionLine) > lostBefore[i] {
 			moved++
 		}
 	}
@@ -973,7 +921,7 @@ func checkAllForwards(t *testing.T, locals []string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := echoRoundTripErr(l, []byte(fmt.Sprintf("client %d through HAProxy", i))); err != nil {
+			if err := harness.EchoRoundTripErr(l, []byte(fmt.Sprintf("client %d through HAProxy", i))); err != nil {
 				errs <- fmt.Errorf("client %d: %w", i, err)
 			}
 		}()
@@ -1027,7 +975,7 @@ func TestBackend(t *testing.T) {
 	t.Cleanup(site.Close)
 
 	const tunnelPath = "/static/ws/7f3a9c"
-	srv := startTestServer(t, nil, "--backend", site.URL, "--path", tunnelPath)
+	srv := burrow.StartTestServer(t, nil, "--backend", site.URL, "--path", tunnelPath)
 	hc := insecureHTTPClient()
 	for _, tc := range []struct {
 		path        string
@@ -1040,7 +988,7 @@ func TestBackend(t *testing.T) {
 		{"/no/such/page", 404, "text/html; charset=utf-8", notFound},
 		{tunnelPath, 404, "text/html; charset=utf-8", notFound}, // not an upgrade: the website answers
 	} {
-		req, err := http.NewRequest(http.MethodGet, "https://"+srv.addr+tc.path, nil)
+		req, err := http.NewRequest(http.MethodGet, "https://"+srv.Addr+tc.path, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1077,10 +1025,10 @@ func TestBackend(t *testing.T) {
 	}
 	mu.Unlock()
 
-	echo := startEcho(t)
-	_, locals := startClientEnv(t, "client", nil, "wss://"+srv.addr+tunnelPath,
-		[]string{"--fingerprint", srv.cert.fingerprint}, "127.0.0.1:0:"+echo)
-	echoRoundTrip(t, locals[0], []byte("the tunnel behind the website"))
+	echo := harness.StartEcho(t)
+	_, locals := startClientEnv(t, "client", nil, "wss://"+srv.Addr+tunnelPath,
+		[]string{"--fingerprint", srv.Cert.Fingerprint}, "127.0.0.1:0:"+echo)
+	harness.EchoRoundTrip(t, locals[0], []byte("the tunnel behind the website"))
 	mu.Lock()
 	if len(requests) != 4 {
 		t.Errorf("the tunnel's upgrade reached the website (%d requests, want 4)", len(requests))

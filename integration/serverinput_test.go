@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/burrowtun/burrow/integration/harness"
 	"github.com/coder/websocket"
 	"github.com/hashicorp/yamux"
 )
@@ -21,10 +22,10 @@ import (
 
 // testLoginRateLimit checks that repeated failed logins from one source are answered 429.
 func testLoginRateLimit(t *testing.T) {
-	srv := startTestServer(t, nil)
+	srv := burrow.StartTestServer(t, nil)
 	hc := insecureHTTPClient()
 	upgrade := func(pass string) *http.Response {
-		req, err := http.NewRequest(http.MethodGet, "https://"+srv.addr+"/", nil)
+		req, err := http.NewRequest(http.MethodGet, "https://"+srv.Addr+"/", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -33,7 +34,7 @@ func testLoginRateLimit(t *testing.T) {
 		req.Header.Set("Sec-WebSocket-Version", "13")
 		req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
 		req.Header.Set("Sec-WebSocket-Protocol", "burrow.v1")
-		req.SetBasicAuth(testUser, pass)
+		req.SetBasicAuth(harness.TestUser, pass)
 		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -63,33 +64,33 @@ func testLoginRateLimit(t *testing.T) {
 	if ra := limited.Header.Get("Retry-After"); ra == "" {
 		t.Errorf("429 without Retry-After")
 	}
-	srv.waitLog(t, regexp.MustCompile(`msg="login refused: too many failures" source=127\.0\.0\.1`), ioTimeout)
+	srv.WaitLog(t, regexp.MustCompile(`msg="login refused: too many failures" source=127\.0\.0\.1`), harness.IOTimeout)
 	// The right password is refused too while the source is limited:
 	// the limit is what stops password guessing.
-	if resp := upgrade(testPass); resp.StatusCode != http.StatusTooManyRequests {
+	if resp := upgrade(harness.TestPass); resp.StatusCode != http.StatusTooManyRequests {
 		t.Errorf("right password while limited: HTTP %d, want 429", resp.StatusCode)
 	}
 }
 
 // testGarbage sends bytes that are not TLS, or not HTTP inside TLS, to the server port.
 func testGarbage(t *testing.T) {
-	srv := startTestServer(t, nil)
+	srv := burrow.StartTestServer(t, nil)
 
 	garbage := make([]byte, 64<<10)
 	rand.Read(garbage)
-	sendRaw(t, srv.addr, garbage)
-	resp := sendRaw(t, srv.addr, []byte("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+	sendRaw(t, srv.Addr, garbage)
+	resp := sendRaw(t, srv.Addr, []byte("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"))
 	if !strings.HasPrefix(string(resp), "HTTP/1.0 400") {
 		t.Errorf("plain HTTP to the TLS port answered %q, want HTTP 400", resp)
 	}
 	// A TLS connection that sends nothing and goes away.
-	if c, err := net.DialTimeout("tcp", srv.addr, ioTimeout); err == nil {
+	if c, err := net.DialTimeout("tcp", srv.Addr, harness.IOTimeout); err == nil {
 		tls.Client(c, &tls.Config{InsecureSkipVerify: true}).Close()
 	}
 	// A malformed request inside TLS (its answer is checked in
 	// "responses before a close").
-	if tc, err := tls.DialWithDialer(&net.Dialer{Timeout: ioTimeout}, "tcp", srv.addr, &tls.Config{InsecureSkipVerify: true}); err == nil {
-		tc.SetDeadline(time.Now().Add(ioTimeout))
+	if tc, err := tls.DialWithDialer(&net.Dialer{Timeout: harness.IOTimeout}, "tcp", srv.Addr, &tls.Config{InsecureSkipVerify: true}); err == nil {
+		tc.SetDeadline(time.Now().Add(harness.IOTimeout))
 		io.WriteString(tc, "\x00\x01 BREW /pot HTCPCP/1.0\r\n\r\n")
 		io.Copy(io.Discard, tc)
 		tc.Close()
@@ -97,38 +98,38 @@ func testGarbage(t *testing.T) {
 		t.Errorf("TLS handshake after garbage: %v", err)
 	}
 
-	if srv.exited() {
+	if srv.Exited() {
 		t.Fatalf("server exited after garbage")
 	}
-	echo := startEcho(t)
-	_, locals := startClient(t, srv.url, testUser+":"+testPass,
-		[]string{"--fingerprint", srv.cert.fingerprint}, "127.0.0.1:0:"+echo)
-	echoRoundTrip(t, locals[0], []byte("served after garbage"))
+	echo := harness.StartEcho(t)
+	_, locals := burrow.StartClient(t, srv.URL, harness.TestUser+":"+harness.TestPass,
+		[]string{"--fingerprint", srv.Cert.Fingerprint}, "127.0.0.1:0:"+echo)
+	harness.EchoRoundTrip(t, locals[0], []byte("served after garbage"))
 }
 
 // testHostileTunnelClient logs in properly, then breaks the wire protocol inside the WebSocket.
 func testHostileTunnelClient(t *testing.T) {
-	srv := startTestServer(t, nil)
-	echo := startEcho(t)
+	srv := burrow.StartTestServer(t, nil)
+	echo := harness.StartEcho(t)
 
 	t.Run("garbage instead of yamux", func(t *testing.T) {
-		nc := dialTunnel(t, srv.addr)
+		nc := dialTunnel(t, srv.Addr)
 		garbage := make([]byte, 4096)
 		rand.Read(garbage)
 		if _, err := nc.Write(garbage); err != nil {
 			t.Fatal(err)
 		}
-		nc.SetReadDeadline(time.Now().Add(ioTimeout))
+		nc.SetReadDeadline(time.Now().Add(harness.IOTimeout))
 		if n, err := io.Copy(io.Discard, nc); err != nil && isTimeout(err) {
-			t.Fatalf("server kept a session of garbage open for %v (read %d bytes)", ioTimeout, n)
+			t.Fatalf("server kept a session of garbage open for %v (read %d bytes)", harness.IOTimeout, n)
 		}
-		srv.waitLog(t, regexp.MustCompile(`msg="session closed"`), ioTimeout)
+		srv.WaitLog(t, regexp.MustCompile(`msg="session closed"`), harness.IOTimeout)
 	})
 
 	t.Run("bad streams", func(t *testing.T) {
 		cfg := yamux.DefaultConfig()
 		cfg.LogOutput = io.Discard
-		sess, err := yamux.Client(dialTunnel(t, srv.addr), cfg)
+		sess, err := yamux.Client(dialTunnel(t, srv.Addr), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,13 +147,13 @@ func testHostileTunnelClient(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				before := srv.countLog(regexp.MustCompile(tt.log))
+				before := srv.CountLog(regexp.MustCompile(tt.log))
 				st, err := sess.OpenStream()
 				if err != nil {
 					t.Fatal(err)
 				}
 				defer st.Close()
-				st.SetDeadline(time.Now().Add(ioTimeout))
+				st.SetDeadline(time.Now().Add(harness.IOTimeout))
 				if _, err := st.Write(tt.header); err != nil {
 					t.Fatal(err)
 				}
@@ -169,7 +170,7 @@ func testHostileTunnelClient(t *testing.T) {
 					!strings.Contains(string(got[3:]), tt.reply) {
 					t.Errorf("server answered %q, want an error reply mentioning %q", got, tt.reply)
 				}
-				srv.waitLogCount(t, regexp.MustCompile(tt.log), before+1, ioTimeout)
+				srv.WaitLogCount(t, regexp.MustCompile(tt.log), before+1, harness.IOTimeout)
 			})
 		}
 
@@ -179,7 +180,7 @@ func testHostileTunnelClient(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer st.Close()
-		st.SetDeadline(time.Now().Add(ioTimeout))
+		st.SetDeadline(time.Now().Add(harness.IOTimeout))
 		const msg = "a good stream after bad ones"
 		if _, err := st.Write(append(streamHeader(1, 1, echo), msg...)); err != nil {
 			t.Fatal(err)
@@ -194,18 +195,18 @@ func testHostileTunnelClient(t *testing.T) {
 		}
 	})
 
-	if n := srv.countLog(sessionOpenedLine); n != 2 {
+	if n := srv.CountLog(harness.SessionOpenedLine); n != 2 {
 		t.Errorf("server logged %d sessions, want 2", n)
 	}
-	_, locals := startClient(t, srv.url, testUser+":"+testPass,
-		[]string{"--fingerprint", srv.cert.fingerprint}, "127.0.0.1:0:"+echo)
-	echoRoundTrip(t, locals[0], []byte("served after a hostile client"))
+	_, locals := burrow.StartClient(t, srv.URL, harness.TestUser+":"+harness.TestPass,
+		[]string{"--fingerprint", srv.Cert.Fingerprint}, "127.0.0.1:0:"+echo)
+	harness.EchoRoundTrip(t, locals[0], []byte("served after a hostile client"))
 }
 
 // testForeignWebSocketClient logs in properly with a WebSocket client that does not offer burrow's wire
 // version.
 func testForeignWebSocketClient(t *testing.T) {
-	srv := startTestServer(t, nil)
+	srv := burrow.StartTestServer(t, nil)
 	tests := []struct {
 		name         string
 		subprotocols []string
@@ -218,10 +219,10 @@ func testForeignWebSocketClient(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			header := http.Header{}
 			req := http.Request{Header: header}
-			req.SetBasicAuth(testUser, testPass)
-			ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+			req.SetBasicAuth(harness.TestUser, harness.TestPass)
+			ctx, cancel := context.WithTimeout(context.Background(), harness.IOTimeout)
 			defer cancel()
-			ws, resp, err := websocket.Dial(ctx, srv.url, &websocket.DialOptions{
+			ws, resp, err := websocket.Dial(ctx, srv.URL, &websocket.DialOptions{
 				HTTPClient:   insecureHTTPClient(),
 				HTTPHeader:   header,
 				Subprotocols: tt.subprotocols,
@@ -242,14 +243,14 @@ func testForeignWebSocketClient(t *testing.T) {
 			}
 		})
 	}
-	if srv.countLog(sessionOpenedLine) != 0 {
+	if srv.CountLog(harness.SessionOpenedLine) != 0 {
 		t.Errorf("server opened a session for a client that does not speak its wire version")
 	}
 }
 
 // testResponsesBeforeClose sends requests after which the server answers and closes the connection.
 func testResponsesBeforeClose(t *testing.T) {
-	srv := startTestServer(t, nil)
+	srv := burrow.StartTestServer(t, nil)
 	// Each of these makes the server answer and then close the
 	// connection; the answer must arrive first. The loss is a race,
 	// so each is tried several times.
@@ -265,11 +266,11 @@ func testResponsesBeforeClose(t *testing.T) {
 			const tries = 10
 			lost := 0
 			for range tries {
-				tc, err := tls.DialWithDialer(&net.Dialer{Timeout: ioTimeout}, "tcp", srv.addr, &tls.Config{InsecureSkipVerify: true})
+				tc, err := tls.DialWithDialer(&net.Dialer{Timeout: harness.IOTimeout}, "tcp", srv.Addr, &tls.Config{InsecureSkipVerify: true})
 				if err != nil {
 					t.Fatal(err)
 				}
-				tc.SetDeadline(time.Now().Add(ioTimeout))
+				tc.SetDeadline(time.Now().Add(harness.IOTimeout))
 				io.WriteString(tc, tt.request)
 				resp, err := io.ReadAll(tc)
 				tc.Close()
@@ -287,9 +288,9 @@ func testResponsesBeforeClose(t *testing.T) {
 
 // testPlainHTTPSGet checks that the server looks like any web server to a browser or a scanner.
 func testPlainHTTPSGet(t *testing.T) {
-	srv := startTestServer(t, nil)
+	srv := burrow.StartTestServer(t, nil)
 	for _, path := range []string{"/", "/index.html", "/.well-known/security.txt"} {
-		resp, err := insecureHTTPClient().Get("https://" + srv.addr + path)
+		resp, err := insecureHTTPClient().Get("https://" + srv.Addr + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -316,7 +317,7 @@ func testPlainHTTPSGet(t *testing.T) {
 // tests are about what the server answers, not about trust.
 func insecureHTTPClient() *http.Client {
 	return &http.Client{
-		Timeout:   ioTimeout,
+		Timeout:   harness.IOTimeout,
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
 	}
 }
@@ -325,7 +326,7 @@ func insecureHTTPClient() *http.Client {
 // whatever comes back before the server closes or a second of silence.
 func sendRaw(t *testing.T, addr string, data []byte) []byte {
 	t.Helper()
-	c := dialLocal(t, addr)
+	c := harness.DialLocal(t, addr)
 	defer c.Close()
 	if _, err := c.Write(data); err != nil {
 		t.Logf("writing %d bytes of garbage: %v", len(data), err)
@@ -344,14 +345,14 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// dialTunnel logs in as testUser and upgrades to the tunnel's WebSocket,
+// dialTunnel logs in as harness.TestUser and upgrades to the tunnel's WebSocket,
 // and returns it as a net.Conn, for tests that speak the wire protocol by
 // hand. It is closed when the test ends.
 func dialTunnel(t *testing.T, addr string) net.Conn {
 	t.Helper()
 	header := http.Header{}
-	(&http.Request{Header: header}).SetBasicAuth(testUser, testPass)
-	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	(&http.Request{Header: header}).SetBasicAuth(harness.TestUser, harness.TestPass)
+	ctx, cancel := context.WithTimeout(context.Background(), harness.IOTimeout)
 	defer cancel()
 	ws, _, err := websocket.Dial(ctx, "wss://"+addr, &websocket.DialOptions{
 		HTTPClient:   insecureHTTPClient(),

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/burrowtun/burrow/integration/harness"
 )
 
 // openSSH is a throwaway OpenSSH server on 127.0.0.1 and what a client
@@ -114,12 +116,12 @@ func startOpenSSH(t *testing.T) *openSSH {
 		if err := os.WriteFile(config, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		p := startExt(t, "sshd", exec.Command(tools["sshd"], "-D", "-e", "-f", config), syscall.SIGTERM)
+		p := harness.StartCmd(t, "sshd", exec.Command(tools["sshd"], "-D", "-e", "-f", config), syscall.SIGTERM)
 		ready := regexp.MustCompile(`Server listening on 127\.0\.0\.1 port ` + strconv.Itoa(s.port) + `\b`)
 		if waitStarted(t, p, readyOnLog(ready), bindFailed) {
 			return s
 		}
-		p.kill(t)
+		p.Kill(t)
 	}
 	t.Fatal("sshd found no free port in 10 tries")
 	return nil
@@ -151,7 +153,7 @@ func runOpenSSH(t *testing.T, timeout time.Duration, name string, args ...string
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(cleanEnv(), clearProxyEnv...)
+	cmd.Env = append(harness.CleanEnv(), clearProxyEnv...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 2 * time.Second
@@ -181,16 +183,16 @@ func shellQuote(s string) string {
 func TestSSHOpenSSH(t *testing.T) {
 	t.Parallel()
 	sshd := startOpenSSH(t)
-	srv := startTestServer(t, nil)
+	srv := burrow.StartTestServer(t, nil)
 	sshTarget := regexp.QuoteMeta("127.0.0.1:" + strconv.Itoa(sshd.port))
 
 	t.Run("ProxyCommand stdio", func(t *testing.T) {
 		token := fmt.Sprintf("hello-%016x", rand.Uint64())
 		proxy := strings.Join([]string{
-			shellQuote(burrowBin), "client",
-			"--auth", shellQuote(testUser + ":" + testPass),
-			"--fingerprint", srv.cert.fingerprint,
-			srv.url, "stdio:%h:%p",
+			shellQuote(burrow.Path()), "client",
+			"--auth", shellQuote(harness.TestUser + ":" + harness.TestPass),
+			"--fingerprint", srv.Cert.Fingerprint,
+			srv.URL, "stdio:%h:%p",
 		}, " ")
 		args := append(sshd.options(), "-o", "ProxyCommand="+proxy,
 			"-p", strconv.Itoa(sshd.port), sshd.login+"@127.0.0.1", "echo "+token)
@@ -201,12 +203,12 @@ func TestSSHOpenSSH(t *testing.T) {
 		}
 		t.Logf("ssh ran 'echo %s' through the tunnel in %v", token, time.Since(start).Round(time.Millisecond))
 		// The connection went through the server, which dialed sshd.
-		srv.waitLog(t, regexp.MustCompile(`msg="stream opened" .*kind=tcp target=`+sshTarget+`\b`), ioTimeout)
+		srv.WaitLog(t, regexp.MustCompile(`msg="stream opened" .*kind=tcp target=`+sshTarget+`\b`), harness.IOTimeout)
 	})
 
 	t.Run("scp 50 MiB through a forward", func(t *testing.T) {
 		const size = 50 << 20
-		client, locals := startClient(t, srv.url, testUser+":"+testPass, []string{"--fingerprint", srv.cert.fingerprint},
+		client, locals := burrow.StartClient(t, srv.URL, harness.TestUser+":"+harness.TestPass, []string{"--fingerprint", srv.Cert.Fingerprint},
 			"127.0.0.1:0:127.0.0.1:"+strconv.Itoa(sshd.port))
 		_, localPort, err := net.SplitHostPort(locals[0])
 		if err != nil {
@@ -255,7 +257,7 @@ func TestSSHOpenSSH(t *testing.T) {
 		t.Logf("scp copied %d MiB through the tunnel in %v (%.0f MiB/s)", size>>20, elapsed.Round(time.Millisecond),
 			float64(size>>20)/elapsed.Seconds())
 		// And it was the tunnel that carried it.
-		m := client.waitLog(t, regexp.MustCompile(`msg="stream closed" .*remote=`+sshTarget+` .*bytes_out=(\d+)`), ioTimeout)
+		m := client.WaitLog(t, regexp.MustCompile(`msg="stream closed" .*remote=`+sshTarget+` .*bytes_out=(\d+)`), harness.IOTimeout)
 		if out, _ := strconv.ParseInt(m[1], 10, 64); out < size {
 			t.Errorf("the forward carried %d bytes to sshd, less than the %d copied", out, size)
 		}

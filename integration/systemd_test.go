@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/burrowtun/burrow/integration/harness"
 )
 
 // The shipped service files, as deploy/install.sh installs them.
@@ -36,7 +38,7 @@ func repoRoot(t *testing.T) string {
 // script fails.
 func runInstallScript(t *testing.T, destdir string) string {
 	t.Helper()
-	out, err := installScript(t, destdir, burrowBin)
+	out, err := installScript(t, destdir, burrow.Path())
 	if err != nil {
 		t.Fatalf("deploy/install.sh: %v\n%s", err, out)
 	}
@@ -46,8 +48,8 @@ func runInstallScript(t *testing.T, destdir string) string {
 func installScript(t *testing.T, destdir, bin string) (string, error) {
 	t.Helper()
 	cmd := exec.Command("bash", filepath.Join(repoRoot(t), "deploy", "install.sh"))
-	cmd.Env = append(cleanEnv(), "DESTDIR="+destdir, "BURROW_BIN="+bin)
-	cmd.WaitDelay = exitTimeout
+	cmd.Env = append(harness.CleanEnv(), "DESTDIR="+destdir, "BURROW_BIN="+bin)
+	cmd.WaitDelay = harness.ExitTimeout
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -99,7 +101,7 @@ func TestSystemdInstall(t *testing.T) {
 		}
 	}
 	for _, cfg := range []string{"etc/burrow/server.toml", "etc/burrow/client.toml.sample"} {
-		out := runBurrow(t, "", "config", "check", filepath.Join(root, cfg))
+		out := burrow.Run(t, "", "config", "check", filepath.Join(root, cfg))
 		if !strings.HasSuffix(strings.TrimSpace(out), ": ok") {
 			t.Errorf("burrow config check /%s printed %q, want ...: ok", cfg, out)
 		}

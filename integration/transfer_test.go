@@ -24,6 +24,7 @@ import (
 
 	"github.com/burrowtun/burrow/certs"
 	"github.com/burrowtun/burrow/client"
+	"github.com/burrowtun/burrow/integration/harness"
 	"github.com/hashicorp/yamux"
 	"github.com/klauspost/compress/zstd"
 )
@@ -38,41 +39,41 @@ const transferTimeout = 5 * time.Minute
 
 // fileServer is a server with --files-root and an admin listener.
 type fileServer struct {
-	*server
+	*harness.Server
 	files string // --files-root
 	root  string // testUser's directory under it, where transfers land
 	admin string
 }
 
-func startFileServer(t *testing.T, cert certPair, authfile, root string, args ...string) *fileServer {
+func startFileServer(t *testing.T, cert harness.CertPair, authfile, root string, args ...string) *fileServer {
 	t.Helper()
-	srv := startServer(t, cert, authfile, append([]string{"--files-root", root, "--admin", "127.0.0.1:0"}, args...)...)
-	return &fileServer{server: srv, files: root, root: filepath.Join(root, testUser), admin: srv.adminAddr(t)}
+	srv := burrow.StartServer(t, cert, authfile, append([]string{"--files-root", root, "--admin", "127.0.0.1:0"}, args...)...)
+	return &fileServer{Server: srv, files: root, root: filepath.Join(root, harness.TestUser), admin: srv.AdminAddr(t)}
 }
 
-// newFileServer makes a certificate, a users file holding testUser and a
+// newFileServer makes a certificate, a users file holding harness.TestUser and a
 // files root, and starts a server on them.
 func newFileServer(t *testing.T, args ...string) *fileServer {
 	t.Helper()
-	cert := newCert(t, "localhost", "127.0.0.1")
+	cert := burrow.NewCert(t, "localhost", "127.0.0.1")
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, testUser, testPass)
+	burrow.NewUser(t, authfile, harness.TestUser, harness.TestPass)
 	return startFileServer(t, cert, authfile, t.TempDir(), args...)
 }
 
 // transferArgs are the connection flags of a send, fetch or ls to fs.
 func (fs *fileServer) env() []string {
-	return []string{"BURROW_AUTH=" + testUser + ":" + testPass, "BURROW_FINGERPRINT=" + fs.cert.fingerprint}
+	return []string{"BURROW_AUTH=" + harness.TestUser + ":" + harness.TestPass, "BURROW_FINGERPRINT=" + fs.Cert.Fingerprint}
 }
 
 // startTransfer runs 'burrow CMD --json FLAGS... URL ARGS...' in the
 // background.
-func (fs *fileServer) startTransfer(t *testing.T, cmd string, flags []string, args ...string) *proc {
+func (fs *fileServer) startTransfer(t *testing.T, cmd string, flags []string, args ...string) *harness.Proc {
 	t.Helper()
 	full := append([]string{cmd, "--json"}, flags...)
-	full = append(full, fs.url)
+	full = append(full, fs.URL)
 	full = append(full, args...)
-	return startProc(t, cmd, "", fs.env(), full...)
+	return burrow.Start(t, cmd, "", fs.env(), full...)
 }
 
 // transferSummary is the last line of a --json transfer.
@@ -90,8 +91,8 @@ func (fs *fileServer) transfer(t *testing.T, cmd string, flags []string, args ..
 	t.Helper()
 	p := fs.startTransfer(t, cmd, flags, args...)
 	start := time.Now()
-	if code := p.waitExit(t, transferTimeout); code != 0 {
-		t.Fatalf("burrow %s %s: exit %d\n%s", cmd, strings.Join(args, " "), code, p.stderr.String())
+	if code := p.WaitExit(t, transferTimeout); code != 0 {
+		t.Fatalf("burrow %s %s: exit %d\n%s", cmd, strings.Join(args, " "), code, p.Stderr.String())
 	}
 	s := lastSummary(t, p)
 	t.Logf("burrow %s: %d files, %s in %v (%s sent, %s resumed)", cmd, s.Files, mib(s.Bytes),
@@ -99,17 +100,17 @@ func (fs *fileServer) transfer(t *testing.T, cmd string, flags []string, args ..
 	return s
 }
 
-func lastSummary(t *testing.T, p *proc) transferSummary {
+func lastSummary(t *testing.T, p *harness.Proc) transferSummary {
 	t.Helper()
 	var s transferSummary
-	for line := range strings.Lines(p.stdout.String()) {
+	for line := range strings.Lines(p.Stdout.String()) {
 		var ev transferSummary
 		if json.Unmarshal([]byte(line), &ev) == nil && ev.Event == "summary" {
 			s = ev
 		}
 	}
 	if s.Event != "summary" {
-		t.Fatalf("%s printed no JSON summary; stdout:\n%s", p.name, p.stdout.String())
+		t.Fatalf("%s printed no JSON summary; stdout:\n%s", p.Name, p.Stdout.String())
 	}
 	return s
 }
@@ -119,10 +120,10 @@ func lastSummary(t *testing.T, p *proc) transferSummary {
 func (fs *fileServer) failTransfer(t *testing.T, cmd string, flags []string, args ...string) string {
 	t.Helper()
 	p := fs.startTransfer(t, cmd, flags, args...)
-	if code := p.waitExit(t, transferTimeout); code == 0 {
+	if code := p.WaitExit(t, transferTimeout); code == 0 {
 		t.Fatalf("burrow %s %s succeeded, want a failure", cmd, strings.Join(args, " "))
 	}
-	_, other := stderrLines(p)
+	_, other := harness.StderrLines(p)
 	if len(other) != 1 || !strings.HasPrefix(other[0], "burrow: ") {
 		t.Fatalf("stderr has %d lines besides the log, want one \"burrow: ...\" line: %q", len(other), other)
 	}
@@ -341,9 +342,9 @@ func TestTransferLargeAndMany(t *testing.T) {
 }
 
 // progressMax is the most bytes a --json transfer reported through.
-func progressMax(p *proc) int64 {
+func progressMax(p *harness.Proc) int64 {
 	var done int64
-	for line := range strings.Lines(p.stdout.String()) {
+	for line := range strings.Lines(p.Stdout.String()) {
 		var ev struct{ Bytes int64 }
 		if json.Unmarshal([]byte(line), &ev) == nil {
 			done = max(done, ev.Bytes)
@@ -354,19 +355,19 @@ func progressMax(p *proc) int64 {
 
 // progressAt waits until a --json transfer reports at least n bytes
 // through, and returns how many it reported.
-func progressAt(t *testing.T, p *proc, n int64, timeout time.Duration) int64 {
+func progressAt(t *testing.T, p *harness.Proc, n int64, timeout time.Duration) int64 {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if done := progressMax(p); done >= n {
 			return done
 		}
-		if p.exited() {
-			t.Fatalf("%s exited before %s went through:\n%s", p.name, mib(n), p.stderr.String())
+		if p.Exited() {
+			t.Fatalf("%s exited before %s went through:\n%s", p.Name, mib(n), p.Stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("%s did not get %s through within %v", p.name, mib(n), timeout)
+	t.Fatalf("%s did not get %s through within %v", p.Name, mib(n), timeout)
 	return 0
 }
 
@@ -389,7 +390,7 @@ func partials(t *testing.T, dir string) []string {
 // own count, once no file stream is open any more.
 func fileBytesIn(t *testing.T, admin string) float64 {
 	t.Helper()
-	deadline := time.Now().Add(ioTimeout)
+	deadline := time.Now().Add(harness.IOTimeout)
 	for {
 		m := scrapeMetrics(t, admin)
 		if m.value("burrow_streams_open", "kind", "file") == 0 || time.Now().After(deadline) {
@@ -405,15 +406,15 @@ func fileBytesIn(t *testing.T, admin string) float64 {
 // its final name unfinished.
 func TestTransferInterrupted(t *testing.T) {
 	const size = 1 << 30
-	cert := newCert(t, "localhost", "127.0.0.1")
+	cert := burrow.NewCert(t, "localhost", "127.0.0.1")
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, testUser, testPass)
+	burrow.NewUser(t, authfile, harness.TestUser, harness.TestPass)
 	root := t.TempDir()
 	src := t.TempDir()
 	file := filepath.Join(src, "disk.img")
 	writeRandomFile(t, file, size, 2)
 	sum := fileSHA256(t, file)
-	final := filepath.Join(root, testUser, "inbox", "disk.img")
+	final := filepath.Join(root, harness.TestUser, "inbox", "disk.img")
 
 	// resent is the data that crossed twice: what the interrupted run got
 	// through plus what the rerun sent, beyond the file's size.
@@ -434,13 +435,13 @@ func TestTransferInterrupted(t *testing.T) {
 		fsrv := startFileServer(t, cert, authfile, root)
 		p := fsrv.startTransfer(t, "send", []string{"--to", "inbox"}, file)
 		at := progressAt(t, p, size/2, transferTimeout)
-		fsrv.kill(t)
+		fsrv.Kill(t)
 		t.Logf("server killed with SIGKILL at %s", mib(at))
-		if code := p.waitExit(t, ioTimeout); code == 0 {
+		if code := p.WaitExit(t, harness.IOTimeout); code == 0 {
 			t.Fatal("send succeeded although the server was killed half way")
 		}
-		if !strings.Contains(p.stderr.String(), "run the same command again") {
-			t.Errorf("the failed send does not say how to resume:\n%s", p.stderr.String())
+		if !strings.Contains(p.Stderr.String(), "run the same command again") {
+			t.Errorf("the failed send does not say how to resume:\n%s", p.Stderr.String())
 		}
 		if _, err := os.Stat(final); !errors.Is(err, fs.ErrNotExist) {
 			t.Fatalf("%s exists after the interruption (%v): an unfinished file under its final name", final, err)
@@ -465,7 +466,7 @@ func TestTransferInterrupted(t *testing.T) {
 		fsrv := startFileServer(t, cert, authfile, root)
 		p := fsrv.startTransfer(t, "send", []string{"--to", "inbox"}, file)
 		at := progressAt(t, p, size/2, transferTimeout)
-		p.kill(t)
+		p.Kill(t)
 		t.Logf("client killed with SIGKILL at %s", mib(at))
 		before := fileBytesIn(t, fsrv.admin)
 		if _, err := os.Stat(final); !errors.Is(err, fs.ErrNotExist) {
@@ -483,7 +484,7 @@ func TestTransferInterrupted(t *testing.T) {
 		dst := t.TempDir()
 		p := fsrv.startTransfer(t, "fetch", []string{"--to", dst}, "inbox/disk.img")
 		at := progressAt(t, p, size/2, transferTimeout)
-		p.kill(t)
+		p.Kill(t)
 		t.Logf("fetching client killed with SIGKILL at %s", mib(at))
 		local := filepath.Join(dst, "disk.img")
 		if _, err := os.Stat(local); !errors.Is(err, fs.ErrNotExist) {
@@ -506,21 +507,21 @@ func TestTransferInterrupted(t *testing.T) {
 // control socket while the client forwards an echo service.
 func TestTransferSharesSession(t *testing.T) {
 	fsrv := newFileServer(t)
-	echo := startEcho(t)
+	echo := harness.StartEcho(t)
 	control := filepath.Join(t.TempDir(), "control.sock")
-	_, locals := startClient(t, fsrv.url, testUser+":"+testPass,
-		[]string{"--fingerprint", fsrv.cert.fingerprint, "--control", control}, "127.0.0.1:0:"+echo)
+	_, locals := burrow.StartClient(t, fsrv.URL, harness.TestUser+":"+harness.TestPass,
+		[]string{"--fingerprint", fsrv.Cert.Fingerprint, "--control", control}, "127.0.0.1:0:"+echo)
 
 	src := filepath.Join(t.TempDir(), "payload")
 	writeRandomFile(t, src, 256<<20, 3)
-	send := startProc(t, "send", "", nil, "send", "--json", "--control", control, "--to", "shared", src)
+	send := burrow.Start(t, "send", "", nil, "send", "--json", "--control", control, "--to", "shared", src)
 
 	// Forwarded traffic while the file moves.
 	const rounds = 200
 	msg := make([]byte, 256<<10)
 	for i := range rounds {
 		rand.NewChaCha8([32]byte{byte(i)}).Read(msg)
-		echoRoundTrip(t, locals[0], msg)
+		harness.EchoRoundTrip(t, locals[0], msg)
 		if i == rounds/2 {
 			m := scrapeMetrics(t, fsrv.admin)
 			if n := m.value("burrow_sessions"); n != 1 {
@@ -528,8 +529,8 @@ func TestTransferSharesSession(t *testing.T) {
 			}
 		}
 	}
-	if code := send.waitExit(t, transferTimeout); code != 0 {
-		t.Fatalf("send through the control socket: exit %d\n%s", code, send.stderr.String())
+	if code := send.WaitExit(t, transferTimeout); code != 0 {
+		t.Fatalf("send through the control socket: exit %d\n%s", code, send.Stderr.String())
 	}
 	if fileSHA256(t, filepath.Join(fsrv.root, "shared", "payload")) != fileSHA256(t, src) {
 		t.Fatal("the file sent over the shared session differs")
@@ -550,31 +551,31 @@ func TestTransferSharesSession(t *testing.T) {
 	if n := m.value("burrow_transfer_bytes_total", "op", "send"); n != 256<<20 {
 		t.Errorf("burrow_transfer_bytes_total{op=send} = %v, want the file's %d bytes", n, 256<<20)
 	}
-	fsrv.waitLog(t, regexp.MustCompile(`msg="transfer finished" user=`+testUser+` op=send files=1 bytes=268435456 `), ioTimeout)
+	fsrv.WaitLog(t, regexp.MustCompile(`msg="transfer finished" user=`+harness.TestUser+` op=send files=1 bytes=268435456 `), harness.IOTimeout)
 }
 
 // Users of one server do not see each other's files: each has a
 // directory of its own under --files-root.
 func TestTransferUsersApart(t *testing.T) {
 	fsrv := newFileServer(t)
-	newUser(t, fsrv.authfile, "bob", "bob-password")
-	fsrv.signal(t, syscall.SIGHUP)
-	fsrv.waitLog(t, regexp.MustCompile(`msg="users reloaded" users=2`), startTimeout)
+	burrow.NewUser(t, fsrv.Authfile, "bob", "bob-password")
+	fsrv.Signal(t, syscall.SIGHUP)
+	fsrv.WaitLog(t, regexp.MustCompile(`msg="users reloaded" users=2`), harness.StartTimeout)
 	src := filepath.Join(t.TempDir(), "secret.txt")
 	os.WriteFile(src, []byte("alice's\n"), 0o600)
 	fsrv.transfer(t, "send", []string{"--to", "inbox"}, src)
 
-	bob := []string{"BURROW_AUTH=bob:bob-password", "BURROW_FINGERPRINT=" + fsrv.cert.fingerprint}
+	bob := []string{"BURROW_AUTH=bob:bob-password", "BURROW_FINGERPRINT=" + fsrv.Cert.Fingerprint}
 	for _, path := range []string{"inbox/secret.txt", "../alice/inbox/secret.txt", "/alice/inbox/secret.txt"} {
-		_, msg := runFailing(t, bob, "fetch", "--to", t.TempDir(), fsrv.url, path)
+		_, msg := runFailing(t, bob, "fetch", "--to", t.TempDir(), fsrv.URL, path)
 		t.Logf("bob fetching %s: %s", path, msg)
 		if !strings.Contains(msg, "not found") && !strings.Contains(msg, "refusing") {
 			t.Errorf("bob fetching %s: %q, want not found or refused", path, msg)
 		}
 	}
-	p := startProc(t, "ls", "", bob, "ls", fsrv.url)
-	if code := p.waitExit(t, exitTimeout); code != 0 || strings.Contains(p.stdout.String(), "inbox") {
-		t.Errorf("bob's listing (exit %d) shows alice's files: %q", code, p.stdout.String())
+	p := burrow.Start(t, "ls", "", bob, "ls", fsrv.URL)
+	if code := p.WaitExit(t, harness.ExitTimeout); code != 0 || strings.Contains(p.Stdout.String(), "inbox") {
+		t.Errorf("bob's listing (exit %d) shows alice's files: %q", code, p.Stdout.String())
 	}
 }
 
@@ -608,9 +609,9 @@ func freeBytes(t *testing.T, dir string) int64 {
 // freed the same command completes the file, verified.
 func TestTransferDiskFull(t *testing.T) {
 	root := mountTmpfs(t, 256<<20)
-	cert := newCert(t, "localhost", "127.0.0.1")
+	cert := burrow.NewCert(t, "localhost", "127.0.0.1")
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, testUser, testPass)
+	burrow.NewUser(t, authfile, harness.TestUser, harness.TestPass)
 	fsrv := startFileServer(t, cert, authfile, root)
 
 	src := filepath.Join(t.TempDir(), "backup.tar")
@@ -632,15 +633,15 @@ func TestTransferDiskFull(t *testing.T) {
 		}
 	}
 	fill.Close()
-	if code := p.waitExit(t, ioTimeout); code == 0 {
+	if code := p.WaitExit(t, harness.IOTimeout); code == 0 {
 		t.Fatal("send succeeded although the disk was full")
 	}
-	_, other := stderrLines(p)
+	_, other := harness.StderrLines(p)
 	if len(other) != 1 || !strings.Contains(other[0], "free space") && !strings.Contains(other[0], "no space") {
 		t.Fatalf("want one line saying the disk is full, got %q", other)
 	}
 	t.Logf("disk full: %s", other[0])
-	final := filepath.Join(root, testUser, "inbox", "backup.tar")
+	final := filepath.Join(root, harness.TestUser, "inbox", "backup.tar")
 	if _, err := os.Stat(final); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("%s exists after the disk filled up (%v)", final, err)
 	}
@@ -785,7 +786,7 @@ func TestTransferHostileChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		if e.Name() != testUser {
+		if e.Name() != harness.TestUser {
 			t.Errorf("%s appeared in the files root, outside the user's directory", e.Name())
 		}
 	}
@@ -859,13 +860,13 @@ func fileEndFrame(file, size uint64, root []byte) []byte {
 // the burrow binary would never send.
 func dialFileSession(t *testing.T, fsrv *fileServer) *client.Session {
 	t.Helper()
-	tlsConfig, err := certs.ClientConfig(certs.ClientOptions{Fingerprint: fsrv.cert.fingerprint})
+	tlsConfig, err := certs.ClientConfig(certs.ClientOptions{Fingerprint: fsrv.Cert.Fingerprint})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), harness.StartTimeout)
 	defer cancel()
-	sess, err := client.Connect(ctx, client.Config{URL: fsrv.url, Username: testUser, Password: testPass, TLS: tlsConfig})
+	sess, err := client.Connect(ctx, client.Config{URL: fsrv.URL, Username: harness.TestUser, Password: harness.TestPass, TLS: tlsConfig})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -925,13 +926,13 @@ func pushHello(dest string, links byte) []byte {
 // writes fail after twice the I/O timeout.
 func openFileStream(t *testing.T, sess *client.Session) *yamux.Stream {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*ioTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*harness.IOTimeout)
 	defer cancel()
 	st, err := sess.OpenFile(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.SetDeadline(time.Now().Add(2 * ioTimeout))
+	st.SetDeadline(time.Now().Add(2 * harness.IOTimeout))
 	return st
 }
 

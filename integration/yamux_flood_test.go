@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/burrowtun/burrow/integration/harness"
 	"github.com/burrowtun/burrow/mux"
 	"github.com/coder/websocket"
 )
@@ -31,25 +32,25 @@ import (
 // Neither test runs in parallel: each measures the server's memory and
 // latencies, and holds thousands of file descriptors.
 
-// The attacker's account; the good user is testUser.
+// The attacker's account; the good user is harness.TestUser.
 const (
 	floodUser = "mallory"
 	floodPass = "mallory's long password"
 )
 
 // startFloodServer starts a server with an admin listener whose users file
-// holds testUser and floodUser, and a client of testUser forwarding to an
+// holds harness.TestUser and floodUser, and a client of harness.TestUser forwarding to an
 // echo target. It returns the server, its admin address and the forward.
-func startFloodServer(t *testing.T, args ...string) (srv *server, admin, forward string) {
+func startFloodServer(t *testing.T, args ...string) (srv *harness.Server, admin, forward string) {
 	t.Helper()
-	cert := newCert(t, "localhost", "127.0.0.1")
+	cert := burrow.NewCert(t, "localhost", "127.0.0.1")
 	authfile := filepath.Join(t.TempDir(), "users.json")
-	newUser(t, authfile, testUser, testPass)
-	newUser(t, authfile, floodUser, floodPass)
-	srv = startServer(t, cert, authfile, append([]string{"--admin", "127.0.0.1:0"}, args...)...)
-	admin = srv.adminAddr(t)
-	echo := startEcho(t)
-	_, locals := startClient(t, srv.url, testUser+":"+testPass, []string{"--fingerprint", cert.fingerprint}, "127.0.0.1:0:"+echo)
+	burrow.NewUser(t, authfile, harness.TestUser, harness.TestPass)
+	burrow.NewUser(t, authfile, floodUser, floodPass)
+	srv = burrow.StartServer(t, cert, authfile, append([]string{"--admin", "127.0.0.1:0"}, args...)...)
+	admin = srv.AdminAddr(t)
+	echo := harness.StartEcho(t)
+	_, locals := burrow.StartClient(t, srv.URL, harness.TestUser+":"+harness.TestPass, []string{"--fingerprint", cert.Fingerprint}, "127.0.0.1:0:"+echo)
 	return srv, admin, locals[0]
 }
 
@@ -247,9 +248,9 @@ func (p *floodProbe) stats(kind string, from, to time.Time) floodStats {
 func floodDialWS(addr string) (*websocket.Conn, error) {
 	header := http.Header{}
 	(&http.Request{Header: header}).SetBasicAuth(floodUser, floodPass)
-	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), harness.IOTimeout)
 	defer cancel()
-	dialer := &net.Dialer{Timeout: ioTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
+	dialer := &net.Dialer{Timeout: harness.IOTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
 			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10)
@@ -301,7 +302,7 @@ func TestYamuxPingFlood(t *testing.T) {
 		floodLimit = 2 * time.Minute // the whole flood, on a slow machine
 	)
 	srv, admin, forward := startFloodServer(t)
-	pid := srv.cmd.Process.Pid
+	pid := srv.Cmd.Process.Pid
 
 	probe := startFloodProbe(forward, admin, 10*time.Millisecond)
 	defer probe.end()
@@ -343,7 +344,7 @@ func TestYamuxPingFlood(t *testing.T) {
 	var ws *websocket.Conn // the session flooding now
 	for sent < total && !overBound.Load() && time.Since(floodStart) < floodLimit {
 		if ws == nil {
-			if ws, err = floodDialWS(srv.addr); err != nil {
+			if ws, err = floodDialWS(srv.Addr); err != nil {
 				t.Fatalf("attacker login %d: %v", sessions+1, err)
 			}
 			sessions++
@@ -371,7 +372,7 @@ func TestYamuxPingFlood(t *testing.T) {
 	// The last session stays open, not read: the server must end it by
 	// itself, as it ended those before.
 	if ws != nil {
-		deadline := time.Now().Add(ioTimeout)
+		deadline := time.Now().Add(harness.IOTimeout)
 		for {
 			if m, err := scrapeServerMetrics(admin); err == nil && m["burrow_sessions"] == 1 {
 				closedByServer++
@@ -413,7 +414,7 @@ func TestYamuxPingFlood(t *testing.T) {
 		t.Errorf("the good user's round trip during the flood: %v; want p99 under %v and no failure (first: %v)", during, limit, during.firstErr)
 	}
 	// Once the attacker has gone, only the good user's session is left.
-	pollUntil(t, ioTimeout, "the attacker's sessions all closed", func() bool {
+	pollUntil(t, harness.IOTimeout, "the attacker's sessions all closed", func() bool {
 		return mustMetrics(t, admin)["burrow_sessions"] == 1
 	})
 }
@@ -501,7 +502,7 @@ func TestYamuxStreamsShutdown(t *testing.T) {
 	for range 64 {
 		wg.Go(func() {
 			for next.Add(1) <= opened {
-				st, err := mux.Open(sess, mux.Header{Kind: mux.KindTCP, Target: target}, ioTimeout)
+				st, err := mux.Open(sess, mux.Header{Kind: mux.KindTCP, Target: target}, harness.IOTimeout)
 				var remote *mux.RemoteError
 				switch {
 				case errors.As(err, &remote):
@@ -513,7 +514,7 @@ func TestYamuxStreamsShutdown(t *testing.T) {
 				}
 				okCount.Add(1)
 				// The session's close ends the stream.
-				st.SetWriteDeadline(time.Now().Add(ioTimeout))
+				st.SetWriteDeadline(time.Now().Add(harness.IOTimeout))
 				if _, err := st.Write(payload); err != nil {
 					otherErr.CompareAndSwap(nil, &err)
 					return
@@ -530,7 +531,7 @@ func TestYamuxStreamsShutdown(t *testing.T) {
 	if okCount.Load() != kept || refused.Load() != opened-kept {
 		t.Errorf("the server kept %d streams and refused %d, want %d and %d", okCount.Load(), refused.Load(), kept, opened-kept)
 	}
-	pollUntil(t, ioTimeout, "every kept stream counted", func() bool {
+	pollUntil(t, harness.IOTimeout, "every kept stream counted", func() bool {
 		return footprintFrom(mustMetrics(t, admin)).streams >= float64(okCount.Load())
 	})
 	held := footprintFrom(mustMetrics(t, admin))

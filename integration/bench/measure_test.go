@@ -1,6 +1,6 @@
 //go:build bench
 
-package integration
+package bench
 
 import (
 	"context"
@@ -25,6 +25,7 @@ import (
 
 	"github.com/burrowtun/burrow/certs"
 	"github.com/burrowtun/burrow/client"
+	"github.com/burrowtun/burrow/integration/harness"
 )
 
 // ---- iperf3 ----
@@ -106,12 +107,12 @@ func rttOn(c net.Conn, n int) ([]time.Duration, error) {
 // target behind addr until deadline, at most
 // max round trips.
 func measureRTTUntil(addr string, deadline time.Time, max int) ([]time.Duration, error) {
-	c, err := net.DialTimeout("tcp", addr, ioTimeout)
+	c, err := net.DialTimeout("tcp", addr, harness.IOTimeout)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	c.SetDeadline(deadline.Add(ioTimeout))
+	c.SetDeadline(deadline.Add(harness.IOTimeout))
 	msg, buf := make([]byte, probeSize), make([]byte, probeSize)
 	var out []time.Duration
 	for len(out) < max && time.Now().Before(deadline) {
@@ -134,11 +135,11 @@ func measureConnect(addr string, n int) ([]time.Duration, error) {
 	out := make([]time.Duration, 0, n)
 	for range n {
 		start := time.Now()
-		c, err := net.DialTimeout("tcp", addr, ioTimeout)
+		c, err := net.DialTimeout("tcp", addr, harness.IOTimeout)
 		if err != nil {
 			return nil, err
 		}
-		c.SetDeadline(time.Now().Add(ioTimeout))
+		c.SetDeadline(time.Now().Add(harness.IOTimeout))
 		_, err = c.Write(msg)
 		if err == nil {
 			_, err = io.ReadFull(c, buf)
@@ -175,7 +176,7 @@ func throughputLoop(b *testing.B, addr string) {
 	for i := range buf {
 		buf[i] = byte(i * 7)
 	}
-	c, err := net.DialTimeout("tcp", addr, ioTimeout)
+	c, err := net.DialTimeout("tcp", addr, harness.IOTimeout)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -217,9 +218,9 @@ func openIdle(addr string, n, workers int) ([]net.Conn, error) {
 			defer wg.Done()
 			one := []byte{1}
 			for i := range idx {
-				c, err := net.DialTimeout("tcp", addr, ioTimeout)
+				c, err := net.DialTimeout("tcp", addr, harness.IOTimeout)
 				if err == nil {
-					c.SetDeadline(time.Now().Add(ioTimeout))
+					c.SetDeadline(time.Now().Add(harness.IOTimeout))
 					if _, err = c.Write(one); err == nil {
 						_, err = io.ReadFull(c, one)
 					}
@@ -270,7 +271,7 @@ func openSessions(ctx context.Context, srv *benchServer, n, workers int) ([]*cli
 	if err != nil {
 		return nil, err
 	}
-	cfg := client.Config{URL: srv.url(), Username: benchUser, Password: benchPass, TLS: tlsConfig, DialTimeout: ioTimeout}
+	cfg := client.Config{URL: srv.url(), Username: benchUser, Password: benchPass, TLS: tlsConfig, DialTimeout: harness.IOTimeout}
 	sessions := make([]*client.Session, n)
 	var (
 		wg    sync.WaitGroup
@@ -349,8 +350,8 @@ type linkSpec struct {
 // a link with a bounded buffer.
 func startDelayProxy(tb testing.TB, target string, l linkSpec) string {
 	closing := make(chan struct{})
-	addr := serveTB(tb, func(c net.Conn) {
-		up, err := net.DialTimeout("tcp", target, ioTimeout)
+	addr := harness.StartTarget(tb, func(c *net.TCPConn) {
+		up, err := net.DialTimeout("tcp", target, harness.IOTimeout)
 		if err != nil {
 			return
 		}
@@ -368,12 +369,12 @@ func startDelayProxy(tb testing.TB, target string, l linkSpec) string {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			l.carry(up.(*net.TCPConn), c.(*net.TCPConn))
+			l.carry(up.(*net.TCPConn), c)
 		}()
-		l.carry(c.(*net.TCPConn), up.(*net.TCPConn))
+		l.carry(c, up.(*net.TCPConn))
 		<-done
 	})
-	tb.Cleanup(func() { close(closing) }) // runs before serveTB's, which waits for the handlers
+	tb.Cleanup(func() { close(closing) }) // runs before harness.StartTarget's, which waits for the handlers
 	return addr
 }
 
@@ -489,7 +490,7 @@ func setupLinkNS(tb testing.TB, qdisc []string) (*linkNS, error) {
 	va, vb := fmt.Sprintf("bb%da", id%1000000), fmt.Sprintf("bb%db", id%1000000)
 	remove := func() {
 		for _, ns := range []string{l.a, l.b} {
-			runTimeout(exitTimeout, nil, "", ip, "netns", "delete", ns)
+			runTimeout(harness.ExitTimeout, nil, "", ip, "netns", "delete", ns)
 		}
 	}
 	cmds := [][]string{
@@ -506,7 +507,7 @@ func setupLinkNS(tb testing.TB, qdisc []string) (*linkNS, error) {
 		append([]string{ip, "netns", "exec", l.b, tc, "qdisc", "add", "dev", vb, "root"}, qdisc...),
 	}
 	for _, cmd := range cmds {
-		if _, err := runTimeout(exitTimeout, nil, "", cmd...); err != nil {
+		if _, err := runTimeout(harness.ExitTimeout, nil, "", cmd...); err != nil {
 			remove()
 			return nil, err
 		}
@@ -565,7 +566,7 @@ func inProcessClient(ctx context.Context, srv *benchServer, remotes ...string) (
 		case err := <-runErr:
 			cancel()
 			return nil, nil, fmt.Errorf("in-process client: %w", err)
-		case <-time.After(startTimeout):
+		case <-time.After(harness.StartTimeout):
 			stop()
 			return nil, nil, errors.New("in-process client did not connect")
 		}

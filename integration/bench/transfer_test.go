@@ -1,6 +1,6 @@
 //go:build bench
 
-package integration
+package bench
 
 // File transfer figures: burrow send against scp and rsync -e ssh to the
 // harness's loopback sshd, a 1 GiB file and a tree of 10,000 files of
@@ -111,7 +111,7 @@ func (s *suite) transfers() {
 	sshLanded := func(src, run string) string { return filepath.Join(sshDst, run, filepath.Base(src)) }
 	burrow := xferTool{key: "burrow", label: "burrow send",
 		argv: func(src, run string) []string {
-			return []string{burrowBin, "send", "--quiet", "--fingerprint", s.creds.fingerprint, "--to", run, srv.url(), src}
+			return []string{burrow.Path(), "send", "--quiet", "--fingerprint", s.creds.fingerprint, "--to", run, srv.url(), src}
 		},
 		env:      []string{"BURROW_AUTH=" + benchUser + ":" + benchPass},
 		landed:   func(src, run string) string { return filepath.Join(userRoot, run, filepath.Base(src)) },

@@ -1,6 +1,6 @@
 //go:build bench
 
-package integration
+package bench
 
 import (
 	"bufio"
@@ -20,11 +20,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/burrowtun/burrow/integration/harness"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -39,7 +39,7 @@ type bproc struct {
 	name string
 	argv []string
 	cmd  *exec.Cmd
-	out  syncBuffer // stdout and stderr together
+	out  harness.SyncBuffer // stdout and stderr together
 	done chan struct{}
 }
 
@@ -64,7 +64,7 @@ func startBench(tb testing.TB, name, ns string, env []string, argv ...string) *b
 	}
 	p := &bproc{name: name, argv: argv, done: make(chan struct{})}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.Env = append(cleanEnv(), env...)
+	p.cmd.Env = append(harness.CleanEnv(), env...)
 	p.cmd.Stdout = &p.out
 	p.cmd.Stderr = &p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -98,8 +98,8 @@ func (p *bproc) stop(tb testing.TB) {
 	}
 	select {
 	case <-p.done:
-	case <-time.After(exitTimeout):
-		tb.Errorf("%s (pid %d) still running %v after SIGKILL", p.name, p.pid(), exitTimeout)
+	case <-time.After(harness.ExitTimeout):
+		tb.Errorf("%s (pid %d) still running %v after SIGKILL", p.name, p.pid(), harness.ExitTimeout)
 	}
 }
 
@@ -156,7 +156,7 @@ func runMeasured(timeout time.Duration, env []string, stdin string, argv ...stri
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Env = append(cleanEnv(), env...)
+	cmd.Env = append(harness.CleanEnv(), env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = 2 * time.Second
@@ -193,21 +193,31 @@ func procCPUWithChildren(pid int) (float64, error) {
 	return procStatCPU(pid, true)
 }
 
-func procStatCPU(pid int, children bool) (float64, error) {
+// procStat returns the fields of /proc/PID/stat after the command name,
+// at least n of them: the state is f[0], field 4 (the parent) f[1].
+func procStat(pid, n int) ([]string, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	// The command name is in parentheses and may hold anything: fields
-	// are counted from the last ')'. utime, stime, cutime and cstime are
-	// fields 14 to 17.
+	// are counted from the last ')'.
 	i := bytes.LastIndexByte(data, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
+		return nil, fmt.Errorf("/proc/%d/stat: no ')'", pid)
 	}
 	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 15 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	if len(f) < n {
+		return nil, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	return f, nil
+}
+
+func procStatCPU(pid int, children bool) (float64, error) {
+	// utime, stime, cutime and cstime are fields 14 to 17.
+	f, err := procStat(pid, 15)
+	if err != nil {
+		return 0, err
 	}
 	fields := f[11:13]
 	if children {
@@ -243,17 +253,9 @@ func procStatusKiB(pid int, field string) (int64, error) {
 
 // procPPID returns the parent of a process.
 func procPPID(pid int) (int, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := procStat(pid, 2)
 	if err != nil {
 		return 0, err
-	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no ')'", pid)
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 2 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
 	return strconv.Atoi(f[1])
 }
@@ -326,14 +328,6 @@ func randomPort() int { return 10000 + mathrand.IntN(22000) }
 
 // ---- burrow ----
 
-var (
-	benchListening = regexp.MustCompile(`msg=listening addr=(\S+) fingerprint=([0-9a-f]+)`)
-	benchAdmin     = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
-	benchForward   = regexp.MustCompile(`msg="forward listening" local=(\S+)`)
-	benchConnected = regexp.MustCompile(`msg=connected `)
-	benchFinger    = regexp.MustCompile(`(?m)^fingerprint: ([0-9a-f]{64})$`)
-)
-
 const (
 	benchUser = "bench"
 	benchPass = "bench-password"
@@ -344,31 +338,14 @@ type benchCreds struct {
 	certFile, keyFile, fingerprint, authfile string
 }
 
-func runBurrowTB(tb testing.TB, stdin string, args ...string) string {
-	tb.Helper()
-	out, err := runTimeout(exitTimeout, nil, stdin, append([]string{burrowBin}, args...)...)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return string(out)
-}
-
 // newBenchCreds makes a self-signed certificate for hosts and a users file
 // holding benchUser, allowed anywhere.
 func newBenchCreds(tb testing.TB, hosts ...string) benchCreds {
 	tb.Helper()
-	dir := tb.TempDir()
-	args := []string{"cert", "self-signed", "--out", dir}
-	for _, h := range hosts {
-		args = append(args, "--host", h)
-	}
-	m := benchFinger.FindStringSubmatch(runBurrowTB(tb, "", args...))
-	if m == nil {
-		tb.Fatal("burrow cert self-signed printed no fingerprint")
-	}
-	c := benchCreds{certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem"),
-		fingerprint: m[1], authfile: filepath.Join(dir, "users.json")}
-	runBurrowTB(tb, benchPass+"\n", "user", "add", "--authfile", c.authfile, "--password-stdin", benchUser)
+	cert := burrow.NewCert(tb, hosts...)
+	c := benchCreds{certFile: cert.CertFile, keyFile: cert.KeyFile,
+		fingerprint: cert.Fingerprint, authfile: filepath.Join(filepath.Dir(cert.CertFile), "users.json")}
+	burrow.NewUser(tb, c.authfile, benchUser, benchPass)
 	return c
 }
 
@@ -406,21 +383,21 @@ func (s *benchServer) url() string { return "wss://" + s.addr }
 // admin listener on loopback and Go profiles.
 func startBenchServer(tb testing.TB, name, ns string, creds benchCreds, listen string, extra ...string) *benchServer {
 	tb.Helper()
-	args := []string{burrowBin, "server", "--listen", listen, "--tls-cert", creds.certFile, "--tls-key", creds.keyFile,
+	args := []string{burrow.Path(), "server", "--listen", listen, "--tls-cert", creds.certFile, "--tls-key", creds.keyFile,
 		"--authfile", creds.authfile, "--admin", "127.0.0.1:0", "--pprof"}
 	p := startBench(tb, name, ns, nil, append(args, extra...)...)
-	m := p.waitOutput(tb, benchListening, 1, startTimeout)[0]
+	m := p.waitOutput(tb, harness.ListeningLine, 1, harness.StartTimeout)[0]
 	if m[2] != creds.fingerprint {
 		tb.Fatalf("%s serves fingerprint %s, want %s", name, m[2], creds.fingerprint)
 	}
-	a := p.waitOutput(tb, benchAdmin, 1, startTimeout)[0]
+	a := p.waitOutput(tb, harness.AdminLine, 1, harness.StartTimeout)[0]
 	return &benchServer{bproc: p, creds: creds, addr: m[1], admin: a[1]}
 }
 
 // metrics reads the server's Prometheus metrics (the Go collector's
 // goroutines, heap and stack figures among them).
 func (s *benchServer) metrics() (map[string]float64, error) {
-	hc := &http.Client{Timeout: ioTimeout}
+	hc := &http.Client{Timeout: harness.IOTimeout}
 	resp, err := hc.Get("http://" + s.admin + "/metrics")
 	if err != nil {
 		return nil, err
@@ -444,11 +421,11 @@ func (s *benchServer) metrics() (map[string]float64, error) {
 // fingerprint, and returns the local address of each remote.
 func startBenchClient(tb testing.TB, name, ns, url string, creds benchCreds, extra []string, remotes ...string) (*bproc, []string) {
 	tb.Helper()
-	args := append([]string{burrowBin, "client", "--fingerprint", creds.fingerprint}, extra...)
+	args := append([]string{burrow.Path(), "client", "--fingerprint", creds.fingerprint}, extra...)
 	args = append(append(args, url), remotes...)
 	p := startBench(tb, name, ns, []string{"BURROW_AUTH=" + benchUser + ":" + benchPass}, args...)
-	lines := p.waitOutput(tb, benchForward, len(remotes), startTimeout)
-	p.waitOutput(tb, benchConnected, 1, startTimeout)
+	lines := p.waitOutput(tb, harness.ForwardLine, len(remotes), harness.StartTimeout)
+	p.waitOutput(tb, harness.ConnectedLine, 1, harness.StartTimeout)
 	locals := make([]string, len(lines))
 	for i, m := range lines {
 		locals[i] = m[1]
@@ -536,7 +513,7 @@ func startBenchSSHD(tb testing.TB) *benchSSHD {
 	dir := tb.TempDir()
 	hostKey, userKey := filepath.Join(dir, "host_key"), filepath.Join(dir, "user_key")
 	for _, k := range []string{hostKey, userKey} {
-		if _, err := runTimeout(exitTimeout, nil, "", keygen, "-q", "-t", "ed25519", "-N", "", "-f", k); err != nil {
+		if _, err := runTimeout(harness.ExitTimeout, nil, "", keygen, "-q", "-t", "ed25519", "-N", "", "-f", k); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -740,61 +717,12 @@ func startHolder(tb testing.TB) (*bproc, string) {
 		tb.Fatal(err)
 	}
 	p := startBench(tb, "hold helper", "", []string{benchHelperEnv + "=hold"}, exe)
-	return p, p.waitOutput(tb, holdLine, 1, startTimeout)[0][1]
-}
-
-// serveTB runs handle for each connection accepted on 127.0.0.1:0 until
-// the test or benchmark ends, then closes everything and waits.
-func serveTB(tb testing.TB, handle func(net.Conn)) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns = map[net.Conn]struct{}{}
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = struct{}{}
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() {
-					mu.Lock()
-					delete(conns, c)
-					mu.Unlock()
-					c.Close()
-				}()
-				handle(c)
-			}()
-		}
-	}()
-	tb.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
+	return p, p.waitOutput(tb, holdLine, 1, harness.StartTimeout)[0][1]
 }
 
 // startBenchEcho echoes whatever it reads.
 func startBenchEcho(tb testing.TB) string {
-	return serveTB(tb, func(c net.Conn) {
+	return harness.StartTarget(tb, func(c *net.TCPConn) {
 		buf := make([]byte, 16<<10)
 		io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, buf)
 	})
@@ -803,7 +731,7 @@ func startBenchEcho(tb testing.TB) string {
 // startSink reads until EOF, then answers with the byte count (8 bytes,
 // big-endian) and closes.
 func startSink(tb testing.TB) string {
-	return serveTB(tb, func(c net.Conn) {
+	return harness.StartTarget(tb, func(c *net.TCPConn) {
 		c.SetDeadline(time.Now().Add(10 * time.Minute))
 		buf := make([]byte, 256<<10)
 		n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{c}, buf)

@@ -1,6 +1,6 @@
 //go:build bench
 
-package integration
+package bench
 
 // The report's account of each missed target: what this run's figures
 // and profiles say limits burrow there, what was tried, and what would

@@ -1,40 +1,6 @@
 //go:build bench
 
-package integration
-
-// The benchmark harness behind `make bench`:
-//
-//	go test -tags bench -run '^TestBenchSuite$' -count=1 -timeout 15m -v ./integration/
-//
-// TestBenchSuite starts everything it measures on loopback (iperf3 -s, two
-// throwaway sshd with generated keys and an ssh -L to each, the burrow
-// server and client built from this tree, in-process echo and sink
-// targets), measures burrow side by side with its baselines, each
-// measurement repeated (interleaved, the order of the paths rotated) and
-// the medians kept, and writes docs/benchmarks.md and docs/benchmarks.svg:
-// throughput, latency, CPU and memory against direct loopback and ssh -L;
-// the Go benchmarks; CPU profiles of both ends; idle sessions and streams;
-// a simulated long link; burrow send against scp and rsync. Every process
-// it starts is SIGKILLed by PID when it ends. The files: bench_test.go (the
-// suite and its sections), bench_procs_test.go (processes and /proc),
-// bench_measure_test.go (measurements, profiles, the long link),
-// bench_transfer_test.go (file transfer), bench_report_test.go and
-// bench_gaps_test.go (the document and its chart).
-//
-// Knobs (environment): BENCH_REPEAT (3), BENCH_SECONDS per iperf3 run (2),
-// BENCH_LINK (auto: netem in network namespaces when the kernel has it,
-// else a delay proxy; or proxy), BENCH_LINK_QDISC (tc arguments for the
-// namespaces' veths), BENCH_BUDGET (8m: sections that would start too late
-// are skipped and repetitions cut, and the document says so), BENCH_OUT
-// (../docs), BENCH_PROFILES (a directory to keep the profiles in),
-// BENCH_CHART=png (a PNG chart instead of SVG), BENCH_ONLY (sections to
-// run, comma-separated: throughput, latency, go benchmarks, profile,
-// scale, long link, transfers).
-//
-// The Go benchmarks BenchmarkForwardThroughput and BenchmarkDirectThroughput
-// are the same transfer through the real binaries and over plain loopback:
-//
-//	go test -tags bench -run '^$' -bench 'ForwardThroughput|DirectThroughput' -count 5 ./integration/
+package bench
 
 import (
 	"context"
@@ -49,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/burrowtun/burrow/integration/harness"
 	"github.com/burrowtun/burrow/mux"
 )
 
@@ -218,7 +185,7 @@ func TestBenchSuite(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := &suite{t: t, ctx: ctx, started: time.Now(), reps: envInt("BENCH_REPEAT", 3), secs: envInt("BENCH_SECONDS", 2),
-		out: "../docs", budget: 8 * time.Minute,
+		out: "../../docs", budget: 8 * time.Minute,
 		tp: map[string]map[string][]tpRun{}, hwm: map[string][2]int64{}, lat: map[string]*latRuns{},
 		gobench: map[string][]float64{}, ciphers: map[string]string{}}
 	if d, err := time.ParseDuration(os.Getenv("BENCH_BUDGET")); err == nil && d > 0 {
@@ -285,7 +252,7 @@ var tempPath = regexp.MustCompile(regexp.QuoteMeta(os.TempDir()) + `/[^/\s'"]+/[
 func shellLine(argv []string) string {
 	var parts []string
 	for _, a := range argv {
-		a = strings.ReplaceAll(a, burrowBin, "bin/burrow")
+		a = strings.ReplaceAll(a, burrow.Path(), "bin/burrow")
 		a = tempPath.ReplaceAllString(a, "$$TMP/")
 		if strings.ContainsAny(a, " '\"*|;&<>()") {
 			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
@@ -465,7 +432,7 @@ func (s *suite) latency() {
 		}
 		accs := map[string]*acc{}
 		for _, p := range s.paths {
-			c, err := net.DialTimeout("tcp", p.echo, ioTimeout)
+			c, err := net.DialTimeout("tcp", p.echo, harness.IOTimeout)
 			if err != nil {
 				s.t.Fatalf("%s: %v", p.label, err)
 			}

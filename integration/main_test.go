@@ -1,0 +1,13 @@
+package integration
+
+import (
+	"os"
+	"testing"
+
+	"github.com/burrowtun/burrow/integration/harness"
+)
+
+// burrow is the binary under test, built once by TestMain.
+var burrow harness.Burrow
+
+func TestMain(m *testing.M) { os.Exit(harness.Main(m, &burrow)) }
