@@ -63,4 +63,20 @@
 // the peer reported ([RemoteError]).
 //
 // The wire format is described in docs/transfer.md.
+//
+// # Where things are
+//
+// client.go runs the client's calls; server.go admits transfers and
+// serves their control and data streams, list.go the listings.
+// exchange.go holds the manifest and plan exchange both ends speak,
+// over the frames of conn.go and the encodings of wire.go. manifest.go
+// defines entries, policies and limits and checks names and trees;
+// source.go walks a source tree into a manifest, and sender.go sends its
+// chunks, with data.go's buffers and compression and hash.go's hashes.
+// The receiver (receiver.go) plans a transfer (plan.go) against the
+// quota and free-space books (books.go), writes chunks (chunks.go) into
+// partial files (partial.go) with their journals (journal.go), and
+// commits them (commit.go). errors.go holds the errors and their wire
+// codes, events.go the client's progress; the *_linux, *_unix and
+// *_other files hold what differs by platform.
 package transfer
