@@ -24,6 +24,7 @@ declare -A need=(
 [ "$group" = demo ] || need+=(
   [squid]=squid-openssl
   [mitmdump]=mitmproxy
+  [openssl]=openssl
   [nginx]=nginx
   [haproxy]=haproxy
   [ip]=iproute2

@@ -187,6 +187,13 @@ type squidConfig struct {
 	basic    map[string]string // Basic users and passwords (basic_ncsa_auth), or
 	ntlm     bool              // NTLM with ntlm_fake_auth, which accepts any credentials, or
 	clients  string            // without authentication: the source range allowed
+	// bump, when set, makes squid a TLS-inspecting proxy (ssl-bump): it
+	// terminates the client's TLS with certificates this CA signs on the
+	// fly and opens its own TLS to the server, which it does not verify.
+	bump *inspectionCA
+	// upgrades lets a bumping squid pass WebSocket upgrades; without it
+	// squid removes them, as its default configuration does.
+	upgrades bool
 }
 
 type squid struct {
@@ -196,7 +203,7 @@ type squid struct {
 }
 
 var (
-	squidReady      = regexp.MustCompile(`Accepting HTTP Socket connections at`)
+	squidReady      = regexp.MustCompile(`Accepting (SSL bumped )?HTTP Socket connections at`)
 	squidBindFailed = regexp.MustCompile(`(?i)cannot bind socket|Unable to open HTTP Socket`)
 )
 
@@ -266,13 +273,21 @@ func startSquid(t *testing.T, cfg squidConfig) *squid {
 	for range 5 {
 		port := randomConfigPort()
 		var conf strings.Builder
-		fmt.Fprintf(&conf, "http_port %s\n", net.JoinHostPort(cfg.host, strconv.Itoa(port)))
+		fmt.Fprintf(&conf, "http_port %s", net.JoinHostPort(cfg.host, strconv.Itoa(port)))
+		if cfg.bump != nil {
+			fmt.Fprintf(&conf, " ssl-bump generate-host-certificates=on dynamic_cert_mem_cache_size=4MB tls-cert=%s tls-key=%s",
+				cfg.bump.certFile, cfg.bump.keyFile)
+		}
+		conf.WriteString("\n")
 		if effectiveUser != "" {
 			fmt.Fprintf(&conf, "cache_effective_user %s\n", effectiveUser)
 		}
 		fmt.Fprintf(&conf, "visible_hostname burrow-test\npid_filename %[1]s/squid.pid\ncache_log %[1]s/cache.log\n"+
 			"access_log stdio:%[1]s/access.log\ncoredump_dir %[1]s\n", run)
 		conf.WriteString("cache deny all\npinger_enable off\nshutdown_lifetime 1 seconds\n")
+		if cfg.bump != nil {
+			writeBumpConfig(t, &conf, helper("security_file_certgen"), run, cfg.bump, cfg.upgrades)
+		}
 		fmt.Fprintf(&conf, "acl SSL_ports port %s\nacl CONNECT method CONNECT\nhttp_access deny CONNECT !SSL_ports\n",
 			strings.Join(cfg.sslPorts, " "))
 		conf.WriteString(access.String())
