@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/burrowtun/burrow/socks"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -53,7 +54,7 @@ type Config struct {
 	DialTimeout time.Duration
 	// SOCKSAuth, when set, is required from clients of local SOCKS
 	// listeners (an open SOCKS port is a hole in the network).
-	SOCKSAuth *mux.SOCKSAuth
+	SOCKSAuth *socks.Auth
 	// Stdin and Stdout are the local end of a stdio remote. Default
 	// os.Stdin and os.Stdout.
 	Stdin  io.Reader
@@ -346,7 +347,7 @@ func (c *Client) serveSession(ctx context.Context, sess *yamux.Session) error {
 		// The bind stream is the lease; it closes with the session.
 		defer st.Close()
 		if r.Socks {
-			if err := mux.WriteBindAuth(st, c.cfg.SOCKSAuth); err != nil {
+			if err := socks.WriteBindAuth(st, c.cfg.SOCKSAuth); err != nil {
 				return nil // the session died: reconnect
 			}
 		}

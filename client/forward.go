@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/burrowtun/burrow/socks"
 	"io"
 	"log/slog"
 	"net"
@@ -163,7 +164,7 @@ func (c *Client) forwardSOCKS(ctx context.Context, conn net.Conn, log *slog.Logg
 		release()
 	}
 	conn.SetDeadline(time.Now().Add(c.cfg.OpenTimeout))
-	target, err := mux.SOCKSHandshake(conn, c.cfg.SOCKSAuth)
+	target, err := socks.Handshake(conn, c.cfg.SOCKSAuth)
 	conn.SetDeadline(time.Time{})
 	if err != nil {
 		log.Warn("socks request failed", "err", err)
@@ -174,7 +175,7 @@ func (c *Client) forwardSOCKS(ctx context.Context, conn net.Conn, log *slog.Logg
 	openCtx, cancel := c.openContext(ctx)
 	defer cancel()
 	st, err := c.open(openCtx, mux.Header{Kind: mux.KindTCP, Target: target})
-	mux.SOCKSReply(conn, err)
+	socks.Reply(conn, err)
 	if err != nil {
 		log.Warn("forward refused", "err", err)
 		fail()

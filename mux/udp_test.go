@@ -1210,3 +1210,8 @@ func TestUDPOverTunnelFarEndIdle(t *testing.T) {
 		t.Errorf("%v (Open called %d times)", err, opens.Load())
 	}
 }
+
+// failWriter fails every Write.
+type failWriter struct{ io.Reader }
+
+func (failWriter) Write([]byte) (int, error) { return 0, io.ErrClosedPipe }

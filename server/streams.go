@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"github.com/burrowtun/burrow/socks"
 	"io"
 
 	"log/slog"
@@ -279,7 +280,7 @@ func (s *Server) serveBind(sess *session, st *yamux.Stream, target string, log *
 	var (
 		serve     func() error
 		listener  io.Closer
-		socksAuth *mux.SOCKSAuth // what the client sends for a socks bind
+		socksAuth *socks.Auth // what the client sends for a socks bind
 	)
 	if network == "udp" {
 		pc, err := net.ListenPacket("udp", addr)
@@ -317,7 +318,7 @@ func (s *Server) serveBind(sess *session, st *yamux.Stream, target string, log *
 		// The client sends the credentials its SOCKS listener requires;
 		// connections wait in the backlog until they are known.
 		st.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
-		a, err := mux.ReadBindAuth(st)
+		a, err := socks.ReadBindAuth(st)
 		st.SetReadDeadline(time.Time{})
 		if err != nil {
 			log.Warn("reverse socks bind failed", "addr", addr, "err", err)
@@ -373,7 +374,7 @@ func bindError(addr string, err error) error {
 // each to the client: as a KindReverseTCP stream naming the bind, or, for
 // a SOCKS bind, as a KindTCP stream to the target the SOCKS client asked
 // for (which the client dials).
-func (s *Server) serveReverseTCP(ctx context.Context, sess *session, l net.Listener, addr string, socks bool, auth *mux.SOCKSAuth, log *slog.Logger) error {
+func (s *Server) serveReverseTCP(ctx context.Context, sess *session, l net.Listener, addr string, isSOCKS bool, auth *socks.Auth, log *slog.Logger) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -385,14 +386,14 @@ func (s *Server) serveReverseTCP(ctx context.Context, sess *session, l net.Liste
 			return err
 		}
 		wg.Add(1)
-		go s.serveReverseConn(ctx, sess, conn, addr, socks, auth, log, wg.Done)
+		go s.serveReverseConn(ctx, sess, conn, addr, isSOCKS, auth, log, wg.Done)
 	}
 }
 
 // serveReverseConn carries a connection to a reverse listener back to the
 // client. It returns once the stream for it is open: a Splice carries it
 // on, and calls release when it ends.
-func (s *Server) serveReverseConn(ctx context.Context, sess *session, conn net.Conn, addr string, socks bool, auth *mux.SOCKSAuth, log *slog.Logger, release func()) {
+func (s *Server) serveReverseConn(ctx context.Context, sess *session, conn net.Conn, addr string, isSOCKS bool, auth *socks.Auth, log *slog.Logger, release func()) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	fail := func() {
 		stop()
@@ -400,9 +401,9 @@ func (s *Server) serveReverseConn(ctx context.Context, sess *session, conn net.C
 		release()
 	}
 	h := mux.Header{Kind: mux.KindReverseTCP, Target: addr}
-	if socks {
+	if isSOCKS {
 		conn.SetDeadline(time.Now().Add(s.cfg.HeaderTimeout))
-		target, err := mux.SOCKSHandshake(conn, auth)
+		target, err := socks.Handshake(conn, auth)
 		conn.SetDeadline(time.Time{})
 		if err != nil {
 			log.Warn("reverse socks request failed", "peer", conn.RemoteAddr().String(), "err", err)
@@ -412,8 +413,8 @@ func (s *Server) serveReverseConn(ctx context.Context, sess *session, conn net.C
 		h = mux.Header{Kind: mux.KindTCP, Target: target}
 	}
 	st, err := mux.Open(sess.Session, h, s.cfg.DialTimeout+s.cfg.HeaderTimeout)
-	if socks {
-		mux.SOCKSReply(conn, err)
+	if isSOCKS {
+		socks.Reply(conn, err)
 	}
 	if err != nil {
 		log.Warn("reverse connection refused", "dest", h.Target, "err", err)
