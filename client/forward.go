@@ -76,7 +76,7 @@ func (c *Client) serveListener(ctx context.Context, l net.Listener, r Remote, wg
 // the tunnel rather than two. A SOCKS forward waits for the server's
 // answer, which it owes its client before any payload. Once the stream
 // is answered, a splice carries the connection and this goroutine ends:
-// an idle connection waits parked (see mux.Parking), on no goroutine.
+// an idle connection waits parked (see relay.Parking), on no goroutine.
 func (c *Client) forward(ctx context.Context, conn net.Conn, r Remote, release func()) {
 	log := c.log.With("local", conn.LocalAddr().String(), "remote", r.RemoteAddr(), "peer", conn.RemoteAddr().String())
 	// Until the splice starts, closing conn is how ctx's end reaches us.

@@ -18,7 +18,6 @@ import (
 
 	"github.com/burrowtun/burrow/mux"
 	"github.com/burrowtun/burrow/server"
-	"github.com/hashicorp/yamux"
 )
 
 // syncBuffer is a log sink safe for the server's goroutines.
@@ -76,7 +75,7 @@ func newFixture(t *testing.T, cfg server.Config, allowAlice ...string) *fixture 
 	return &fixture{srv: srv, http: hs, logs: logs, url: "wss" + strings.TrimPrefix(hs.URL, "https")}
 }
 
-func (f *fixture) dial(t *testing.T, user, password string) (*yamux.Session, error) {
+func (f *fixture) dial(t *testing.T, user, password string) (*mux.Session, error) {
 	t.Helper()
 	h := http.Header{}
 	r := http.Request{Header: h}
@@ -326,7 +325,7 @@ func TestSessionAndStreamLimits(t *testing.T) {
 	} else {
 		other.Close()
 	}
-	var open []*yamux.Stream
+	var open []*mux.Stream
 	for range 2 {
 		st, err := mux.Open(first, mux.Header{Kind: mux.KindTCP, Target: target}, 5*time.Second)
 		if err != nil {

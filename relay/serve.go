@@ -1,9 +1,10 @@
-package mux
+package relay
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/burrowtun/burrow/mux"
 	"net"
 	"syscall"
 	"time"
@@ -14,7 +15,7 @@ import (
 type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
 
 // DialTarget dials target on behalf of a stream, within timeout, and
-// returns a Coded error that says in one line why it failed.
+// returns a mux.Coded error that says in one line why it failed.
 func DialTarget(ctx context.Context, dial DialFunc, network, target string, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -28,21 +29,21 @@ func DialTarget(ctx context.Context, dial DialFunc, network, target string, time
 // dialError says in one line why target could not be reached.
 func dialError(target string, err error) error {
 	var dnsErr *net.DNSError
-	var coded Coded
+	var coded mux.Coded
 	switch {
 	case errors.As(err, &coded):
 		// The dialer's own refusal (a forbidden address, say) says it best.
 		return coded
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return Refuse(CodeRefused, "connection refused by %s", target)
+		return mux.Refuse(mux.CodeRefused, "connection refused by %s", target)
 	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
-		return Refuse(CodeUnreachable, "cannot resolve %s: no such host", target)
+		return mux.Refuse(mux.CodeUnreachable, "cannot resolve %s: no such host", target)
 	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
-		return Refuse(CodeTimeout, "timed out connecting to %s", target)
+		return mux.Refuse(mux.CodeTimeout, "timed out connecting to %s", target)
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return Refuse(CodeUnreachable, "%s is unreachable", target)
+		return mux.Refuse(mux.CodeUnreachable, "%s is unreachable", target)
 	}
-	return Refuse(CodeFailed, "cannot connect to %s: %v", target, err)
+	return mux.Refuse(mux.CodeFailed, "cannot connect to %s: %v", target, err)
 }
 
 func isTimeout(err error) bool {
@@ -50,17 +51,12 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// Stream is what the serving helpers need of a yamux stream.
-type Stream interface {
-	net.Conn
-}
-
 // ServeTCP answers a stream that asked for a TCP connection to target:
 // it dials, replies, calls opened (when not nil), and splices until both
 // sides are done or ctx ends. It returns the bytes carried each way (stream to
 // target, target to stream), or the error it replied with. It is
 // SpliceTCP, waited for.
-func ServeTCP(ctx context.Context, st Stream, dial DialFunc, target string, timeout time.Duration, opened func()) (sent, received int64, err error) {
+func ServeTCP(ctx context.Context, st net.Conn, dial DialFunc, target string, timeout time.Duration, opened func()) (sent, received int64, err error) {
 	done := make(chan [2]int64, 1)
 	var p *Parking
 	err = p.SpliceTCP(ctx, st, dial, target, timeout, opened, func(sent, received int64) { done <- [2]int64{sent, received} })
@@ -77,14 +73,14 @@ func ServeTCP(ctx context.Context, st Stream, dial DialFunc, target string, time
 // both sides are done or ctx ends, then calls closed (when not nil) with
 // the bytes carried each way. When it returns an error, the one it
 // replied with, closed is not called.
-func (p *Parking) SpliceTCP(ctx context.Context, st Stream, dial DialFunc, target string, timeout time.Duration, opened func(), closed func(sent, received int64)) error {
+func (p *Parking) SpliceTCP(ctx context.Context, st net.Conn, dial DialFunc, target string, timeout time.Duration, opened func(), closed func(sent, received int64)) error {
 	conn, err := DialTarget(ctx, dial, "tcp", target, timeout)
 	if err != nil {
-		WriteReply(st, err)
+		mux.WriteReply(st, err)
 		st.Close()
 		return err
 	}
-	if err := WriteReply(st, nil); err != nil {
+	if err := mux.WriteReply(st, nil); err != nil {
 		conn.Close()
 		st.Close()
 		return fmt.Errorf("replying to stream: %w", err)

@@ -1,0 +1,6 @@
+// Package udp relays datagrams over streams, for both ends: a [Listener]
+// serves a local UDP socket and carries each source address's flow over
+// a stream of its own, and [Serve] answers such a stream on the far side
+// with a socket to the target. On a stream each datagram is one frame,
+// its length and then its payload ([WriteDatagram], [ReadDatagram]).
+package udp
