@@ -51,27 +51,11 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// ServeTCP answers a stream that asked for a TCP connection to target:
-// it dials, replies, calls opened (when not nil), and splices until both
-// sides are done or ctx ends. It returns the bytes carried each way (stream to
-// target, target to stream), or the error it replied with. It is
-// SpliceTCP, waited for.
-func ServeTCP(ctx context.Context, st net.Conn, dial DialFunc, target string, timeout time.Duration, opened func()) (sent, received int64, err error) {
-	done := make(chan [2]int64, 1)
-	var p *Parking
-	err = p.SpliceTCP(ctx, st, dial, target, timeout, opened, func(sent, received int64) { done <- [2]int64{sent, received} })
-	if err != nil {
-		return 0, 0, err
-	}
-	n := <-done
-	return n[0], n[1], nil
-}
-
-// SpliceTCP is ServeTCP without the wait, for a server with many idle
-// streams: it returns once the stream is answered and opened (when not
-// nil) has run, and a Splice, parking on p, carries the stream on until
-// both sides are done or ctx ends, then calls closed (when not nil) with
-// the bytes carried each way. When it returns an error, the one it
+// SpliceTCP answers a stream that asked for a TCP connection to target:
+// it dials, replies, and returns once the stream is answered and opened
+// (when not nil) has run; Splice, parking on p, carries the stream on
+// until both sides are done or ctx ends, then calls closed (when not nil)
+// with the bytes carried each way (stream to target, target to stream). When it returns an error, the one it
 // replied with, closed is not called.
 func (p *Parking) SpliceTCP(ctx context.Context, st net.Conn, dial DialFunc, target string, timeout time.Duration, opened func(), closed func(sent, received int64)) error {
 	conn, err := DialTarget(ctx, dial, "tcp", target, timeout)

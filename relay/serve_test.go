@@ -469,3 +469,19 @@ func TestServeTCPEndsWithContext(t *testing.T) {
 		t.Fatalf("ServeTCP still blocked %v after its context ended (%d bytes written to a target that does not read)", testTimeout, written)
 	}
 }
+
+// ServeTCP answers a stream that asked for a TCP connection to target:
+// it dials, replies, calls opened (when not nil), and splices until both
+// sides are done or ctx ends. It returns the bytes carried each way (stream to
+// target, target to stream), or the error it replied with. It is
+// SpliceTCP on a nil Parking, waited for, as the tests use it.
+func ServeTCP(ctx context.Context, st net.Conn, dial DialFunc, target string, timeout time.Duration, opened func()) (sent, received int64, err error) {
+	done := make(chan [2]int64, 1)
+	var p *Parking
+	err = p.SpliceTCP(ctx, st, dial, target, timeout, opened, func(sent, received int64) { done <- [2]int64{sent, received} })
+	if err != nil {
+		return 0, 0, err
+	}
+	n := <-done
+	return n[0], n[1], nil
+}

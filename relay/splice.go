@@ -53,8 +53,9 @@ type halfCloser interface {
 // EOF or either fails, then closes both. An EOF in one direction is passed
 // on as a half-close (FIN), so protocols that signal the end of a request
 // by shutting down their write side keep working. It returns the bytes
-// copied each way. It is Splice waited for, with the caller's goroutine,
-// which would otherwise only wait, carrying b to a.
+// copied each way. It is Parking.Splice on a nil Parking waited for, with
+// the caller's goroutine, which would otherwise only wait, carrying b to
+// a.
 func Pipe(a, b io.ReadWriteCloser) (aToB, bToA int64) {
 	done := make(chan struct{})
 	var p *Parking // the caller's goroutine waits anyway
@@ -76,29 +77,23 @@ func Pipe(a, b io.ReadWriteCloser) (aToB, bToA int64) {
 // nil), on a goroutine of the splice, with the bytes copied each way. An
 // owner that must wait for the splice waits for done.
 //
-// An idle direction costs one goroutine blocked where it holds no buffer
-// (see waitData), with the smallest stack a goroutine has. A goroutine
-// keeps most of the stack its deepest call grew (dialing, a burst of
-// writes): a stack shrinks only by halves, at a garbage collection, and
-// only while three quarters of it are unused. So the caller's goroutine
-// does not take part, each wait starts on a new goroutine, in a shallow
-// frame, and the copying that follows it runs on that goroutine, which
-// hands the next wait on to a new one. Parking.Splice saves even that
-// goroutine.
-func Splice(a, b io.ReadWriteCloser, done func(aToB, bToA int64)) {
-	var p *Parking
-	p.Splice(context.Background(), a, b, done)
-}
-
-// Splice is the package's Splice with the directions that have been idle
-// for burstIdle parked on p (see Parking) rather than each waiting on a
-// goroutine; a nil p parks nothing. The end of ctx closes a and b, which
-// ends both directions: a direction blocked writing to a peer that
-// stopped reading, or parked, would not end otherwise. a and b must not be
-// closed by anyone else while the splice runs.
+// A direction that has been idle for burstIdle is parked on p (see
+// Parking) rather than waiting on a goroutine. A nil p parks nothing: an
+// idle direction then costs one goroutine blocked where it holds no
+// buffer (see waitData), with the smallest stack a goroutine has. A
+// goroutine keeps most of the stack its deepest call grew (dialing, a
+// burst of writes): a stack shrinks only by halves, at a garbage
+// collection, and only while three quarters of it are unused. So the
+// caller's goroutine does not take part, each wait starts on a new
+// goroutine, in a shallow frame, and the copying that follows it runs on
+// that goroutine, which hands the next wait on to a new one.
 //
-// The splices of one context, on one Parking, end through a single
-// context.AfterFunc, which aborts them a few at a time (see teardown).
+// The end of ctx closes a and b, which ends both directions: a direction
+// blocked writing to a peer that stopped reading, or parked, would not
+// end otherwise. a and b must not be closed by anyone else while the
+// splice runs. The splices of one context, on one Parking, end through a
+// single context.AfterFunc, which aborts them a few at a time (see
+// teardown).
 func (p *Parking) Splice(ctx context.Context, a, b io.ReadWriteCloser, done func(aToB, bToA int64)) {
 	var leave func()
 	s := p.newSplice(a, b, func(aToB, bToA int64) {

@@ -794,3 +794,10 @@ func TestPipe(t *testing.T) {
 		}
 	})
 }
+
+// Splice is Parking.Splice with nothing parked and no context, as the
+// tests of the splice itself use it.
+func Splice(a, b io.ReadWriteCloser, done func(aToB, bToA int64)) {
+	var p *Parking
+	p.Splice(context.Background(), a, b, done)
+}

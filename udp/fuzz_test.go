@@ -5,13 +5,13 @@ import (
 	"testing"
 )
 
-// FuzzReadDatagram feeds arbitrary bytes to ReadDatagram: it must never
+// FuzzReadDatagram feeds arbitrary bytes to readDatagram: it must never
 // panic or return more than the frame's payload, and what it reads must
 // encode back to the same bytes.
 func FuzzReadDatagram(f *testing.F) {
 	for _, p := range [][]byte{nil, []byte("dns query"), bytes.Repeat([]byte{7}, 1500)} {
 		var b bytes.Buffer
-		if err := WriteDatagram(&b, p); err != nil {
+		if err := writeDatagram(&b, p); err != nil {
 			f.Fatal(err)
 		}
 		f.Add(b.Bytes())
@@ -23,19 +23,19 @@ func FuzzReadDatagram(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
-		p, err := ReadDatagram(r, make([]byte, MaxDatagram))
+		p, err := readDatagram(r, make([]byte, MaxDatagram))
 		if err != nil {
 			return
 		}
 		var enc bytes.Buffer
-		if err := WriteDatagram(&enc, p); err != nil {
+		if err := writeDatagram(&enc, p); err != nil {
 			t.Fatalf("read a datagram that does not encode: %v", err)
 		}
 		if !bytes.Equal(enc.Bytes(), data[:enc.Len()]) {
 			t.Fatalf("read %q from % x, which encodes to % x", p, data[:enc.Len()], enc.Bytes())
 		}
 		if consumed := len(data) - r.Len(); consumed != enc.Len() {
-			t.Fatalf("ReadDatagram consumed %d bytes of a %d-byte frame", consumed, enc.Len())
+			t.Fatalf("readDatagram consumed %d bytes of a %d-byte frame", consumed, enc.Len())
 		}
 	})
 }

@@ -34,9 +34,9 @@ const (
 	udpSocketBuffer = 4 << 20
 )
 
-// WriteDatagram writes p as one frame, length (2 bytes, big endian) then
+// writeDatagram writes p as one frame, length (2 bytes, big endian) then
 // payload, in a single Write so frames never interleave.
-func WriteDatagram(w io.Writer, p []byte) error {
+func writeDatagram(w io.Writer, p []byte) error {
 	if len(p) > MaxDatagram {
 		return fmt.Errorf("datagram of %d bytes is larger than %d", len(p), MaxDatagram)
 	}
@@ -49,9 +49,9 @@ func WriteDatagram(w io.Writer, p []byte) error {
 	return err
 }
 
-// ReadDatagram reads one frame into buf, which must hold MaxDatagram
+// readDatagram reads one frame into buf, which must hold MaxDatagram
 // bytes, and returns the payload, a slice of buf.
-func ReadDatagram(r io.Reader, buf []byte) ([]byte, error) {
+func readDatagram(r io.Reader, buf []byte) ([]byte, error) {
 	var n [2]byte
 	if _, err := io.ReadFull(r, n[:]); err != nil {
 		return nil, err
@@ -106,7 +106,7 @@ func (q *udpQueue) pop(p []byte) { q.bytes.Add(-int64(len(p))) }
 func (q *udpQueue) drain(st io.Writer, touch func()) error {
 	for p := range q.ch {
 		q.pop(p)
-		if err := WriteDatagram(st, p); err != nil {
+		if err := writeDatagram(st, p); err != nil {
 			for p := range q.ch { // release what is left
 				q.pop(p)
 			}
@@ -170,7 +170,7 @@ func Serve(ctx context.Context, st net.Conn, dial relay.DialFunc, target string,
 		defer conn.Close()
 		buf := make([]byte, MaxDatagram)
 		for {
-			p, err := ReadDatagram(st, buf)
+			p, err := readDatagram(st, buf)
 			if err != nil {
 				return
 			}
@@ -341,7 +341,7 @@ func (l *Listener) runFlow(ctx context.Context, from netip.AddrPort, q *udpQueue
 		defer close(readDone)
 		buf := make([]byte, MaxDatagram)
 		for {
-			p, err := ReadDatagram(st, buf)
+			p, err := readDatagram(st, buf)
 			if err != nil {
 				return
 			}
@@ -359,7 +359,7 @@ func (l *Listener) runFlow(ctx context.Context, from netip.AddrPort, q *udpQueue
 			select {
 			case p := <-q.ch:
 				q.pop(p)
-				if err := WriteDatagram(st, p); err != nil {
+				if err := writeDatagram(st, p); err != nil {
 					return
 				}
 				stats.Sent++

@@ -36,12 +36,12 @@ func TestDatagramRoundTrip(t *testing.T) {
 			t.Parallel()
 			p := datagram("d", size)
 			var w countingWriter
-			if err := WriteDatagram(&w, p); err != nil {
-				t.Fatalf("WriteDatagram: %v", err)
+			if err := writeDatagram(&w, p); err != nil {
+				t.Fatalf("writeDatagram: %v", err)
 			}
 			enc := w.Bytes()
 			if w.writes != 1 {
-				t.Errorf("WriteDatagram made %d writes, want 1", w.writes)
+				t.Errorf("writeDatagram made %d writes, want 1", w.writes)
 			}
 			if len(enc) != 2+size || int(binary.BigEndian.Uint16(enc)) != size || !bytes.Equal(enc[2:], p) {
 				t.Fatalf("frame is %d bytes with length field %d, want %d bytes: length then payload",
@@ -49,18 +49,18 @@ func TestDatagramRoundTrip(t *testing.T) {
 			}
 			r := bytes.NewReader(append(bytes.Clone(enc), "next"...))
 			buf := make([]byte, MaxDatagram)
-			got, err := ReadDatagram(r, buf)
+			got, err := readDatagram(r, buf)
 			if err != nil {
-				t.Fatalf("ReadDatagram: %v", err)
+				t.Fatalf("readDatagram: %v", err)
 			}
 			if !bytes.Equal(got, p) {
-				t.Fatalf("ReadDatagram returned %d bytes, want the %d written", len(got), len(p))
+				t.Fatalf("readDatagram returned %d bytes, want the %d written", len(got), len(p))
 			}
 			if size > 0 && &got[0] != &buf[0] {
-				t.Error("ReadDatagram did not return a slice of the caller's buffer")
+				t.Error("readDatagram did not return a slice of the caller's buffer")
 			}
 			if r.Len() != len("next") {
-				t.Errorf("ReadDatagram left %d bytes, want the %d after the frame", r.Len(), len("next"))
+				t.Errorf("readDatagram left %d bytes, want the %d after the frame", r.Len(), len("next"))
 			}
 		})
 	}
@@ -73,7 +73,7 @@ func TestDatagramStream(t *testing.T) {
 	sizes := []int{0, 1, 1400, MaxDatagram, 0, 3, 512, 65000}
 	var w countingWriter
 	for i, n := range sizes {
-		if err := WriteDatagram(&w, datagram(fmt.Sprint(i), n)); err != nil {
+		if err := writeDatagram(&w, datagram(fmt.Sprint(i), n)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -84,7 +84,7 @@ func TestDatagramStream(t *testing.T) {
 	r := &strictReader{data: w.Bytes(), limit: w.Len()}
 	buf := make([]byte, MaxDatagram)
 	for i, n := range sizes {
-		got, err := ReadDatagram(r, buf)
+		got, err := readDatagram(r, buf)
 		if err != nil {
 			t.Fatalf("frame %d: %v", i, err)
 		}
@@ -93,10 +93,10 @@ func TestDatagramStream(t *testing.T) {
 		}
 	}
 	if r.overread {
-		t.Fatal("ReadDatagram read past the last frame")
+		t.Fatal("readDatagram read past the last frame")
 	}
-	if _, err := ReadDatagram(r, buf); err != io.EOF {
-		t.Fatalf("ReadDatagram after the last frame = %v, want io.EOF", err)
+	if _, err := readDatagram(r, buf); err != io.EOF {
+		t.Fatalf("readDatagram after the last frame = %v, want io.EOF", err)
 	}
 }
 
@@ -104,36 +104,36 @@ func TestWriteDatagramTooLarge(t *testing.T) {
 	t.Parallel()
 	for _, size := range []int{MaxDatagram + 1, 1 << 20} {
 		var w countingWriter
-		err := WriteDatagram(&w, make([]byte, size))
+		err := writeDatagram(&w, make([]byte, size))
 		if err == nil || !strings.Contains(err.Error(), fmt.Sprint(size)) {
-			t.Errorf("WriteDatagram of %d bytes = %v, want an error naming the size", size, err)
+			t.Errorf("writeDatagram of %d bytes = %v, want an error naming the size", size, err)
 		}
 		if w.writes != 0 {
-			t.Errorf("WriteDatagram of %d bytes wrote %d times before refusing", size, w.writes)
+			t.Errorf("writeDatagram of %d bytes wrote %d times before refusing", size, w.writes)
 		}
 	}
 }
 
 func TestWriteDatagramError(t *testing.T) {
 	t.Parallel()
-	if err := WriteDatagram(failWriter{}, []byte("x")); !errors.Is(err, io.ErrClosedPipe) {
-		t.Fatalf("WriteDatagram = %v, want the writer's error", err)
+	if err := writeDatagram(failWriter{}, []byte("x")); !errors.Is(err, io.ErrClosedPipe) {
+		t.Fatalf("writeDatagram = %v, want the writer's error", err)
 	}
 }
 
 func TestReadDatagramShortBuffer(t *testing.T) {
 	t.Parallel()
 	var w bytes.Buffer
-	if err := WriteDatagram(&w, make([]byte, 100)); err != nil {
+	if err := writeDatagram(&w, make([]byte, 100)); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []int{0, 1, 99} {
-		if p, err := ReadDatagram(bytes.NewReader(w.Bytes()), make([]byte, n)); err == nil {
-			t.Errorf("ReadDatagram of a 100-byte frame into %d bytes = %d bytes, want an error", n, len(p))
+		if p, err := readDatagram(bytes.NewReader(w.Bytes()), make([]byte, n)); err == nil {
+			t.Errorf("readDatagram of a 100-byte frame into %d bytes = %d bytes, want an error", n, len(p))
 		}
 	}
-	if p, err := ReadDatagram(bytes.NewReader(w.Bytes()), make([]byte, 100)); err != nil || len(p) != 100 {
-		t.Errorf("ReadDatagram into an exact buffer = %d bytes, %v", len(p), err)
+	if p, err := readDatagram(bytes.NewReader(w.Bytes()), make([]byte, 100)); err != nil || len(p) != 100 {
+		t.Errorf("readDatagram into an exact buffer = %d bytes, %v", len(p), err)
 	}
 }
 
@@ -141,12 +141,12 @@ func TestReadDatagramTruncated(t *testing.T) {
 	t.Parallel()
 	for _, size := range []int{1, 5, 1400} {
 		var w bytes.Buffer
-		if err := WriteDatagram(&w, datagram("t", size)); err != nil {
+		if err := writeDatagram(&w, datagram("t", size)); err != nil {
 			t.Fatal(err)
 		}
 		enc := w.Bytes()
 		for i := range len(enc) {
-			p, err := ReadDatagram(bytes.NewReader(enc[:i]), make([]byte, MaxDatagram))
+			p, err := readDatagram(bytes.NewReader(enc[:i]), make([]byte, MaxDatagram))
 			if err == nil {
 				t.Fatalf("%d-byte frame cut at %d: read %d bytes", size, i, len(p))
 			}
@@ -191,7 +191,7 @@ func TestUDPQueueDropsWhenFull(t *testing.T) {
 	}
 	buf := make([]byte, MaxDatagram)
 	for i := range udpQueueLen {
-		p, err := ReadDatagram(&w, buf)
+		p, err := readDatagram(&w, buf)
 		if err != nil || !bytes.Equal(p, datagram(fmt.Sprint(i), 20)) {
 			t.Fatalf("queued datagram %d came out as %q, %v", i, p, err)
 		}
@@ -293,10 +293,10 @@ func waitServeUDP(t *testing.T, res <-chan serveUDPResult) serveUDPResult {
 // exchange writes p as a frame on st and checks that the same datagram
 // comes back.
 func exchange(st io.ReadWriter, p []byte, buf []byte) error {
-	if err := WriteDatagram(st, p); err != nil {
+	if err := writeDatagram(st, p); err != nil {
 		return fmt.Errorf("writing a %d-byte datagram: %w", len(p), err)
 	}
-	got, err := ReadDatagram(st, buf)
+	got, err := readDatagram(st, buf)
 	if err != nil {
 		return fmt.Errorf("reading the echo of a %d-byte datagram: %w", len(p), err)
 	}
@@ -327,13 +327,13 @@ func TestServeUDPEcho(t *testing.T) {
 	// A burst: the echoes come back in order, each with its boundary.
 	const burst = 64
 	for i := range burst {
-		if err := WriteDatagram(opener, datagram(fmt.Sprintf("b%d.", i), (i*37)%1400+1)); err != nil {
+		if err := writeDatagram(opener, datagram(fmt.Sprintf("b%d.", i), (i*37)%1400+1)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i := range burst {
 		want := datagram(fmt.Sprintf("b%d.", i), (i*37)%1400+1)
-		got, err := ReadDatagram(opener, buf)
+		got, err := readDatagram(opener, buf)
 		if err != nil {
 			t.Fatalf("burst datagram %d: %v", i, err)
 		}
@@ -416,7 +416,7 @@ func TestServeUDPIdle(t *testing.T) {
 			prev = sent
 			time.Sleep(idle / 4)
 		}
-		if _, err := ReadDatagram(opener, buf); err != io.EOF {
+		if _, err := readDatagram(opener, buf); err != io.EOF {
 			t.Fatalf("read on an idle flow = %v, want io.EOF once the flow ends", err)
 		}
 		// The last datagram moved after its write began.
@@ -456,13 +456,13 @@ func TestServeUDPTargetOnly(t *testing.T) {
 		if err := mux.ReadReply(opener); err != nil {
 			t.Fatal(err)
 		}
-		if err := WriteDatagram(opener, []byte("subscribe")); err != nil {
+		if err := writeDatagram(opener, []byte("subscribe")); err != nil {
 			t.Fatal(err)
 		}
 		start := time.Now()
 		buf := make([]byte, MaxDatagram)
 		for i := range answers {
-			got, err := ReadDatagram(opener, buf)
+			got, err := readDatagram(opener, buf)
 			now := time.Now()
 			// The flow carried answer i after the target sent it and
 			// before it was read here, so it went without traffic at
@@ -483,7 +483,7 @@ func TestServeUDPTargetOnly(t *testing.T) {
 				t.Fatalf("answer %d = %q, %v", i, got, err)
 			}
 		}
-		if _, err := ReadDatagram(opener, buf); err != io.EOF {
+		if _, err := readDatagram(opener, buf); err != io.EOF {
 			t.Fatalf("read after the answers = %v, want io.EOF once idle", err)
 		}
 		// The flow carried the last answer after the target sent it: it
@@ -615,7 +615,7 @@ func TestServeUDPSlowStream(t *testing.T) {
 	if err := mux.ReadReply(opener); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteDatagram(opener, []byte("go")); err != nil {
+	if err := writeDatagram(opener, []byte("go")); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -629,7 +629,7 @@ func TestServeUDPSlowStream(t *testing.T) {
 	got, next := 0, uint64(0)
 	for {
 		opener.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		p, err := ReadDatagram(opener, buf)
+		p, err := readDatagram(opener, buf)
 		if err != nil {
 			break
 		}
@@ -683,11 +683,11 @@ func (s *flowServer) open(ctx context.Context) (net.Conn, error) {
 func echoFrames(c net.Conn) {
 	buf := make([]byte, MaxDatagram)
 	for {
-		p, err := ReadDatagram(c, buf)
+		p, err := readDatagram(c, buf)
 		if err != nil {
 			return
 		}
-		if err := WriteDatagram(c, p); err != nil {
+		if err := writeDatagram(c, p); err != nil {
 			return
 		}
 	}
