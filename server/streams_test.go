@@ -98,7 +98,7 @@ func TestIdleTCPStreams(t *testing.T) {
 		// A splice's goroutine waits in wait or copies in copy (called
 		// by wait, or started alone for a first burst): zero of both
 		// frames means none.
-		return goroutinesIn("mux.(*splice).wait") + goroutinesIn("mux.(*splice).copy"), goroutinesIn("server.(*Server).serveStream")
+		return goroutinesIn("relay.(*splice).wait") + goroutinesIn("relay.(*splice).copy"), goroutinesIn("server.(*Server).serveStream")
 	}
 	splicing, serving := count()
 	for deadline := time.Now().Add(10 * time.Second); (splicing != 0 || serving != 0) && time.Now().Before(deadline); {
