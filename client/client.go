@@ -5,6 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/burrowtun/burrow/relay"
+	"github.com/burrowtun/burrow/socks"
+	"github.com/burrowtun/burrow/udp"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -16,7 +19,6 @@ import (
 	"time"
 
 	"github.com/burrowtun/burrow/mux"
-	"github.com/hashicorp/yamux"
 )
 
 // Config configures a Client. Zero fields mean the defaults.
@@ -53,7 +55,7 @@ type Config struct {
 	DialTimeout time.Duration
 	// SOCKSAuth, when set, is required from clients of local SOCKS
 	// listeners (an open SOCKS port is a hole in the network).
-	SOCKSAuth *mux.SOCKSAuth
+	SOCKSAuth *socks.Auth
 	// Stdin and Stdout are the local end of a stdio remote. Default
 	// os.Stdin and os.Stdout.
 	Stdin  io.Reader
@@ -85,12 +87,12 @@ type Client struct {
 	http *http.Client
 
 	mu      sync.Mutex
-	sess    *yamux.Session
+	sess    *mux.Session
 	changed chan struct{} // closed and replaced whenever sess changes
 
 	// parking holds the idle directions of Run's forwards (nil outside
 	// Run: a Connect session forwards nothing).
-	parking *mux.Parking
+	parking *relay.Parking
 }
 
 // New checks cfg and returns a Client. It does not connect.
@@ -162,7 +164,7 @@ func (cfg *Config) copyBuffer() int {
 func (c *Client) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	c.parking = mux.NewParking(c.cfg.copyBuffer())
+	c.parking = relay.NewParking(c.cfg.copyBuffer())
 	defer c.parking.Close() // after every forward has ended (wg)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -194,9 +196,9 @@ func (c *Client) Run(ctx context.Context) error {
 			}
 			closers = append(closers, pc)
 			c.listening(r, pc.LocalAddr())
-			ul := &mux.UDPListener{
+			ul := &udp.Listener{
 				Conn: pc.(*net.UDPConn),
-				Open: func(ctx context.Context) (mux.Stream, error) {
+				Open: func(ctx context.Context) (net.Conn, error) {
 					return c.open(ctx, mux.Header{Kind: mux.KindUDP, Target: r.RemoteAddr()})
 				},
 				Idle:     c.cfg.UDPIdle,
@@ -289,7 +291,7 @@ func (c *Client) connectLoop(ctx context.Context) error {
 	}
 }
 
-func (c *Client) connect(ctx context.Context) (*yamux.Session, error) {
+func (c *Client) connect(ctx context.Context) (*mux.Session, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
 	header := c.cfg.Header.Clone()
@@ -301,7 +303,6 @@ func (c *Client) connect(ctx context.Context) (*yamux.Session, error) {
 	if c.cfg.Mux != nil {
 		mc = *c.cfg.Mux
 	}
-	mc.Parking = c.parking
 	sess, err := mux.Dial(ctx, c.cfg.URL, &mux.DialOptions{
 		HTTPClient: c.http,
 		Header:     header,
@@ -317,7 +318,7 @@ func (c *Client) connect(ctx context.Context) (*yamux.Session, error) {
 // serveSession makes sess the live session: it asks the server for the
 // reverse listeners, serves the streams the server opens, and returns when
 // the session ends (nil) or a reverse bind is refused (the error).
-func (c *Client) serveSession(ctx context.Context, sess *yamux.Session) error {
+func (c *Client) serveSession(ctx context.Context, sess *mux.Session) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	// The streams the server opened end with the session: their targets'
@@ -346,7 +347,7 @@ func (c *Client) serveSession(ctx context.Context, sess *yamux.Session) error {
 		// The bind stream is the lease; it closes with the session.
 		defer st.Close()
 		if r.Socks {
-			if err := mux.WriteBindAuth(st, c.cfg.SOCKSAuth); err != nil {
+			if err := socks.WriteBindAuth(st, c.cfg.SOCKSAuth); err != nil {
 				return nil // the session died: reconnect
 			}
 		}
@@ -402,7 +403,7 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func (c *Client) setSession(s *yamux.Session) {
+func (c *Client) setSession(s *mux.Session) {
 	c.mu.Lock()
 	c.sess = s
 	close(c.changed)
@@ -411,7 +412,7 @@ func (c *Client) setSession(s *yamux.Session) {
 }
 
 // session returns the live session, waiting for one while reconnecting.
-func (c *Client) session(ctx context.Context) (*yamux.Session, error) {
+func (c *Client) session(ctx context.Context) (*mux.Session, error) {
 	for {
 		c.mu.Lock()
 		s, changed := c.sess, c.changed
@@ -430,7 +431,7 @@ func (c *Client) session(ctx context.Context) (*yamux.Session, error) {
 // open opens a stream for h on the live session. A session that dies
 // under it (the server restarted, say) is not the connection's fault: it
 // waits for the next session and tries again until ctx ends.
-func (c *Client) open(ctx context.Context, h mux.Header) (*yamux.Stream, error) {
+func (c *Client) open(ctx context.Context, h mux.Header) (*mux.Stream, error) {
 	for {
 		sess, err := c.session(ctx)
 		if err != nil {
@@ -450,7 +451,7 @@ func (c *Client) open(ctx context.Context, h mux.Header) (*yamux.Stream, error) 
 // Session is a connection to the server with no forwards, for commands
 // that only open streams of their own (file transfers).
 type Session struct {
-	sess    *yamux.Session
+	sess    *mux.Session
 	timeout time.Duration
 }
 
@@ -470,7 +471,7 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 }
 
 // OpenFile opens a file-transfer stream (mux.KindFile) to the server.
-func (s *Session) OpenFile(ctx context.Context) (*yamux.Stream, error) {
+func (s *Session) OpenFile(ctx context.Context) (*mux.Stream, error) {
 	return mux.Open(s.sess, mux.Header{Kind: mux.KindFile}, s.timeout)
 }
 

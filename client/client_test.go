@@ -17,7 +17,6 @@ import (
 
 	"github.com/burrowtun/burrow/client"
 	"github.com/burrowtun/burrow/mux"
-	"github.com/hashicorp/yamux"
 )
 
 // tunnelServer is a minimal server end for the client's tests: it accepts
@@ -28,7 +27,7 @@ type tunnelServer struct {
 	status   atomic.Int32
 	sessions atomic.Int32
 	mu       sync.Mutex
-	live     []*yamux.Session
+	live     []*mux.Session
 }
 
 func newTunnelServer(t *testing.T) *tunnelServer { return newTunnelServerWith(t, nil) }
@@ -36,7 +35,7 @@ func newTunnelServer(t *testing.T) *tunnelServer { return newTunnelServerWith(t,
 // newTunnelServerWith starts a tunnelServer whose streams are served by
 // handle, which is given the stream and the number of its session (1 for
 // the first); nil means echo.
-func newTunnelServerWith(t *testing.T, handle func(st *yamux.Stream, session int32)) *tunnelServer {
+func newTunnelServerWith(t *testing.T, handle func(st *mux.Stream, session int32)) *tunnelServer {
 	if handle == nil {
 		handle = echoStream
 	}
@@ -82,7 +81,7 @@ func newTunnelServerWith(t *testing.T, handle func(st *yamux.Stream, session int
 }
 
 // echoStream accepts any stream and echoes it.
-func echoStream(st *yamux.Stream, _ int32) {
+func echoStream(st *mux.Stream, _ int32) {
 	if _, err := mux.ReadHeader(st); err != nil {
 		return
 	}

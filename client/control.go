@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/burrowtun/burrow/relay"
 	"io/fs"
 	"net"
 	"os"
@@ -84,7 +85,7 @@ func (c *Client) serveControl(ctx context.Context, l net.Listener, wg *sync.Wait
 				}
 				return
 			}
-			mux.Pipe(conn, st)
+			relay.Pipe(conn, st)
 		}()
 	}
 }

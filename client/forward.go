@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/burrowtun/burrow/socks"
 	"io"
 	"log/slog"
 	"net"
@@ -75,7 +76,7 @@ func (c *Client) serveListener(ctx context.Context, l net.Listener, r Remote, wg
 // the tunnel rather than two. A SOCKS forward waits for the server's
 // answer, which it owes its client before any payload. Once the stream
 // is answered, a splice carries the connection and this goroutine ends:
-// an idle connection waits parked (see mux.Parking), on no goroutine.
+// an idle connection waits parked (see relay.Parking), on no goroutine.
 func (c *Client) forward(ctx context.Context, conn net.Conn, r Remote, release func()) {
 	log := c.log.With("local", conn.LocalAddr().String(), "remote", r.RemoteAddr(), "peer", conn.RemoteAddr().String())
 	// Until the splice starts, closing conn is how ctx's end reaches us.
@@ -163,7 +164,7 @@ func (c *Client) forwardSOCKS(ctx context.Context, conn net.Conn, log *slog.Logg
 		release()
 	}
 	conn.SetDeadline(time.Now().Add(c.cfg.OpenTimeout))
-	target, err := mux.SOCKSHandshake(conn, c.cfg.SOCKSAuth)
+	target, err := socks.Handshake(conn, c.cfg.SOCKSAuth)
 	conn.SetDeadline(time.Time{})
 	if err != nil {
 		log.Warn("socks request failed", "err", err)
@@ -174,7 +175,7 @@ func (c *Client) forwardSOCKS(ctx context.Context, conn net.Conn, log *slog.Logg
 	openCtx, cancel := c.openContext(ctx)
 	defer cancel()
 	st, err := c.open(openCtx, mux.Header{Kind: mux.KindTCP, Target: target})
-	mux.SOCKSReply(conn, err)
+	socks.Reply(conn, err)
 	if err != nil {
 		log.Warn("forward refused", "err", err)
 		fail()

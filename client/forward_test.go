@@ -13,7 +13,6 @@ import (
 
 	"github.com/burrowtun/burrow/client"
 	"github.com/burrowtun/burrow/mux"
-	"github.com/hashicorp/yamux"
 )
 
 // request is what roundTrip sends.
@@ -21,7 +20,7 @@ const request = "hello through the tunnel"
 
 // readRequest reads a stream's header and the request behind it without
 // replying, as only a client that sends before the reply lets it.
-func readRequest(st *yamux.Stream) error {
+func readRequest(st *mux.Stream) error {
 	if _, err := mux.ReadHeader(st); err != nil {
 		return err
 	}
@@ -35,7 +34,7 @@ func readRequest(st *yamux.Stream) error {
 // TestForwardSendsBeforeReply checks that a forward's first bytes travel
 // with the stream header, before the server's reply.
 func TestForwardSendsBeforeReply(t *testing.T) {
-	ts := newTunnelServerWith(t, func(st *yamux.Stream, _ int32) {
+	ts := newTunnelServerWith(t, func(st *mux.Stream, _ int32) {
 		if err := readRequest(st); err != nil {
 			mux.WriteReply(st, mux.Refuse(mux.CodeFailed, "no payload before the reply: %v", err))
 			return
@@ -53,7 +52,7 @@ func TestForwardSendsBeforeReply(t *testing.T) {
 // away before answering it.
 func TestForwardReopensAfterRestart(t *testing.T) {
 	var ts *tunnelServer
-	ts = newTunnelServerWith(t, func(st *yamux.Stream, session int32) {
+	ts = newTunnelServerWith(t, func(st *mux.Stream, session int32) {
 		if session > 1 {
 			echoStream(st, session)
 			return
@@ -92,7 +91,7 @@ func TestForwardReopensAfterRestart(t *testing.T) {
 func TestForwardNoResendAfterRestart(t *testing.T) {
 	var seen [3]atomic.Int32 // requests seen on sessions 1 and 2
 	var ts *tunnelServer
-	ts = newTunnelServerWith(t, func(st *yamux.Stream, session int32) {
+	ts = newTunnelServerWith(t, func(st *mux.Stream, session int32) {
 		if err := readRequest(st); err != nil {
 			return
 		}
@@ -147,7 +146,7 @@ func TestForwardEndsWithSession(t *testing.T) {
 // TestForwardRefused checks that a refused forward closes the local
 // connection and logs the server's reason in one line.
 func TestForwardRefused(t *testing.T) {
-	ts := newTunnelServerWith(t, func(st *yamux.Stream, _ int32) {
+	ts := newTunnelServerWith(t, func(st *mux.Stream, _ int32) {
 		if _, err := mux.ReadHeader(st); err == nil {
 			mux.WriteReply(st, mux.Refuse(mux.CodeRefused, "connection refused by 127.0.0.1:9"))
 		}

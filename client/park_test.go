@@ -22,8 +22,8 @@ func forwardGoroutines() int {
 	pprof.Lookup("goroutine").WriteTo(&buf, 2) // as runtime.Stack(all) prints them
 	count := 0
 	for _, g := range bytes.Split(buf.Bytes(), []byte("\n\n")) {
-		if bytes.Contains(g, []byte("client.(*Client).forward(")) || bytes.Contains(g, []byte("mux.(*splice).wait(")) ||
-			bytes.Contains(g, []byte("mux.(*splice).copy(")) {
+		if bytes.Contains(g, []byte("client.(*Client).forward(")) || bytes.Contains(g, []byte("relay.(*splice).wait(")) ||
+			bytes.Contains(g, []byte("relay.(*splice).copy(")) {
 			count++
 		}
 	}

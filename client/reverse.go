@@ -2,11 +2,11 @@ package client
 
 import (
 	"context"
+	"github.com/burrowtun/burrow/udp"
 	"net"
 	"time"
 
 	"github.com/burrowtun/burrow/mux"
-	"github.com/hashicorp/yamux"
 )
 
 // serveStream answers a stream the server opened for a reverse remote,
@@ -16,7 +16,7 @@ import (
 // stream (from an R:socks listener) is served only when an R:socks remote
 // was asked for. A TCP stream, once answered, is carried by a splice that
 // parks while idle: this goroutine ends.
-func (c *Client) serveStream(ctx context.Context, st *yamux.Stream, release func()) {
+func (c *Client) serveStream(ctx context.Context, st *mux.Stream, release func()) {
 	spliced := false
 	defer func() {
 		if !spliced {
@@ -62,7 +62,7 @@ func (c *Client) serveStream(ctx context.Context, st *yamux.Stream, release func
 			return
 		}
 		if proto == "udp" {
-			stats, err := mux.ServeUDP(ctx, st, dialer.DialContext, r.RemoteAddr(), c.cfg.UDPIdle, c.cfg.DialTimeout)
+			stats, err := udp.Serve(ctx, st, dialer.DialContext, r.RemoteAddr(), c.cfg.UDPIdle, c.cfg.DialTimeout)
 			if err != nil {
 				log.Warn("reverse stream refused", "err", err)
 				return

@@ -8,7 +8,6 @@ import (
 
 	"github.com/burrowtun/burrow/client"
 	"github.com/burrowtun/burrow/mux"
-	"github.com/hashicorp/yamux"
 )
 
 // TestReverseStreamsEndWithSession: when the session dies, the client's
@@ -40,7 +39,7 @@ func TestReverseStreamsEndWithSession(t *testing.T) {
 	}
 	opened := make(chan struct{}, 1)
 	var ts *tunnelServer
-	ts = newTunnelServerWith(t, func(st *yamux.Stream, session int32) {
+	ts = newTunnelServerWith(t, func(st *mux.Stream, session int32) {
 		h, err := mux.ReadHeader(st)
 		if err != nil || h.Kind != mux.KindBind || session > 1 {
 			mux.WriteReply(st, nil)

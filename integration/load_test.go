@@ -23,7 +23,6 @@ import (
 	"github.com/burrowtun/burrow/certs"
 	"github.com/burrowtun/burrow/integration/harness"
 	"github.com/burrowtun/burrow/mux"
-	"github.com/hashicorp/yamux"
 )
 
 // Load and fairness through the real server binary. A thousand 'burrow
@@ -211,7 +210,7 @@ func newSessionDialer(t *testing.T, srv *harness.Server, from net.IP, user, pass
 	return &sessionDialer{url: srv.URL, opts: &mux.DialOptions{HTTPClient: &http.Client{Transport: transport}, Header: header}}
 }
 
-func (d *sessionDialer) dial() (*yamux.Session, error) {
+func (d *sessionDialer) dial() (*mux.Session, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), harness.IOTimeout)
 	defer cancel()
 	return mux.Dial(ctx, d.url, d.opts)
@@ -221,7 +220,7 @@ func (d *sessionDialer) dial() (*yamux.Session, error) {
 // pseudo-random stream of key, and checks that each comes back whole from
 // the echo target before sending the next, until stop. It then half-closes
 // st and expects EOF with nothing more.
-func echoMessages(st *yamux.Stream, key [32]byte, maxMsg int, stop time.Time) (msgs, bytes int64, err error) {
+func echoMessages(st *mux.Stream, key [32]byte, maxMsg int, stop time.Time) (msgs, bytes int64, err error) {
 	src := rand.NewChaCha8(key)
 	sizes := rand.New(rand.NewPCG(binary.LittleEndian.Uint64(key[:]), 1))
 	out, in := make([]byte, maxMsg), make([]byte, maxMsg)
@@ -444,7 +443,7 @@ func (e *eventEcho) close() {
 // loadStream is one stream of TestLoad: what it sends, and the same
 // pseudo-random bytes again to check the echo against.
 type loadStream struct {
-	st               *yamux.Stream
+	st               *mux.Stream
 	src, want        *rand.ChaCha8
 	sizes            *rand.Rand
 	msgs, bytes      int64
@@ -461,7 +460,7 @@ type loadStream struct {
 //
 // On a loaded machine a driver may first run after stop: the first round
 // is then its only one, so that every stream is still checked.
-func driveSession(sess *yamux.Session, session, n int, echo string, maxMsg int, opened chan<- error, begin <-chan struct{}, stop *time.Time, release <-chan struct{}) (msgs, bytes int64, err error) {
+func driveSession(sess *mux.Session, session, n int, echo string, maxMsg int, opened chan<- error, begin <-chan struct{}, stop *time.Time, release <-chan struct{}) (msgs, bytes int64, err error) {
 	streams := make([]*loadStream, n)
 	var openErr error
 	for j := range streams {
@@ -581,7 +580,7 @@ func TestLoad(t *testing.T) {
 
 	// Open the sessions, 32 handshakes at a time.
 	dialStart := time.Now()
-	sess := make([]*yamux.Session, sessions)
+	sess := make([]*mux.Session, sessions)
 	handshakes := make([]time.Duration, sessions)
 	errs := make(chan error, sessions)
 	var wg sync.WaitGroup

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/burrowtun/burrow/mux"
 	"io"
 	"io/fs"
 	"math/rand/v2"
@@ -25,7 +26,6 @@ import (
 	"github.com/burrowtun/burrow/certs"
 	"github.com/burrowtun/burrow/client"
 	"github.com/burrowtun/burrow/integration/harness"
-	"github.com/hashicorp/yamux"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -924,7 +924,7 @@ func pushHello(dest string, links byte) []byte {
 
 // openFileStream opens a file-transfer stream on sess whose reads and
 // writes fail after twice the I/O timeout.
-func openFileStream(t *testing.T, sess *client.Session) *yamux.Stream {
+func openFileStream(t *testing.T, sess *client.Session) *mux.Stream {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*harness.IOTimeout)
 	defer cancel()

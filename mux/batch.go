@@ -186,7 +186,7 @@ func (c *corkConn) CloseWrite() error {
 	if err != nil {
 		return err
 	}
-	if hc, ok := c.Conn.(halfCloser); ok {
+	if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return hc.CloseWrite()
 	}
 	return nil

@@ -1037,3 +1037,31 @@ func TestCoalesceWritesDeadlineAfterWrite(t *testing.T) {
 		t.Fatalf("peer got %q, want %q", b, "response")
 	}
 }
+
+// acceptedStream opens a stream on client and returns it with its end
+// accepted on server, once the byte that makes it known there has been
+// read.
+func acceptedStream(tb testing.TB, client, server *Session) (local, remote *Stream) {
+	tb.Helper()
+	local, err := client.OpenStream()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The peer learns of a stream from its first frame.
+	if _, err := local.Write([]byte{0}); err != nil {
+		tb.Fatal(err)
+	}
+	remote, err = server.AcceptStream()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := io.ReadFull(remote, make([]byte, 1)); err != nil {
+		tb.Fatal(err)
+	}
+	return local, remote
+}
+
+// readerOnly and writerOnly hide ReadFrom/WriteTo so io.CopyBuffer uses the
+// buffer it is given.
+type readerOnly struct{ io.Reader }
+type writerOnly struct{ io.Writer }

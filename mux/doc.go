@@ -1,7 +1,11 @@
-// Package mux is Burrow's wire protocol and session layer.
+// Package mux is Burrow's wire protocol and session layer: it carries a
+// tunnel's streams, as a [Session] of [Stream]s, over one WebSocket
+// connection, and defines the stream header and reply each stream starts
+// with and the wire version both ends must agree on.
 //
 // One WebSocket connection (subprotocol [Subprotocol], binary messages) is
-// wrapped as a [net.Conn] and carries one yamux session. Every yamux
+// wrapped as a [net.Conn] and carries one yamux session, which [Dial] and
+// [Accept] hand out as a [Session]; client and server never see yamux. Every
 // stream starts with a small versioned [Header] naming what the opener
 // wants (a TCP connection to a target, for instance); the accepting side
 // answers with a reply ([WriteReply], [ReadReply]) before any payload
@@ -22,12 +26,15 @@
 // memcpy instead of a syscall per TLS record. Received, it is opened by TLS, read through
 // the WebSocket library's buffer (and unmasked, server), copied into
 // yamux's stream buffer and out to the splice's buffer. Buffers come from
-// pools and go back when a direction idles ([Parking]): wsConn allocates
+// pools and go back when a direction idles (relay.Parking, which parks a
+// reader on a stream through [Stream.Park]): wsConn allocates
 // nothing per message (TestWSConnNoAllocs); the allocations left per
 // frame are yamux's and crypto/tls's. The benchmarks in session_test.go
 // measure all of it against plain TLS and TCP (-benchmem).
 //
-// The package holds no policy: authentication, access control and what a
-// stream is connected to are decided by the server and client packages.
-// The byte layout is described in docs/protocol.md.
+// What a stream is connected to, and how, is not mux's: package relay
+// splices a stream to a socket, socks and udp serve SOCKS5 and datagrams
+// over streams, and authentication and access control are decided by
+// the server and client packages. The byte layout is described in
+// docs/protocol.md.
 package mux

@@ -18,7 +18,7 @@ const MaxEarlyData = 64 << 10
 
 // SessionFunc returns the session to open a stream on, waiting for one if
 // there is none yet; it fails when ctx ends.
-type SessionFunc func(ctx context.Context) (*yamux.Session, error)
+type SessionFunc func(ctx context.Context) (*Session, error)
 
 // EarlyStream is a stream whose opener sends payload right behind the
 // header, without waiting for the peer's reply, which saves a round trip
@@ -46,8 +46,8 @@ type EarlyStream struct {
 	wmu sync.Mutex
 
 	mu         sync.Mutex
-	sess       *yamux.Session
-	st         *yamux.Stream
+	sess       *Session
+	st         *Stream
 	headerSent bool
 	earlySent  int       // payload bytes sent before the reply
 	fin        bool      // the write side is closed
@@ -77,7 +77,7 @@ func OpenEarly(ctx context.Context, sessions SessionFunc, h Header) (*EarlyStrea
 
 // openStream opens a stream on the live session; a session that closes
 // under it is not the stream's fault, so it tries the next one.
-func openStream(ctx context.Context, sessions SessionFunc) (*yamux.Session, *yamux.Stream, error) {
+func openStream(ctx context.Context, sessions SessionFunc) (*Session, *Stream, error) {
 	for {
 		sess, err := sessions(ctx)
 		if err != nil {
@@ -213,22 +213,27 @@ func (e *EarlyStream) interrupt() {
 	}
 }
 
-// answered returns the stream once the peer has accepted it, nil before
-// (or when it failed): reads then go to it as they are.
-func (e *EarlyStream) answered() *yamux.Stream {
+// Accepted returns the stream once the peer has accepted it: reads then
+// go to it as they are. Before, it returns nil and pending; once the
+// stream has failed, before or instead of a reply, nil and not pending.
+func (e *EarlyStream) Accepted() (st *Stream, pending bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.accepted {
-		return e.st
+		return e.st, false
 	}
-	return nil
+	return nil, e.err == nil
 }
 
-// failed reports whether the stream failed before or instead of a reply.
-func (e *EarlyStream) failed() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.err != nil
+// Settled waits until the wait for the reply is over (see WaitReply) and
+// returns the stream the peer accepted, or why the stream failed.
+func (e *EarlyStream) Settled() (*Stream, error) {
+	<-e.settled
+	if e.err != nil {
+		return nil, e.err
+	}
+	st, _ := e.Accepted()
+	return st, nil
 }
 
 // isSettled reports whether the wait for the reply is over; e.mu is held.

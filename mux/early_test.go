@@ -1,7 +1,6 @@
 package mux
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -11,19 +10,17 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/yamux"
 )
 
 // only returns a SessionFunc that always gives sess.
-func only(sess *yamux.Session) SessionFunc {
-	return func(context.Context) (*yamux.Session, error) { return sess, nil }
+func only(sess *Session) SessionFunc {
+	return func(context.Context) (*Session, error) { return sess, nil }
 }
 
 // firstLive returns a SessionFunc that gives the first of sessions that is
 // not closed, as a client gives its live session.
-func firstLive(sessions ...*yamux.Session) SessionFunc {
-	return func(ctx context.Context) (*yamux.Session, error) {
+func firstLive(sessions ...*Session) SessionFunc {
+	return func(ctx context.Context) (*Session, error) {
 		for _, s := range sessions {
 			if !s.IsClosed() {
 				return s, nil
@@ -35,7 +32,7 @@ func firstLive(sessions ...*yamux.Session) SessionFunc {
 
 // readEarly reads a header and n payload bytes from st without replying:
 // they can only be there if the opener sent them before the reply.
-func readEarly(st *yamux.Stream, n int) (Header, []byte, error) {
+func readEarly(st *Stream, n int) (Header, []byte, error) {
 	st.SetReadDeadline(time.Now().Add(testTimeout))
 	defer st.SetReadDeadline(time.Time{})
 	h, err := ReadHeader(st)
@@ -61,7 +58,7 @@ func TestEarlyPayload(t *testing.T) {
 	ts := startTunnelServer(t, serverOptions{tr: transport{}})
 	client, server := ts.dial(t, nil)
 	got := make(chan error, 1)
-	serveStreams(t, server, func(st *yamux.Stream) {
+	serveStreams(t, server, func(st *Stream) {
 		h, p, err := readEarly(st, len("hello "))
 		if err == nil && (h != (Header{Kind: KindTCP, Target: "db:5432"}) || string(p) != "hello ") {
 			err = errors.New("wrong header or early payload: " + h.Target + " " + string(p))
@@ -100,95 +97,6 @@ func TestEarlyPayload(t *testing.T) {
 	}
 }
 
-// TestEarlyPayloadServeTCP runs the acceptor as the server does, with
-// ServeTCP: early payload waits in the stream while it dials, and reaches
-// the target after the reply.
-func TestEarlyPayloadServeTCP(t *testing.T) {
-	t.Parallel()
-	target := startTCPEcho(t)
-	ts := startTunnelServer(t, serverOptions{tr: transport{}})
-	client, server := ts.dial(t, nil)
-	var dialer net.Dialer
-	serveStreams(t, server, func(st *yamux.Stream) {
-		h, err := ReadHeaderTimeout(st, testTimeout)
-		if err != nil {
-			return
-		}
-		ServeTCP(t.Context(), st, dialer.DialContext, h.Target, testTimeout, nil)
-	})
-
-	for _, size := range []int{1, 1400, MaxEarlyData, 1 << 20} {
-		payload := bytes.Repeat([]byte("burrow!"), size/7+1)[:size]
-		e, err := OpenEarly(t.Context(), only(client), Header{Kind: KindTCP, Target: target})
-		if err != nil {
-			t.Fatal(err)
-		}
-		writeErr := make(chan error, 1)
-		go func() {
-			_, err := e.Write(payload)
-			if err == nil {
-				err = e.CloseWrite()
-			}
-			writeErr <- err
-		}()
-		if err := waitReply(t, e); err != nil {
-			t.Fatalf("%d bytes: WaitReply: %v", size, err)
-		}
-		e.SetReadDeadline(time.Now().Add(testTimeout))
-		got, err := io.ReadAll(e)
-		if err != nil || !bytes.Equal(got, payload) {
-			t.Fatalf("%d bytes: echo of %d bytes, %v", size, len(got), err)
-		}
-		if err := <-writeErr; err != nil {
-			t.Fatalf("%d bytes: write: %v", size, err)
-		}
-		e.Close()
-	}
-}
-
-// TestEarlyRefused checks that a refusal reaches the opener as a
-// *RemoteError, from WaitReply, Read and Write, that the early payload is
-// dropped, and that the stream is gone from both ends once closed.
-func TestEarlyRefused(t *testing.T) {
-	t.Parallel()
-	ts := startTunnelServer(t, serverOptions{tr: transport{}})
-	client, server := ts.dial(t, nil)
-	refused := closedPort(t)
-	var dialer net.Dialer
-	serveStreams(t, server, func(st *yamux.Stream) {
-		h, err := ReadHeaderTimeout(st, testTimeout)
-		if err != nil {
-			return
-		}
-		ServeTCP(t.Context(), st, dialer.DialContext, h.Target, testTimeout, nil)
-	})
-
-	e, err := OpenEarly(t.Context(), only(client), Header{Kind: KindTCP, Target: refused})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	err = waitReply(t, e)
-	wantRefusal(t, err, CodeRefused, "connection refused by "+refused)
-	n, err := e.Read(make([]byte, 10))
-	if n != 0 {
-		t.Errorf("Read after a refusal returned %d bytes", n)
-	}
-	wantRefusal(t, err, CodeRefused, "")
-	_, err = e.Write([]byte("more"))
-	wantRefusal(t, err, CodeRefused, "")
-	e.Close()
-	deadline := time.Now().Add(testTimeout)
-	for client.NumStreams()+server.NumStreams() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("streams left open: %d on the opener, %d on the acceptor", client.NumStreams(), server.NumStreams())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestEarlyReopen checks that when the session ends before the reply and
 // only the header (and the half-close) had left, the stream is opened
 // again on the next session with the same header and half-close.
@@ -198,7 +106,7 @@ func TestEarlyReopen(t *testing.T) {
 	client1, server1 := ts.dial(t, nil)
 	client2, server2 := ts.dial(t, nil)
 	firstSaw := make(chan error, 1)
-	serveStreams(t, server1, func(st *yamux.Stream) {
+	serveStreams(t, server1, func(st *Stream) {
 		// The server goes away with the stream unanswered.
 		st.SetReadDeadline(time.Now().Add(testTimeout))
 		_, err := ReadHeader(st)
@@ -206,7 +114,7 @@ func TestEarlyReopen(t *testing.T) {
 		server1.Close()
 	})
 	secondSaw := make(chan string, 1)
-	serveStreams(t, server2, func(st *yamux.Stream) {
+	serveStreams(t, server2, func(st *Stream) {
 		st.SetReadDeadline(time.Now().Add(testTimeout))
 		h, err := ReadHeader(st)
 		if err != nil {
@@ -260,14 +168,14 @@ func TestEarlyNoResend(t *testing.T) {
 	client2, server2 := ts.dial(t, nil)
 	const request = "POST /pay HTTP/1.0\r\n\r\n"
 	firstSaw := make(chan error, 1)
-	serveStreams(t, server1, func(st *yamux.Stream) {
+	serveStreams(t, server1, func(st *Stream) {
 		// The request reached the server, which goes away unanswered.
 		_, _, err := readEarly(st, len(request))
 		firstSaw <- err
 		server1.Close()
 	})
 	var second atomic.Int32
-	serveStreams(t, server2, func(st *yamux.Stream) { second.Add(1) })
+	serveStreams(t, server2, func(st *Stream) { second.Add(1) })
 
 	e, err := OpenEarly(t.Context(), firstLive(client1, client2), Header{Kind: KindTCP, Target: "shop:80"})
 	if err != nil {
@@ -303,7 +211,7 @@ func TestEarlyBounded(t *testing.T) {
 	client, server := ts.dial(t, nil)
 	const extra = 1000
 	result := make(chan string, 1)
-	serveStreams(t, server, func(st *yamux.Stream) {
+	serveStreams(t, server, func(st *Stream) {
 		_, _, err := readEarly(st, MaxEarlyData)
 		if err != nil {
 			result <- "reading the early payload: " + err.Error()
@@ -358,7 +266,7 @@ func TestEarlyNoReply(t *testing.T) {
 	t.Parallel()
 	ts := startTunnelServer(t, serverOptions{tr: transport{}})
 	client, server := ts.dial(t, nil)
-	serveStreams(t, server, func(st *yamux.Stream) {
+	serveStreams(t, server, func(st *Stream) {
 		st.SetReadDeadline(time.Now().Add(testTimeout))
 		io.Copy(io.Discard, st) // never answers
 	})
@@ -408,7 +316,7 @@ func TestEarlyNoReply(t *testing.T) {
 // session, and refuses a header it cannot send.
 func TestOpenEarlyNoSession(t *testing.T) {
 	t.Parallel()
-	none := func(context.Context) (*yamux.Session, error) { return nil, errors.New("no connection to the server") }
+	none := func(context.Context) (*Session, error) { return nil, errors.New("no connection to the server") }
 	if _, err := OpenEarly(t.Context(), none, Header{Kind: KindTCP, Target: "db:5432"}); err == nil || err.Error() != "no connection to the server" {
 		t.Fatalf("OpenEarly = %v", err)
 	}

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/burrowtun/burrow/mux"
-	"github.com/hashicorp/yamux"
 )
 
 // A server is an http.Handler that upgrades with Accept and serves the
@@ -86,7 +85,7 @@ func Example() {
 // serveGreeter is the accepting side of one stream: read the header,
 // answer, then carry the payload (here a greeting; in Burrow's server, a
 // TCP connection to the target).
-func serveGreeter(st *yamux.Stream) {
+func serveGreeter(st *mux.Stream) {
 	defer st.Close()
 	h, err := mux.ReadHeaderTimeout(st, 10*time.Second)
 	if err != nil {

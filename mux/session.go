@@ -96,12 +96,9 @@ type Config struct {
 	AcceptBacklog int
 	// Logger receives yamux's own diagnostics at debug level.
 	Logger *slog.Logger
-	// Parking, when not nil, is where Parking.Splice parks the idle
-	// directions that read this session's streams.
-	Parking *Parking
 	// CopyBuffer is not the session's: it is what its owner passes to
-	// NewParking and, through MaxBatch, to CoalesceWrites, kept here with
-	// the rest of the tuning. 0 means DefaultCopyBuffer.
+	// relay.NewParking and, through MaxBatch, to CoalesceWrites, kept
+	// here with the rest of the tuning. 0 means DefaultCopyBuffer.
 	CopyBuffer int
 }
 
@@ -227,7 +224,7 @@ func (e *HandshakeError) Error() string {
 
 // Dial opens the WebSocket at url and starts the client end of a session.
 // The session owns the connection; closing it closes the connection.
-func Dial(ctx context.Context, url string, opts *DialOptions) (*yamux.Session, error) {
+func Dial(ctx context.Context, url string, opts *DialOptions) (*Session, error) {
 	var o DialOptions
 	if opts != nil {
 		o = *opts
@@ -324,19 +321,15 @@ func canHijack(w http.ResponseWriter) bool {
 }
 
 // startSession starts a yamux session on conn with its keepalive.
-func startSession(start func(io.ReadWriteCloser, *yamux.Config) (*yamux.Session, error), conn *wsConn, ycfg *yamux.Config, cfg Config) (*yamux.Session, error) {
+func startSession(start func(io.ReadWriteCloser, *yamux.Config) (*yamux.Session, error), conn *wsConn, ycfg *yamux.Config, cfg Config) (*Session, error) {
 	sess, err := start(conn, ycfg)
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
 	conn.setQueue(sess.SendQueueLen)
-	cfg.Parking.addSession(sess, &conn.watch)
-	go func() {
-		keepAlive(sess, conn, cfg.KeepAliveInterval, cfg.KeepAliveTimeout, cfg.Logger)
-		cfg.Parking.removeSession(sess)
-	}()
-	return sess, nil
+	go keepAlive(sess, conn, cfg.KeepAliveInterval, cfg.KeepAliveTimeout, cfg.Logger)
+	return &Session{ys: sess, watch: &conn.watch}, nil
 }
 
 // keepAlive pings the peer every interval and ends the session once
@@ -421,7 +414,7 @@ var ErrWrongVersion = errors.New("client does not speak wire version " + Subprot
 // Accept upgrades r to a WebSocket and starts the server end of a session.
 // The caller authenticates the request first. On error Accept has already
 // written an HTTP response.
-func Accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*yamux.Session, error) {
+func Accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*Session, error) {
 	c := cfg.withDefaults()
 	ycfg, err := c.yamux()
 	if err != nil {

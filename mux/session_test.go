@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/hashicorp/yamux"
 )
 
 // transport is one way of carrying a session.
@@ -89,7 +88,7 @@ func startHTTPTest(tb testing.TB, srv *httptest.Server, tr transport) *http.Clie
 const testTimeout = 60 * time.Second
 
 type acceptResult struct {
-	sess *yamux.Session
+	sess *Session
 	err  error
 }
 
@@ -153,13 +152,13 @@ func (ts *tunnelServer) next(tb testing.TB) acceptResult {
 
 // dial opens a session to ts and returns both of its ends. Both are closed
 // when the test ends.
-func (ts *tunnelServer) dial(tb testing.TB, cfg *Config) (client, server *yamux.Session) {
+func (ts *tunnelServer) dial(tb testing.TB, cfg *Config) (client, server *Session) {
 	tb.Helper()
 	return ts.dialURL(tb, ts.wsURL(), cfg)
 }
 
 // dialURL is dial through another address, such as a proxy in front of ts.
-func (ts *tunnelServer) dialURL(tb testing.TB, url string, cfg *Config) (client, server *yamux.Session) {
+func (ts *tunnelServer) dialURL(tb testing.TB, url string, cfg *Config) (client, server *Session) {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
@@ -179,7 +178,7 @@ func (ts *tunnelServer) dialURL(tb testing.TB, url string, cfg *Config) (client,
 // serveStreams accepts streams on sess and runs handle on each in its own
 // goroutine until sess closes. When the test ends it closes sess and waits
 // for every handler.
-func serveStreams(tb testing.TB, sess *yamux.Session, handle func(*yamux.Stream)) {
+func serveStreams(tb testing.TB, sess *Session, handle func(*Stream)) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
@@ -201,14 +200,14 @@ func serveStreams(tb testing.TB, sess *yamux.Session, handle func(*yamux.Stream)
 
 // echo copies a stream back to its opener until the opener half-closes,
 // then half-closes too.
-func echo(st *yamux.Stream) {
+func echo(st *Stream) {
 	st.SetDeadline(time.Now().Add(testTimeout))
 	io.Copy(st, st)
 }
 
 // echoOnce sends payload on a new stream, half-closes, and checks that the
 // same bytes come back.
-func echoOnce(sess *yamux.Session, payload []byte) error {
+func echoOnce(sess *Session, payload []byte) error {
 	st, err := sess.OpenStream()
 	if err != nil {
 		return fmt.Errorf("opening stream: %w", err)
@@ -772,7 +771,7 @@ func TestKeepAliveBusySlowLink(t *testing.T) {
 		url := strings.Replace(ts.wsURL(), ts.Listener.Addr().String(), proxy.addr(), 1)
 		client, server := ts.dialURL(t, url, cfg)
 		received := make(chan int64, 1)
-		serveStreams(t, server, func(st *yamux.Stream) {
+		serveStreams(t, server, func(st *Stream) {
 			st.SetDeadline(time.Now().Add(testTimeout))
 			n, _ := io.Copy(io.Discard, st)
 			received <- n
@@ -823,7 +822,7 @@ func TestCloseSilentPeerMidMessage(t *testing.T) {
 		proxy := startSlowProxy(t, ts.Listener.Addr().String(), 64<<10)
 		url := strings.Replace(ts.wsURL(), ts.Listener.Addr().String(), proxy.addr(), 1)
 		client, server := ts.dialURL(t, url, cfg)
-		serveStreams(t, server, func(st *yamux.Stream) {
+		serveStreams(t, server, func(st *Stream) {
 			st.SetDeadline(time.Now().Add(testTimeout))
 			io.Copy(io.Discard, st)
 		})
@@ -974,7 +973,7 @@ func TestOpen(t *testing.T) {
 	forEachTransport(t, func(t *testing.T, tr transport) {
 		ts := startTunnelServer(t, serverOptions{tr: tr})
 		client, server := ts.dial(t, nil)
-		serveStreams(t, server, func(st *yamux.Stream) {
+		serveStreams(t, server, func(st *Stream) {
 			h, err := ReadHeaderTimeout(st, testTimeout)
 			if err != nil {
 				return
@@ -1063,80 +1062,6 @@ func TestReadHeaderTimeout(t *testing.T) {
 	}
 }
 
-// TestPipe runs the server side of a KindTCP stream as the server package
-// does (read header, dial, reply, Pipe) against a TCP service that answers
-// only after the request's FIN, so the half-close must cross Pipe.
-func TestPipe(t *testing.T) {
-	t.Parallel()
-	forEachTransport(t, func(t *testing.T, tr transport) {
-		svc, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var svcWG sync.WaitGroup
-		t.Cleanup(func() { svc.Close(); svcWG.Wait() })
-		svcWG.Go(func() {
-			for {
-				c, err := svc.Accept()
-				if err != nil {
-					return
-				}
-				svcWG.Go(func() {
-					defer c.Close()
-					c.SetDeadline(time.Now().Add(testTimeout))
-					n, _ := io.Copy(io.Discard, c)
-					fmt.Fprintf(c, "got %d bytes", n)
-				})
-			}
-		})
-
-		type piped struct{ aToB, bToA int64 }
-		pipes := make(chan piped, 1)
-		ts := startTunnelServer(t, serverOptions{tr: tr})
-		client, server := ts.dial(t, nil)
-		serveStreams(t, server, func(st *yamux.Stream) {
-			h, err := ReadHeaderTimeout(st, testTimeout)
-			if err != nil {
-				return
-			}
-			c, err := net.Dial("tcp", h.Target)
-			if err := WriteReply(st, err); err != nil || c == nil {
-				return
-			}
-			a, b := Pipe(st, c)
-			pipes <- piped{a, b}
-		})
-
-		st, err := Open(client, Header{Kind: KindTCP, Target: svc.Addr().String()}, testTimeout)
-		if err != nil {
-			t.Fatalf("Open: %v", err)
-		}
-		defer st.Close()
-		st.SetDeadline(time.Now().Add(testTimeout))
-		req := bytes.Repeat([]byte("r"), 100<<10)
-		if _, err := st.Write(req); err != nil {
-			t.Fatal(err)
-		}
-		st.Close() // FIN: the service answers only after it
-		got, err := io.ReadAll(st)
-		if err != nil {
-			t.Fatalf("reading the answer: %v", err)
-		}
-		want := fmt.Sprintf("got %d bytes", len(req))
-		if string(got) != want {
-			t.Fatalf("answer = %q, want %q", got, want)
-		}
-		select {
-		case p := <-pipes:
-			if p.aToB != int64(len(req)) || p.bToA != int64(len(want)) {
-				t.Errorf("Pipe copied %d and %d bytes, want %d and %d", p.aToB, p.bToA, len(req), len(want))
-			}
-		case <-time.After(testTimeout):
-			t.Fatal("Pipe did not return after both sides closed")
-		}
-	})
-}
-
 // Benchmarks. BenchmarkStreamThroughput and BenchmarkSmallWrites move data
 // over one stream of a tunnel on TLS loopback; BenchmarkTLSBaseline moves
 // the same data over a bare TLS loopback connection, so the cost of the
@@ -1171,7 +1096,7 @@ func BenchmarkSmallWritesStreams(b *testing.B) {
 func benchmarkStreams(b *testing.B, tr transport, streams, size int) {
 	ts := startTunnelServer(b, serverOptions{tr: tr})
 	client, server := ts.dial(b, nil)
-	sts := make([]*yamux.Stream, streams)
+	sts := make([]*Stream, streams)
 	done := make(chan int64, streams)
 	for i := range sts {
 		st, peer := acceptedStream(b, client, server)

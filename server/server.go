@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"github.com/burrowtun/burrow/relay"
 	"io"
 	"log/slog"
 	"net"
@@ -88,10 +89,10 @@ type Config struct {
 	// user's allow list as "R:host:port" ("R:host:port/udp" for UDP).
 	AllowReverse bool
 	// UDPIdle ends a UDP flow after this long without a datagram.
-	// Default mux.DefaultUDPIdle.
+	// Default udp.DefaultIdle.
 	UDPIdle time.Duration
 	// UDPMaxFlows bounds the flows of one reverse UDP listener.
-	// Default mux.DefaultUDPMaxFlows.
+	// Default udp.DefaultMaxFlows.
 	UDPMaxFlows int
 	// Metrics, when set, records sessions, streams, bytes and logins.
 	Metrics *Metrics
@@ -124,7 +125,7 @@ type Server struct {
 
 	binds   bindTable
 	metrics *Metrics
-	parking *mux.Parking // idle stream directions wait here, not on goroutines
+	parking *relay.Parking // idle stream directions wait here, not on goroutines
 	auth    atomic.Pointer[authHolder]
 
 	active atomic.Int64 // streams carrying data (not reverse-bind leases)
@@ -196,8 +197,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Mux != nil {
 		mc = *cfg.Mux
 	}
-	s.parking = mux.NewParking(mc.CopyBuffer)
-	mc.Parking = s.parking
+	s.parking = relay.NewParking(mc.CopyBuffer)
 	s.cfg.Mux = &mc
 	s.auth.Store(&authHolder{cfg.Auth})
 	return s, nil

@@ -18,7 +18,6 @@ import (
 
 	"github.com/burrowtun/burrow/mux"
 	"github.com/burrowtun/burrow/server"
-	"github.com/hashicorp/yamux"
 )
 
 // syncBuffer is a log sink safe for the server's goroutines.
@@ -87,7 +86,7 @@ func newFixtureBehind(t *testing.T, cfg server.Config, front func(http.Handler) 
 	return &fixture{srv: srv, http: hs, logs: logs, url: "wss" + strings.TrimPrefix(hs.URL, "https")}
 }
 
-func (f *fixture) dial(t *testing.T, user, password string) (*yamux.Session, error) {
+func (f *fixture) dial(t *testing.T, user, password string) (*mux.Session, error) {
 	t.Helper()
 	h := http.Header{}
 	r := http.Request{Header: h}
@@ -337,7 +336,7 @@ func TestSessionAndStreamLimits(t *testing.T) {
 	} else {
 		other.Close()
 	}
-	var open []*yamux.Stream
+	var open []*mux.Stream
 	for range 2 {
 		st, err := mux.Open(first, mux.Header{Kind: mux.KindTCP, Target: target}, 5*time.Second)
 		if err != nil {

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"errors"
+	"github.com/burrowtun/burrow/socks"
+	"github.com/burrowtun/burrow/udp"
 	"io"
 
 	"log/slog"
@@ -14,7 +16,6 @@ import (
 	"time"
 
 	"github.com/burrowtun/burrow/mux"
-	"github.com/hashicorp/yamux"
 )
 
 // ReplyCode makes an access-list refusal travel as mux.CodeDenied, which
@@ -23,7 +24,7 @@ func (e *DeniedError) ReplyCode() mux.Code { return mux.CodeDenied }
 
 // session is one client's tunnel, as the stream handlers see it.
 type session struct {
-	*yamux.Session
+	*mux.Session
 	id      string
 	name    string               // the user's name; fixed for the session
 	user    atomic.Pointer[User] // replaced by a reload: new allow lists apply to new streams
@@ -35,7 +36,7 @@ type session struct {
 	streams atomic.Int64 // open streams, for MaxStreamsPerSession
 }
 
-func (s *Server) newSession(ysess *yamux.Session, user *User, source string) *session {
+func (s *Server) newSession(ysess *mux.Session, user *User, source string) *session {
 	ctx, cancel := context.WithCancel(context.Background())
 	id := newSessionID()
 	sess := &session{Session: ysess, id: id, name: user.Name, source: source, start: time.Now(),
@@ -79,7 +80,7 @@ func (s *Server) serveSession(sess *session) {
 
 // refuseStream answers a stream over MaxStreamsPerSession without reading
 // its header and closes it.
-func (s *Server) refuseStream(sess *session, st *yamux.Stream) {
+func (s *Server) refuseStream(sess *session, st *mux.Stream) {
 	s.metrics.limitHit("streams_per_session")
 	err := mux.Refuse(mux.CodeFailed, "too many streams on this session (limit %d); close some connections", s.cfg.MaxStreamsPerSession)
 	sess.log.Warn("stream refused", "stream", st.StreamID(), "err", err)
@@ -90,7 +91,7 @@ func (s *Server) refuseStream(sess *session, st *yamux.Stream) {
 // serveStream serves one stream. release is called once the stream is
 // done with: before serveStream returns, or, for a TCP stream, when its
 // Splice ends.
-func (s *Server) serveStream(sess *session, st *yamux.Stream, release func()) {
+func (s *Server) serveStream(sess *session, st *mux.Stream, release func()) {
 	h, err := mux.ReadHeaderTimeout(st, s.cfg.HeaderTimeout)
 	if err != nil {
 		sess.log.Warn("bad stream header", "stream", st.StreamID(), "err", err)
@@ -123,7 +124,7 @@ func (s *Server) serveStream(sess *session, st *yamux.Stream, release func()) {
 			return
 		}
 		start := time.Now()
-		stats, err := mux.ServeUDP(sess.ctx, st, s.cfg.Dialer.DialContext, h.Target, s.cfg.UDPIdle, s.cfg.DialTimeout)
+		stats, err := udp.Serve(sess.ctx, st, s.cfg.Dialer.DialContext, h.Target, s.cfg.UDPIdle, s.cfg.DialTimeout)
 		if err != nil {
 			log.Warn("stream refused", "err", err)
 			s.metrics.streamRefused(kind)
@@ -165,7 +166,7 @@ func (s *Server) serveStream(sess *session, st *yamux.Stream, release func()) {
 // counted in thousands, so what each holds is kept small: its goroutines
 // are fresh, and it keeps no logger of its own, only the values its log
 // lines are built from when they are written.
-func (s *Server) serveTCP(sess *session, st *yamux.Stream, h mux.Header, release func()) {
+func (s *Server) serveTCP(sess *session, st *mux.Stream, h mux.Header, release func()) {
 	id, kind, target := st.StreamID(), h.Kind.String(), h.Target
 	refused := func(err error) {
 		sess.log.Warn("stream refused", "stream", id, "kind", kind, "target", target, "err", err)
@@ -249,7 +250,7 @@ func (t *bindTable) drop(key string, lease *bindLease) {
 // serveBind listens on the address a reverse remote asks for and carries
 // each connection (or UDP flow) back to the client, until the bind stream
 // or the session ends. A returned error has not been replied yet.
-func (s *Server) serveBind(sess *session, st *yamux.Stream, target string, log *slog.Logger) error {
+func (s *Server) serveBind(sess *session, st *mux.Stream, target string, log *slog.Logger) error {
 	if !s.cfg.AllowReverse {
 		return mux.Refuse(mux.CodeUnsupported, "reverse remotes are disabled on this server; start it with --reverse")
 	}
@@ -279,16 +280,16 @@ func (s *Server) serveBind(sess *session, st *yamux.Stream, target string, log *
 	var (
 		serve     func() error
 		listener  io.Closer
-		socksAuth *mux.SOCKSAuth // what the client sends for a socks bind
+		socksAuth *socks.Auth // what the client sends for a socks bind
 	)
 	if network == "udp" {
 		pc, err := net.ListenPacket("udp", addr)
 		if err != nil {
 			return bindError(addr, err)
 		}
-		ul := &mux.UDPListener{
+		ul := &udp.Listener{
 			Conn: pc.(*net.UDPConn),
-			Open: func(ctx context.Context) (mux.Stream, error) {
+			Open: func(ctx context.Context) (net.Conn, error) {
 				return mux.Open(sess.Session, mux.Header{Kind: mux.KindReverseUDP, Target: addr}, s.cfg.HeaderTimeout)
 			},
 			Idle:     s.cfg.UDPIdle,
@@ -317,7 +318,7 @@ func (s *Server) serveBind(sess *session, st *yamux.Stream, target string, log *
 		// The client sends the credentials its SOCKS listener requires;
 		// connections wait in the backlog until they are known.
 		st.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
-		a, err := mux.ReadBindAuth(st)
+		a, err := socks.ReadBindAuth(st)
 		st.SetReadDeadline(time.Time{})
 		if err != nil {
 			log.Warn("reverse socks bind failed", "addr", addr, "err", err)
@@ -373,7 +374,7 @@ func bindError(addr string, err error) error {
 // each to the client: as a KindReverseTCP stream naming the bind, or, for
 // a SOCKS bind, as a KindTCP stream to the target the SOCKS client asked
 // for (which the client dials).
-func (s *Server) serveReverseTCP(ctx context.Context, sess *session, l net.Listener, addr string, socks bool, auth *mux.SOCKSAuth, log *slog.Logger) error {
+func (s *Server) serveReverseTCP(ctx context.Context, sess *session, l net.Listener, addr string, isSOCKS bool, auth *socks.Auth, log *slog.Logger) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -385,14 +386,14 @@ func (s *Server) serveReverseTCP(ctx context.Context, sess *session, l net.Liste
 			return err
 		}
 		wg.Add(1)
-		go s.serveReverseConn(ctx, sess, conn, addr, socks, auth, log, wg.Done)
+		go s.serveReverseConn(ctx, sess, conn, addr, isSOCKS, auth, log, wg.Done)
 	}
 }
 
 // serveReverseConn carries a connection to a reverse listener back to the
 // client. It returns once the stream for it is open: a Splice carries it
 // on, and calls release when it ends.
-func (s *Server) serveReverseConn(ctx context.Context, sess *session, conn net.Conn, addr string, socks bool, auth *mux.SOCKSAuth, log *slog.Logger, release func()) {
+func (s *Server) serveReverseConn(ctx context.Context, sess *session, conn net.Conn, addr string, isSOCKS bool, auth *socks.Auth, log *slog.Logger, release func()) {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	fail := func() {
 		stop()
@@ -400,9 +401,9 @@ func (s *Server) serveReverseConn(ctx context.Context, sess *session, conn net.C
 		release()
 	}
 	h := mux.Header{Kind: mux.KindReverseTCP, Target: addr}
-	if socks {
+	if isSOCKS {
 		conn.SetDeadline(time.Now().Add(s.cfg.HeaderTimeout))
-		target, err := mux.SOCKSHandshake(conn, auth)
+		target, err := socks.Handshake(conn, auth)
 		conn.SetDeadline(time.Time{})
 		if err != nil {
 			log.Warn("reverse socks request failed", "peer", conn.RemoteAddr().String(), "err", err)
@@ -412,8 +413,8 @@ func (s *Server) serveReverseConn(ctx context.Context, sess *session, conn net.C
 		h = mux.Header{Kind: mux.KindTCP, Target: target}
 	}
 	st, err := mux.Open(sess.Session, h, s.cfg.DialTimeout+s.cfg.HeaderTimeout)
-	if socks {
-		mux.SOCKSReply(conn, err)
+	if isSOCKS {
+		socks.Reply(conn, err)
 	}
 	if err != nil {
 		log.Warn("reverse connection refused", "dest", h.Target, "err", err)
@@ -436,7 +437,7 @@ func (s *Server) serveReverseConn(ctx context.Context, sess *session, conn net.C
 // countingStream counts the bytes of a file-transfer stream for the
 // metrics: in is what the client sent, out what it received.
 type countingStream struct {
-	*yamux.Stream
+	*mux.Stream
 	in, out atomic.Int64
 }
 

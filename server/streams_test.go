@@ -11,7 +11,6 @@ import (
 
 	"github.com/burrowtun/burrow/mux"
 	"github.com/burrowtun/burrow/server"
-	"github.com/hashicorp/yamux"
 )
 
 // holdTarget listens on loopback, echoes the first byte of each
@@ -77,7 +76,7 @@ func TestIdleTCPStreams(t *testing.T) {
 	}
 	defer sess.Close()
 	const n = 50
-	streams := make([]*yamux.Stream, n)
+	streams := make([]*mux.Stream, n)
 	for i := range streams {
 		st, err := mux.Open(sess, mux.Header{Kind: mux.KindTCP, Target: target}, 5*time.Second)
 		if err != nil {
@@ -93,13 +92,13 @@ func TestIdleTCPStreams(t *testing.T) {
 		streams[i] = st
 	}
 	// Once idle, a stream holds no goroutine on the server: its two
-	// directions are parked (mux.Parking), and the one that served it
+	// directions are parked (relay.Parking), and the one that served it
 	// has ended.
 	count := func() (splicing, serving int) {
 		// A splice's goroutine waits in wait or copies in copy (called
 		// by wait, or started alone for a first burst): zero of both
 		// frames means none.
-		return goroutinesIn("mux.(*splice).wait") + goroutinesIn("mux.(*splice).copy"), goroutinesIn("server.(*Server).serveStream")
+		return goroutinesIn("relay.(*splice).wait") + goroutinesIn("relay.(*splice).copy"), goroutinesIn("server.(*Server).serveStream")
 	}
 	splicing, serving := count()
 	for deadline := time.Now().Add(10 * time.Second); (splicing != 0 || serving != 0) && time.Now().Before(deadline); {

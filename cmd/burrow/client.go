@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/burrowtun/burrow/socks"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/burrowtun/burrow/certs"
 	"github.com/burrowtun/burrow/client"
-	"github.com/burrowtun/burrow/mux"
 	"github.com/urfave/cli/v2"
 )
 
@@ -86,13 +86,13 @@ func runClient(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var socksAuth *mux.SOCKSAuth
+	var socksAuth *socks.Auth
 	if s := c.String("socks-auth"); s != "" {
 		u, p, ok := strings.Cut(s, ":")
 		if !ok || u == "" {
 			return errors.New("--socks-auth must be USER:PASSWORD")
 		}
-		socksAuth = &mux.SOCKSAuth{Username: u, Password: p}
+		socksAuth = &socks.Auth{Username: u, Password: p}
 	}
 	if c.Bool("insecure") {
 		log.Warn("--insecure: the server's certificate is NOT verified; anyone on the network path can impersonate it and read the tunnel")

@@ -187,7 +187,7 @@ func (s *suite) writeGaps(b *strings.Builder, rows []targetRow) {
 		p("%.1f goroutines per stream with %.1f KiB of stacks, and %.1f KiB of heap (the yamux\n", c.metricPerItem("go_goroutines"), d("go_memstats_stack_inuse_bytes"), d("go_memstats_heap_inuse_bytes"))
 		p("stream, the splice's state, the connection to the target; see the heap profile in\n")
 		p("[Scale](#scale)). Done: an idle direction holds no buffer (pools only while data flows),\n")
-		p("and once idle for 200 ms it is parked (`mux.Parking`) with no goroutine at all: a yamux\n")
+		p("and once idle for 200 ms it is parked (`relay.Parking`) with no goroutine at all: a yamux\n")
 		p("stream is woken by the session's connection as it reads a frame for it, a target socket\n")
 		p("by one epoll instance for all of them; the stream's receive buffer is given back\n")
 		p("(21.7 KiB per stream with a goroutine per direction, 11.4 KiB with shallow ones and no\n")

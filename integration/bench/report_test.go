@@ -538,7 +538,7 @@ func (s *suite) writeScale(b *strings.Builder) {
 		p("connection's first byte and then holds it open; %d connections through the forward, each\n", st.n)
 		p("confirmed by its one-byte round trip (%.0f per second, %d at a time), then left idle.\n", float64(st.n)/st.took.Seconds(), st.workers)
 		p("The server parks a stream's directions once they have been idle for 200 ms: no goroutine\n")
-		p("waits for an idle stream (`mux.Parking`).\n\n")
+		p("waits for an idle stream (`relay.Parking`).\n\n")
 	}
 	p("| | VmRSS before | right after opening | per item | after a GC | **per item** |\n|---|---|---|---|---|---|\n")
 	if ss.n > 0 {

@@ -1,10 +1,11 @@
-package mux
+package socks
 
 import (
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/burrowtun/burrow/mux"
 	"io"
 	"net"
 	"net/netip"
@@ -16,13 +17,13 @@ import (
 // target travels in a KindTCP stream header, so names are resolved on the
 // far side and the far side's access list applies to every target.
 
-// SOCKSAuth is the username and password a SOCKS listener requires.
-type SOCKSAuth struct {
+// Auth is the username and password a SOCKS listener requires.
+type Auth struct {
 	Username, Password string
 }
 
-// ErrSOCKSAuth is returned by SOCKSHandshake for wrong SOCKS credentials.
-var ErrSOCKSAuth = errors.New("socks client gave a wrong username or password")
+// ErrAuth is returned by Handshake for wrong SOCKS credentials.
+var ErrAuth = errors.New("socks client gave a wrong username or password")
 
 const (
 	socksVersion     = 5
@@ -53,7 +54,7 @@ const (
 // it, the credentials its listener must require: user length (1), user,
 // password length (1), password, as in RFC 1929. nil sends an empty
 // user, which means no authentication.
-func WriteBindAuth(w io.Writer, a *SOCKSAuth) error {
+func WriteBindAuth(w io.Writer, a *Auth) error {
 	var u, p string
 	if a != nil {
 		u, p = a.Username, a.Password
@@ -69,7 +70,7 @@ func WriteBindAuth(w io.Writer, a *SOCKSAuth) error {
 }
 
 // ReadBindAuth reads what WriteBindAuth sent: nil for no authentication.
-func ReadBindAuth(r io.Reader) (*SOCKSAuth, error) {
+func ReadBindAuth(r io.Reader) (*Auth, error) {
 	var field [2][]byte
 	for i := range field {
 		var n [1]byte
@@ -84,15 +85,15 @@ func ReadBindAuth(r io.Reader) (*SOCKSAuth, error) {
 	if len(field[0]) == 0 {
 		return nil, nil
 	}
-	return &SOCKSAuth{Username: string(field[0]), Password: string(field[1])}, nil
+	return &Auth{Username: string(field[0]), Password: string(field[1])}, nil
 }
 
-// SOCKSHandshake reads a SOCKS5 greeting, authenticates the client when
+// Handshake reads a SOCKS5 greeting, authenticates the client when
 // auth is non-nil, and reads its request. It returns the requested target
 // as "host:port" (IPv6 in brackets). On failure it has already answered
 // the client when the protocol allows it. The caller sets a deadline on
-// c, and after dialing answers with SOCKSReply.
-func SOCKSHandshake(rw io.ReadWriter, auth *SOCKSAuth) (string, error) {
+// c, and after dialing answers with Reply.
+func Handshake(rw io.ReadWriter, auth *Auth) (string, error) {
 	var hdr [2]byte
 	if _, err := io.ReadFull(rw, hdr[:]); err != nil {
 		return "", fmt.Errorf("reading socks greeting: %w", err)
@@ -130,7 +131,7 @@ func SOCKSHandshake(rw io.ReadWriter, auth *SOCKSAuth) (string, error) {
 	return socksRequest(rw)
 }
 
-func socksPassword(rw io.ReadWriter, auth *SOCKSAuth) error {
+func socksPassword(rw io.ReadWriter, auth *Auth) error {
 	readField := func() ([]byte, error) {
 		var n [1]byte
 		if _, err := io.ReadFull(rw, n[:]); err != nil {
@@ -159,7 +160,7 @@ func socksPassword(rw io.ReadWriter, auth *SOCKSAuth) error {
 	passOK := subtle.ConstantTimeCompare(pass, []byte(auth.Password))
 	if userOK&passOK != 1 {
 		rw.Write([]byte{socksAuthVersion, 1})
-		return ErrSOCKSAuth
+		return ErrAuth
 	}
 	_, err = rw.Write([]byte{socksAuthVersion, 0})
 	return err
@@ -236,23 +237,23 @@ func validSOCKSName(name []byte) bool {
 	return true
 }
 
-// SOCKSReply answers a SOCKS request: nil means the connection is made;
-// otherwise the error's Code (see Coded) picks the SOCKS reply code.
-func SOCKSReply(w io.Writer, err error) error {
+// Reply answers a SOCKS request: nil means the connection is made;
+// otherwise the error's Code (see mux.Coded) picks the SOCKS reply code.
+func Reply(w io.Writer, err error) error {
 	if err == nil {
 		return writeSOCKSRep(w, socksRepSucceeded)
 	}
 	rep := byte(socksRepFailure)
-	var coded Coded
+	var coded mux.Coded
 	if errors.As(err, &coded) {
 		switch coded.ReplyCode() {
-		case CodeDenied:
+		case mux.CodeDenied:
 			rep = socksRepNotAllowed
-		case CodeRefused:
+		case mux.CodeRefused:
 			rep = socksRepRefused
-		case CodeUnreachable:
+		case mux.CodeUnreachable:
 			rep = socksRepHostUnreachable
-		case CodeTimeout:
+		case mux.CodeTimeout:
 			rep = socksRepTTLExpired
 		}
 	}

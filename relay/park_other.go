@@ -1,6 +1,6 @@
 //go:build !linux
 
-package mux
+package relay
 
 // poller would park directions reading sockets; this platform has none,
 // so they wait on goroutines of their own.

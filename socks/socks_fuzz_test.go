@@ -1,4 +1,4 @@
-package mux
+package socks
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-// FuzzSOCKSHandshake feeds arbitrary client bytes to SOCKSHandshake, with
+// FuzzSOCKSHandshake feeds arbitrary client bytes to Handshake, with
 // and without required credentials. It must never panic; a target it
 // returns must be a well-formed "host:port" with a port in 1-65535 and a
 // host that is an IP address or a name without separators or control
@@ -50,21 +50,21 @@ func FuzzSOCKSHandshake(f *testing.F) {
 			f.Add(s[:len(s)-1], true)
 		}
 	}
-	auth := &SOCKSAuth{Username: "alice", Password: "s3cret"}
+	auth := &Auth{Username: "alice", Password: "s3cret"}
 
 	f.Fuzz(func(t *testing.T, data []byte, withAuth bool) {
-		var a *SOCKSAuth
+		var a *Auth
 		if withAuth {
 			a = auth
 		}
 		c := &socksConn{r: bytes.NewReader(data)}
-		target, err := SOCKSHandshake(c, a)
+		target, err := Handshake(c, a)
 		out := c.Bytes()
 		if err != nil {
 			if target != "" {
 				t.Fatalf("failed (%v) but returned target %q", err, target)
 			}
-			if errors.Is(err, ErrSOCKSAuth) && !bytes.HasSuffix(out, []byte{socksAuthVersion, 1}) {
+			if errors.Is(err, ErrAuth) && !bytes.HasSuffix(out, []byte{socksAuthVersion, 1}) {
 				t.Fatalf("wrong credentials answered with % x, want status 1", out)
 			}
 			checkSOCKSOutput(t, out, withAuth, false)
@@ -144,7 +144,7 @@ func checkSOCKSOutput(t *testing.T, out []byte, withAuth, ok bool) {
 // panic, and credentials it returns must encode back to the bytes read.
 func FuzzReadBindAuth(f *testing.F) {
 	var b bytes.Buffer
-	WriteBindAuth(&b, &SOCKSAuth{Username: "alice", Password: "s3cret"})
+	WriteBindAuth(&b, &Auth{Username: "alice", Password: "s3cret"})
 	f.Add(b.Bytes())
 	f.Add([]byte{0, 0})
 	f.Add([]byte{0, 3, 'x', 'y', 'z'})

@@ -1,10 +1,12 @@
-package mux
+package udp
 
 import (
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/burrowtun/burrow/mux"
+	"github.com/burrowtun/burrow/relay"
 	"io"
 	"log/slog"
 	"net"
@@ -19,8 +21,8 @@ const MaxDatagram = 65535
 
 // Defaults for UDP relaying.
 const (
-	DefaultUDPIdle     = 60 * time.Second
-	DefaultUDPMaxFlows = 16384
+	DefaultIdle     = 60 * time.Second
+	DefaultMaxFlows = 16384
 	// udpQueueLen bounds the datagrams waiting for a stream that is slower
 	// than its sender; beyond it datagrams are dropped and counted, as a
 	// router would.
@@ -32,9 +34,9 @@ const (
 	udpSocketBuffer = 4 << 20
 )
 
-// WriteDatagram writes p as one frame, length (2 bytes, big endian) then
+// writeDatagram writes p as one frame, length (2 bytes, big endian) then
 // payload, in a single Write so frames never interleave.
-func WriteDatagram(w io.Writer, p []byte) error {
+func writeDatagram(w io.Writer, p []byte) error {
 	if len(p) > MaxDatagram {
 		return fmt.Errorf("datagram of %d bytes is larger than %d", len(p), MaxDatagram)
 	}
@@ -47,9 +49,9 @@ func WriteDatagram(w io.Writer, p []byte) error {
 	return err
 }
 
-// ReadDatagram reads one frame into buf, which must hold MaxDatagram
+// readDatagram reads one frame into buf, which must hold MaxDatagram
 // bytes, and returns the payload, a slice of buf.
-func ReadDatagram(r io.Reader, buf []byte) ([]byte, error) {
+func readDatagram(r io.Reader, buf []byte) ([]byte, error) {
 	var n [2]byte
 	if _, err := io.ReadFull(r, n[:]); err != nil {
 		return nil, err
@@ -104,7 +106,7 @@ func (q *udpQueue) pop(p []byte) { q.bytes.Add(-int64(len(p))) }
 func (q *udpQueue) drain(st io.Writer, touch func()) error {
 	for p := range q.ch {
 		q.pop(p)
-		if err := WriteDatagram(st, p); err != nil {
+		if err := writeDatagram(st, p); err != nil {
 			for p := range q.ch { // release what is left
 				q.pop(p)
 			}
@@ -121,38 +123,38 @@ type activity struct{ last atomic.Int64 }
 func (a *activity) touch()                 { a.last.Store(time.Now().UnixNano()) }
 func (a *activity) idleFor() time.Duration { return time.Since(time.Unix(0, a.last.Load())) }
 
-// UDPStats counts what a UDP flow or listener carried and dropped.
-type UDPStats struct {
+// Stats counts what a UDP flow or listener carried and dropped.
+type Stats struct {
 	// Sent and Received count datagrams to and from the target;
 	// SentBytes and ReceivedBytes their payload bytes.
 	Sent, Received, Dropped  int64
 	SentBytes, ReceivedBytes int64
 }
 
-// ServeUDP answers a stream that asked for a UDP flow to target: it dials
+// Serve answers a stream that asked for a UDP flow to target: it dials
 // a connected UDP socket, replies, and relays framed datagrams both ways
 // until the stream closes or nothing has moved for idle.
-func ServeUDP(ctx context.Context, st Stream, dial DialFunc, target string, idle time.Duration, dialTimeout time.Duration) (UDPStats, error) {
+func Serve(ctx context.Context, st net.Conn, dial relay.DialFunc, target string, idle time.Duration, dialTimeout time.Duration) (Stats, error) {
 	if idle <= 0 {
-		idle = DefaultUDPIdle
+		idle = DefaultIdle
 	}
-	conn, err := DialTarget(ctx, dial, "udp", target, dialTimeout)
+	conn, err := relay.DialTarget(ctx, dial, "udp", target, dialTimeout)
 	if err != nil {
-		WriteReply(st, err)
+		mux.WriteReply(st, err)
 		st.Close()
-		return UDPStats{}, err
+		return Stats{}, err
 	}
 	defer conn.Close()
 	if uc, ok := conn.(*net.UDPConn); ok {
 		growUDPBuffers(uc)
 	}
-	if err := WriteReply(st, nil); err != nil {
+	if err := mux.WriteReply(st, nil); err != nil {
 		st.Close()
-		return UDPStats{}, err
+		return Stats{}, err
 	}
 	var (
 		act                     activity
-		stats                   UDPStats
+		stats                   Stats
 		sent, sentBytes         atomic.Int64
 		received, receivedBytes atomic.Int64
 		q                       = newUDPQueue()
@@ -168,7 +170,7 @@ func ServeUDP(ctx context.Context, st Stream, dial DialFunc, target string, idle
 		defer conn.Close()
 		buf := make([]byte, MaxDatagram)
 		for {
-			p, err := ReadDatagram(st, buf)
+			p, err := readDatagram(st, buf)
 			if err != nil {
 				return
 			}
@@ -213,15 +215,15 @@ func ServeUDP(ctx context.Context, st Stream, dial DialFunc, target string, idle
 	return stats, nil
 }
 
-// UDPListener serves a local UDP socket: each source address is a flow,
+// Listener serves a local UDP socket: each source address is a flow,
 // carried over its own stream, opened by Open on the flow's first
 // datagram. Replies from the stream go back to that source.
-type UDPListener struct {
+type Listener struct {
 	// Conn is the listening socket.
 	Conn *net.UDPConn
 	// Open opens the stream for a new flow; the header has been
 	// exchanged when it returns.
-	Open func(ctx context.Context) (Stream, error)
+	Open func(ctx context.Context) (net.Conn, error)
 	// Idle ends a flow after this long without a datagram either way.
 	Idle time.Duration
 	// MaxFlows bounds concurrent flows; datagrams of new flows beyond it
@@ -234,17 +236,17 @@ type UDPListener struct {
 }
 
 // Dropped reports datagrams dropped so far because a bound was reached.
-func (l *UDPListener) Dropped() int64 { return l.dropped.Load() }
+func (l *Listener) Dropped() int64 { return l.dropped.Load() }
 
 // Serve reads datagrams until ctx ends or the socket fails, then closes
 // every flow and waits for them.
-func (l *UDPListener) Serve(ctx context.Context) error {
+func (l *Listener) Serve(ctx context.Context) error {
 	idle, maxFlows, log := l.Idle, l.MaxFlows, l.Logger
 	if idle <= 0 {
-		idle = DefaultUDPIdle
+		idle = DefaultIdle
 	}
 	if maxFlows <= 0 {
-		maxFlows = DefaultUDPMaxFlows
+		maxFlows = DefaultMaxFlows
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -316,8 +318,8 @@ func (l *UDPListener) Serve(ctx context.Context) error {
 // runFlow carries one flow: queue -> stream, stream -> socket (to from),
 // until the stream ends or the flow is idle. It calls forget once the
 // flow has ended, before it closes the stream.
-func (l *UDPListener) runFlow(ctx context.Context, from netip.AddrPort, q *udpQueue, act *activity, idle time.Duration, forget func(), log *slog.Logger) UDPStats {
-	var stats UDPStats
+func (l *Listener) runFlow(ctx context.Context, from netip.AddrPort, q *udpQueue, act *activity, idle time.Duration, forget func(), log *slog.Logger) Stats {
+	var stats Stats
 	log = log.With("source", from.String())
 	st, err := l.Open(ctx)
 	if err != nil {
@@ -339,7 +341,7 @@ func (l *UDPListener) runFlow(ctx context.Context, from netip.AddrPort, q *udpQu
 		defer close(readDone)
 		buf := make([]byte, MaxDatagram)
 		for {
-			p, err := ReadDatagram(st, buf)
+			p, err := readDatagram(st, buf)
 			if err != nil {
 				return
 			}
@@ -357,7 +359,7 @@ func (l *UDPListener) runFlow(ctx context.Context, from netip.AddrPort, q *udpQu
 			select {
 			case p := <-q.ch:
 				q.pop(p)
-				if err := WriteDatagram(st, p); err != nil {
+				if err := writeDatagram(st, p); err != nil {
 					return
 				}
 				stats.Sent++
@@ -427,4 +429,9 @@ func sleepCtxDone(ctx context.Context, d time.Duration, done <-chan struct{}) bo
 	case <-done:
 		return false
 	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -1,4 +1,4 @@
-package mux
+package socks
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/burrowtun/burrow/mux"
 	"io"
 	"net"
 	"net/netip"
@@ -58,7 +59,19 @@ func socksRep(rep byte) []byte { return []byte{socksVersion, rep, 0, socksAtypIP
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
-// socksConn is what SOCKSHandshake talks to in the byte-level tests: it
+// countingWriter records each Write so tests can check that a reply
+// leaves in a single call.
+type countingWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
+}
+
+// socksConn is what Handshake talks to in the byte-level tests: it
 // reads a fixed client transcript and records what the listener writes.
 type socksConn struct {
 	r *bytes.Reader
@@ -69,7 +82,7 @@ func (c *socksConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func TestSOCKSHandshakeBytes(t *testing.T) {
 	t.Parallel()
-	auth := &SOCKSAuth{Username: "alice", Password: "s3cret"}
+	auth := &Auth{Username: "alice", Password: "s3cret"}
 	pw := []byte{socksVersion, socksMethodPassword}
 	none := []byte{socksVersion, socksMethodNone}
 	refused := []byte{socksVersion, socksMethodRefused}
@@ -79,7 +92,7 @@ func TestSOCKSHandshakeBytes(t *testing.T) {
 
 	tests := []struct {
 		name    string
-		auth    *SOCKSAuth
+		auth    *Auth
 		in      []byte
 		want    string // target; "" when the handshake must fail
 		wantErr error  // checked with errors.Is when set
@@ -101,13 +114,13 @@ func TestSOCKSHandshakeBytes(t *testing.T) {
 		{name: "password among several methods", auth: auth, in: cat(socksGreet(0, 1, 2), socksUserPass("alice", "s3cret"), socksConnectIP("1.2.3.4:80")),
 			want: "1.2.3.4:80", out: cat(pw, authOK)},
 		{name: "wrong password", auth: auth, in: cat(socksGreet(2), socksUserPass("alice", "s3creT"), socksConnectIP("1.2.3.4:80")),
-			wantErr: ErrSOCKSAuth, out: cat(pw, authBad)},
+			wantErr: ErrAuth, out: cat(pw, authBad)},
 		{name: "wrong username", auth: auth, in: cat(socksGreet(2), socksUserPass("bob", "s3cret"), socksConnectIP("1.2.3.4:80")),
-			wantErr: ErrSOCKSAuth, out: cat(pw, authBad)},
+			wantErr: ErrAuth, out: cat(pw, authBad)},
 		{name: "password prefix", auth: auth, in: cat(socksGreet(2), socksUserPass("alice", "s3cre"), socksConnectIP("1.2.3.4:80")),
-			wantErr: ErrSOCKSAuth, out: cat(pw, authBad)},
+			wantErr: ErrAuth, out: cat(pw, authBad)},
 		{name: "empty credentials", auth: auth, in: cat(socksGreet(2), socksUserPass("", ""), socksConnectIP("1.2.3.4:80")),
-			wantErr: ErrSOCKSAuth, out: cat(pw, authBad)},
+			wantErr: ErrAuth, out: cat(pw, authBad)},
 		{name: "auth version 5", auth: auth, in: cat(socksGreet(2), []byte{5, 5}, []byte("alice"), []byte{6}, []byte("s3cret")),
 			out: pw},
 
@@ -154,26 +167,26 @@ func TestSOCKSHandshakeBytes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			c := &socksConn{r: bytes.NewReader(tt.in)}
-			got, err := SOCKSHandshake(c, tt.auth)
+			got, err := Handshake(c, tt.auth)
 			if tt.want != "" {
 				if err != nil || got != tt.want {
-					t.Fatalf("SOCKSHandshake = %q, %v; want %q", got, err, tt.want)
+					t.Fatalf("Handshake = %q, %v; want %q", got, err, tt.want)
 				}
 				if _, _, err := net.SplitHostPort(got); err != nil {
 					t.Errorf("target %q does not split: %v", got, err)
 				}
 			} else {
 				if err == nil {
-					t.Fatalf("SOCKSHandshake accepted % x as target %q", tt.in, got)
+					t.Fatalf("Handshake accepted % x as target %q", tt.in, got)
 				}
 				if got != "" {
-					t.Errorf("SOCKSHandshake failed (%v) but returned target %q", err, got)
+					t.Errorf("Handshake failed (%v) but returned target %q", err, got)
 				}
 				if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
-					t.Errorf("SOCKSHandshake error = %v, want %v", err, tt.wantErr)
+					t.Errorf("Handshake error = %v, want %v", err, tt.wantErr)
 				}
-				if tt.wantErr == nil && errors.Is(err, ErrSOCKSAuth) {
-					t.Errorf("SOCKSHandshake error = %v, which is not about credentials", err)
+				if tt.wantErr == nil && errors.Is(err, ErrAuth) {
+					t.Errorf("Handshake error = %v, which is not about credentials", err)
 				}
 			}
 			if !bytes.Equal(c.Bytes(), tt.out) {
@@ -211,12 +224,12 @@ func TestSOCKSHandshakeStopsAtRequest(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
 		name string
-		auth *SOCKSAuth
+		auth *Auth
 		in   []byte
 	}{
 		{"ipv4", nil, cat(socksGreet(0), socksConnectIP("1.2.3.4:80"))},
 		{"ipv6", nil, cat(socksGreet(0), socksConnectIP("[2001:db8::1]:443"))},
-		{"domain with password", &SOCKSAuth{"u", "p"}, cat(socksGreet(2), socksUserPass("u", "p"), socksConnectName("example.com", 22))},
+		{"domain with password", &Auth{"u", "p"}, cat(socksGreet(2), socksUserPass("u", "p"), socksConnectName("example.com", 22))},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -226,11 +239,11 @@ func TestSOCKSHandshakeStopsAtRequest(t *testing.T) {
 				io.Reader
 				io.Writer
 			}{r, &w}
-			if _, err := SOCKSHandshake(rw, tt.auth); err != nil {
+			if _, err := Handshake(rw, tt.auth); err != nil {
 				t.Fatal(err)
 			}
 			if r.overread {
-				t.Fatal("SOCKSHandshake read past the end of the request")
+				t.Fatal("Handshake read past the end of the request")
 			}
 		})
 	}
@@ -241,10 +254,10 @@ func TestSOCKSHandshakeStopsAtRequest(t *testing.T) {
 // never return a target.
 func TestSOCKSHandshakeTruncated(t *testing.T) {
 	t.Parallel()
-	auth := &SOCKSAuth{Username: "alice", Password: "s3cret"}
+	auth := &Auth{Username: "alice", Password: "s3cret"}
 	for _, tt := range []struct {
 		name string
-		auth *SOCKSAuth
+		auth *Auth
 		in   []byte
 	}{
 		{"ipv4", nil, cat(socksGreet(0), socksConnectIP("1.2.3.4:80"))},
@@ -254,11 +267,11 @@ func TestSOCKSHandshakeTruncated(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			if got, err := SOCKSHandshake(&socksConn{r: bytes.NewReader(tt.in)}, tt.auth); err != nil {
+			if got, err := Handshake(&socksConn{r: bytes.NewReader(tt.in)}, tt.auth); err != nil {
 				t.Fatalf("the whole input fails: %q, %v", got, err)
 			}
 			for i := range len(tt.in) {
-				got, err := SOCKSHandshake(&socksConn{r: bytes.NewReader(tt.in[:i])}, tt.auth)
+				got, err := Handshake(&socksConn{r: bytes.NewReader(tt.in[:i])}, tt.auth)
 				if err == nil {
 					t.Fatalf("cut at %d of %d: accepted, target %q", i, len(tt.in), got)
 				}
@@ -301,7 +314,7 @@ func TestSOCKSHandshakeProxyClient(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name       string
-		listener   *SOCKSAuth
+		listener   *Auth
 		client     *proxy.Auth
 		target     string
 		wantRefuse bool // the listener refuses the credentials
@@ -309,13 +322,13 @@ func TestSOCKSHandshakeProxyClient(t *testing.T) {
 		{name: "ipv4", target: "1.2.3.4:80"},
 		{name: "ipv6", target: "[2001:db8::1]:443"},
 		{name: "domain", target: "example.com:22"},
-		{name: "ipv4 with password", listener: &SOCKSAuth{"alice", "s3cret"}, client: &proxy.Auth{User: "alice", Password: "s3cret"}, target: "1.2.3.4:80"},
-		{name: "ipv6 with password", listener: &SOCKSAuth{"alice", "s3cret"}, client: &proxy.Auth{User: "alice", Password: "s3cret"}, target: "[2001:db8::1]:443"},
-		{name: "domain with password", listener: &SOCKSAuth{"alice", "s3cret"}, client: &proxy.Auth{User: "alice", Password: "s3cret"}, target: "example.com:22"},
+		{name: "ipv4 with password", listener: &Auth{"alice", "s3cret"}, client: &proxy.Auth{User: "alice", Password: "s3cret"}, target: "1.2.3.4:80"},
+		{name: "ipv6 with password", listener: &Auth{"alice", "s3cret"}, client: &proxy.Auth{User: "alice", Password: "s3cret"}, target: "[2001:db8::1]:443"},
+		{name: "domain with password", listener: &Auth{"alice", "s3cret"}, client: &proxy.Auth{User: "alice", Password: "s3cret"}, target: "example.com:22"},
 		// The client offers both methods; a listener without auth picks none.
 		{name: "client offers password, listener needs none", client: &proxy.Auth{User: "alice", Password: "x"}, target: "example.com:22"},
-		{name: "wrong password", listener: &SOCKSAuth{"alice", "s3cret"}, client: &proxy.Auth{User: "alice", Password: "guess"}, target: "example.com:22", wantRefuse: true},
-		{name: "wrong user", listener: &SOCKSAuth{"alice", "s3cret"}, client: &proxy.Auth{User: "mallory", Password: "s3cret"}, target: "example.com:22", wantRefuse: true},
+		{name: "wrong password", listener: &Auth{"alice", "s3cret"}, client: &proxy.Auth{User: "alice", Password: "guess"}, target: "example.com:22", wantRefuse: true},
+		{name: "wrong user", listener: &Auth{"alice", "s3cret"}, client: &proxy.Auth{User: "mallory", Password: "s3cret"}, target: "example.com:22", wantRefuse: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -323,9 +336,9 @@ func TestSOCKSHandshakeProxyClient(t *testing.T) {
 			res := make(chan socksResult, 1)
 			pd := &pipeDialer{done: make(chan struct{}), serve: func(c net.Conn) {
 				c.SetDeadline(time.Now().Add(testTimeout))
-				target, err := SOCKSHandshake(c, tt.listener)
+				target, err := Handshake(c, tt.listener)
 				if err == nil {
-					err = SOCKSReply(c, nil)
+					err = Reply(c, nil)
 				}
 				res <- socksResult{target, err}
 			}}
@@ -343,8 +356,8 @@ func TestSOCKSHandshakeProxyClient(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), "username/password authentication failed") {
 					t.Errorf("client Dial = %v, want the listener's refusal of its credentials", err)
 				}
-				if !errors.Is(r.err, ErrSOCKSAuth) {
-					t.Errorf("SOCKSHandshake = %q, %v; want ErrSOCKSAuth", r.target, r.err)
+				if !errors.Is(r.err, ErrAuth) {
+					t.Errorf("Handshake = %q, %v; want ErrAuth", r.target, r.err)
 				}
 				return
 			}
@@ -352,7 +365,7 @@ func TestSOCKSHandshakeProxyClient(t *testing.T) {
 				t.Fatalf("client Dial %s: %v", tt.target, err)
 			}
 			if r.err != nil || r.target != tt.target {
-				t.Fatalf("SOCKSHandshake = %q, %v; want %q", r.target, r.err, tt.target)
+				t.Fatalf("Handshake = %q, %v; want %q", r.target, r.err, tt.target)
 			}
 		})
 	}
@@ -366,18 +379,18 @@ func TestSOCKSReplyProxyClient(t *testing.T) {
 		err  error
 		want string // golang.org/x/net's text for the reply code
 	}{
-		{Refuse(CodeRefused, "connection refused by db:5432"), "connection refused"},
-		{Refuse(CodeDenied, "not allowed"), "connection not allowed by ruleset"},
-		{Refuse(CodeUnreachable, "no such host"), "host unreachable"},
-		{Refuse(CodeTimeout, "timed out"), "TTL expired"},
+		{mux.Refuse(mux.CodeRefused, "connection refused by db:5432"), "connection refused"},
+		{mux.Refuse(mux.CodeDenied, "not allowed"), "connection not allowed by ruleset"},
+		{mux.Refuse(mux.CodeUnreachable, "no such host"), "host unreachable"},
+		{mux.Refuse(mux.CodeTimeout, "timed out"), "TTL expired"},
 		{errors.New("boom"), "general SOCKS server failure"},
 	} {
 		t.Run(tt.want, func(t *testing.T) {
 			t.Parallel()
 			pd := &pipeDialer{done: make(chan struct{}), serve: func(c net.Conn) {
 				c.SetDeadline(time.Now().Add(testTimeout))
-				if _, err := SOCKSHandshake(c, nil); err == nil {
-					SOCKSReply(c, tt.err)
+				if _, err := Handshake(c, nil); err == nil {
+					Reply(c, tt.err)
 				}
 			}}
 			d, err := proxy.SOCKS5("tcp", "socks.test:1080", nil, pd)
@@ -404,32 +417,32 @@ func TestSOCKSReply(t *testing.T) {
 		rep  byte
 	}{
 		{"nil", nil, 0},
-		{"denied", Refuse(CodeDenied, "target 10.0.0.1:22 is not allowed"), 2},
-		{"refused", Refuse(CodeRefused, "connection refused by db:5432"), 5},
-		{"unreachable", Refuse(CodeUnreachable, "cannot resolve x.invalid:80: no such host"), 4},
-		{"timeout", Refuse(CodeTimeout, "timed out connecting to db:5432"), 6},
-		{"failed", Refuse(CodeFailed, "cannot connect"), 1},
-		{"unsupported", Refuse(CodeUnsupported, "kind 9"), 1},
-		{"in use", Refuse(CodeInUse, "address in use"), 1},
-		{"unknown code", Refuse(200, "newer peer"), 1},
+		{"denied", mux.Refuse(mux.CodeDenied, "target 10.0.0.1:22 is not allowed"), 2},
+		{"refused", mux.Refuse(mux.CodeRefused, "connection refused by db:5432"), 5},
+		{"unreachable", mux.Refuse(mux.CodeUnreachable, "cannot resolve x.invalid:80: no such host"), 4},
+		{"timeout", mux.Refuse(mux.CodeTimeout, "timed out connecting to db:5432"), 6},
+		{"failed", mux.Refuse(mux.CodeFailed, "cannot connect"), 1},
+		{"unsupported", mux.Refuse(mux.CodeUnsupported, "kind 9"), 1},
+		{"in use", mux.Refuse(mux.CodeInUse, "address in use"), 1},
+		{"unknown code", mux.Refuse(200, "newer peer"), 1},
 		{"plain error", errors.New("boom"), 1},
-		{"wrapped", fmt.Errorf("opening stream: %w", Refuse(CodeRefused, "refused")), 5},
-		{"other Coded type", codedErr{CodeTimeout}, 6},
+		{"wrapped", fmt.Errorf("opening stream: %w", mux.Refuse(mux.CodeRefused, "refused")), 5},
+		{"other Coded type", codedErr{mux.CodeTimeout}, 6},
 		// A non-nil error is never reported as success.
-		{"coded ok", codedErr{CodeOK}, 1},
-		{"remote error ok", &RemoteError{Code: CodeOK, Message: "odd"}, 1},
+		{"coded ok", codedErr{mux.CodeOK}, 1},
+		{"remote error ok", &mux.RemoteError{Code: mux.CodeOK, Message: "odd"}, 1},
 		{"context deadline", context.DeadlineExceeded, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var w countingWriter
-			if err := SOCKSReply(&w, tt.err); err != nil {
+			if err := Reply(&w, tt.err); err != nil {
 				t.Fatal(err)
 			}
 			want := []byte{5, tt.rep, 0, 1, 0, 0, 0, 0, 0, 0}
 			if w.writes != 1 || !bytes.Equal(w.Bytes(), want) {
-				t.Fatalf("SOCKSReply(%v) made %d writes of % x, want 1 write of % x", tt.err, w.writes, w.Bytes(), want)
+				t.Fatalf("Reply(%v) made %d writes of % x, want 1 write of % x", tt.err, w.writes, w.Bytes(), want)
 			}
 		})
 	}
@@ -439,16 +452,16 @@ func TestSOCKSReply(t *testing.T) {
 // refusal read from the far side's stream reply keeps its code.
 func TestSOCKSReplyFromStreamReply(t *testing.T) {
 	t.Parallel()
-	for code, rep := range map[Code]byte{
-		CodeFailed: 1, CodeDenied: 2, CodeRefused: 5, CodeUnreachable: 4,
-		CodeTimeout: 6, CodeUnsupported: 1, CodeInUse: 1,
+	for code, rep := range map[mux.Code]byte{
+		mux.CodeFailed: 1, mux.CodeDenied: 2, mux.CodeRefused: 5, mux.CodeUnreachable: 4,
+		mux.CodeTimeout: 6, mux.CodeUnsupported: 1, mux.CodeInUse: 1,
 	} {
 		var stream bytes.Buffer
-		if err := WriteReply(&stream, Refuse(code, "refusal %d", code)); err != nil {
+		if err := mux.WriteReply(&stream, mux.Refuse(code, "refusal %d", code)); err != nil {
 			t.Fatal(err)
 		}
 		var w bytes.Buffer
-		if err := SOCKSReply(&w, ReadReply(&stream)); err != nil {
+		if err := Reply(&w, mux.ReadReply(&stream)); err != nil {
 			t.Fatal(err)
 		}
 		if got := w.Bytes(); !bytes.Equal(got, socksRep(rep)) {
@@ -466,17 +479,17 @@ func (failWriter) Write([]byte) (int, error) { return 0, io.ErrClosedPipe }
 // method answer fails the handshake rather than reading on.
 func TestSOCKSHandshakeWriteFails(t *testing.T) {
 	t.Parallel()
-	for _, auth := range []*SOCKSAuth{nil, {"u", "p"}} {
+	for _, auth := range []*Auth{nil, {"u", "p"}} {
 		in := cat(socksGreet(0, 2), socksUserPass("u", "p"), socksConnectIP("1.2.3.4:80"))
 		if auth == nil {
 			in = cat(socksGreet(0), socksConnectIP("1.2.3.4:80"))
 		}
-		got, err := SOCKSHandshake(failWriter{bytes.NewReader(in)}, auth)
+		got, err := Handshake(failWriter{bytes.NewReader(in)}, auth)
 		if err == nil || got != "" {
-			t.Errorf("auth %v: SOCKSHandshake = %q, %v; want the write error", auth, got, err)
+			t.Errorf("auth %v: Handshake = %q, %v; want the write error", auth, got, err)
 		}
 	}
-	if err := SOCKSReply(failWriter{}, nil); !errors.Is(err, io.ErrClosedPipe) {
-		t.Errorf("SOCKSReply = %v, want the write error", err)
+	if err := Reply(failWriter{}, nil); !errors.Is(err, io.ErrClosedPipe) {
+		t.Errorf("Reply = %v, want the write error", err)
 	}
 }

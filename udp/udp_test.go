@@ -1,4 +1,4 @@
-package mux
+package udp
 
 import (
 	"bytes"
@@ -17,7 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	"github.com/burrowtun/burrow/mux"
+	"github.com/burrowtun/burrow/relay"
 )
 
 // datagram returns a payload of n bytes that says which it is: tag, then
@@ -35,12 +36,12 @@ func TestDatagramRoundTrip(t *testing.T) {
 			t.Parallel()
 			p := datagram("d", size)
 			var w countingWriter
-			if err := WriteDatagram(&w, p); err != nil {
-				t.Fatalf("WriteDatagram: %v", err)
+			if err := writeDatagram(&w, p); err != nil {
+				t.Fatalf("writeDatagram: %v", err)
 			}
 			enc := w.Bytes()
 			if w.writes != 1 {
-				t.Errorf("WriteDatagram made %d writes, want 1", w.writes)
+				t.Errorf("writeDatagram made %d writes, want 1", w.writes)
 			}
 			if len(enc) != 2+size || int(binary.BigEndian.Uint16(enc)) != size || !bytes.Equal(enc[2:], p) {
 				t.Fatalf("frame is %d bytes with length field %d, want %d bytes: length then payload",
@@ -48,18 +49,18 @@ func TestDatagramRoundTrip(t *testing.T) {
 			}
 			r := bytes.NewReader(append(bytes.Clone(enc), "next"...))
 			buf := make([]byte, MaxDatagram)
-			got, err := ReadDatagram(r, buf)
+			got, err := readDatagram(r, buf)
 			if err != nil {
-				t.Fatalf("ReadDatagram: %v", err)
+				t.Fatalf("readDatagram: %v", err)
 			}
 			if !bytes.Equal(got, p) {
-				t.Fatalf("ReadDatagram returned %d bytes, want the %d written", len(got), len(p))
+				t.Fatalf("readDatagram returned %d bytes, want the %d written", len(got), len(p))
 			}
 			if size > 0 && &got[0] != &buf[0] {
-				t.Error("ReadDatagram did not return a slice of the caller's buffer")
+				t.Error("readDatagram did not return a slice of the caller's buffer")
 			}
 			if r.Len() != len("next") {
-				t.Errorf("ReadDatagram left %d bytes, want the %d after the frame", r.Len(), len("next"))
+				t.Errorf("readDatagram left %d bytes, want the %d after the frame", r.Len(), len("next"))
 			}
 		})
 	}
@@ -72,7 +73,7 @@ func TestDatagramStream(t *testing.T) {
 	sizes := []int{0, 1, 1400, MaxDatagram, 0, 3, 512, 65000}
 	var w countingWriter
 	for i, n := range sizes {
-		if err := WriteDatagram(&w, datagram(fmt.Sprint(i), n)); err != nil {
+		if err := writeDatagram(&w, datagram(fmt.Sprint(i), n)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -83,7 +84,7 @@ func TestDatagramStream(t *testing.T) {
 	r := &strictReader{data: w.Bytes(), limit: w.Len()}
 	buf := make([]byte, MaxDatagram)
 	for i, n := range sizes {
-		got, err := ReadDatagram(r, buf)
+		got, err := readDatagram(r, buf)
 		if err != nil {
 			t.Fatalf("frame %d: %v", i, err)
 		}
@@ -92,10 +93,10 @@ func TestDatagramStream(t *testing.T) {
 		}
 	}
 	if r.overread {
-		t.Fatal("ReadDatagram read past the last frame")
+		t.Fatal("readDatagram read past the last frame")
 	}
-	if _, err := ReadDatagram(r, buf); err != io.EOF {
-		t.Fatalf("ReadDatagram after the last frame = %v, want io.EOF", err)
+	if _, err := readDatagram(r, buf); err != io.EOF {
+		t.Fatalf("readDatagram after the last frame = %v, want io.EOF", err)
 	}
 }
 
@@ -103,36 +104,36 @@ func TestWriteDatagramTooLarge(t *testing.T) {
 	t.Parallel()
 	for _, size := range []int{MaxDatagram + 1, 1 << 20} {
 		var w countingWriter
-		err := WriteDatagram(&w, make([]byte, size))
+		err := writeDatagram(&w, make([]byte, size))
 		if err == nil || !strings.Contains(err.Error(), fmt.Sprint(size)) {
-			t.Errorf("WriteDatagram of %d bytes = %v, want an error naming the size", size, err)
+			t.Errorf("writeDatagram of %d bytes = %v, want an error naming the size", size, err)
 		}
 		if w.writes != 0 {
-			t.Errorf("WriteDatagram of %d bytes wrote %d times before refusing", size, w.writes)
+			t.Errorf("writeDatagram of %d bytes wrote %d times before refusing", size, w.writes)
 		}
 	}
 }
 
 func TestWriteDatagramError(t *testing.T) {
 	t.Parallel()
-	if err := WriteDatagram(failWriter{}, []byte("x")); !errors.Is(err, io.ErrClosedPipe) {
-		t.Fatalf("WriteDatagram = %v, want the writer's error", err)
+	if err := writeDatagram(failWriter{}, []byte("x")); !errors.Is(err, io.ErrClosedPipe) {
+		t.Fatalf("writeDatagram = %v, want the writer's error", err)
 	}
 }
 
 func TestReadDatagramShortBuffer(t *testing.T) {
 	t.Parallel()
 	var w bytes.Buffer
-	if err := WriteDatagram(&w, make([]byte, 100)); err != nil {
+	if err := writeDatagram(&w, make([]byte, 100)); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []int{0, 1, 99} {
-		if p, err := ReadDatagram(bytes.NewReader(w.Bytes()), make([]byte, n)); err == nil {
-			t.Errorf("ReadDatagram of a 100-byte frame into %d bytes = %d bytes, want an error", n, len(p))
+		if p, err := readDatagram(bytes.NewReader(w.Bytes()), make([]byte, n)); err == nil {
+			t.Errorf("readDatagram of a 100-byte frame into %d bytes = %d bytes, want an error", n, len(p))
 		}
 	}
-	if p, err := ReadDatagram(bytes.NewReader(w.Bytes()), make([]byte, 100)); err != nil || len(p) != 100 {
-		t.Errorf("ReadDatagram into an exact buffer = %d bytes, %v", len(p), err)
+	if p, err := readDatagram(bytes.NewReader(w.Bytes()), make([]byte, 100)); err != nil || len(p) != 100 {
+		t.Errorf("readDatagram into an exact buffer = %d bytes, %v", len(p), err)
 	}
 }
 
@@ -140,12 +141,12 @@ func TestReadDatagramTruncated(t *testing.T) {
 	t.Parallel()
 	for _, size := range []int{1, 5, 1400} {
 		var w bytes.Buffer
-		if err := WriteDatagram(&w, datagram("t", size)); err != nil {
+		if err := writeDatagram(&w, datagram("t", size)); err != nil {
 			t.Fatal(err)
 		}
 		enc := w.Bytes()
 		for i := range len(enc) {
-			p, err := ReadDatagram(bytes.NewReader(enc[:i]), make([]byte, MaxDatagram))
+			p, err := readDatagram(bytes.NewReader(enc[:i]), make([]byte, MaxDatagram))
 			if err == nil {
 				t.Fatalf("%d-byte frame cut at %d: read %d bytes", size, i, len(p))
 			}
@@ -190,7 +191,7 @@ func TestUDPQueueDropsWhenFull(t *testing.T) {
 	}
 	buf := make([]byte, MaxDatagram)
 	for i := range udpQueueLen {
-		p, err := ReadDatagram(&w, buf)
+		p, err := readDatagram(&w, buf)
 		if err != nil || !bytes.Equal(p, datagram(fmt.Sprint(i), 20)) {
 			t.Fatalf("queued datagram %d came out as %q, %v", i, p, err)
 		}
@@ -246,14 +247,14 @@ func startUDPService(t *testing.T, handle func(pc *net.UDPConn, p []byte, from *
 }
 
 type serveUDPResult struct {
-	stats UDPStats
+	stats Stats
 	err   error
 }
 
-// runServeUDP runs ServeUDP on the stream end of a net.Pipe and returns
-// the opener's end and ServeUDP's result. Both ends are closed, and
-// ServeUDP waited for, when the test ends.
-func runServeUDP(t *testing.T, ctx context.Context, dial DialFunc, target string, idle, dialTimeout time.Duration) (net.Conn, <-chan serveUDPResult) {
+// runServeUDP runs Serve on the stream end of a net.Pipe and returns
+// the opener's end and Serve's result. Both ends are closed, and
+// Serve waited for, when the test ends.
+func runServeUDP(t *testing.T, ctx context.Context, dial relay.DialFunc, target string, idle, dialTimeout time.Duration) (net.Conn, <-chan serveUDPResult) {
 	t.Helper()
 	opener, st := net.Pipe()
 	opener.SetDeadline(time.Now().Add(testTimeout))
@@ -261,7 +262,7 @@ func runServeUDP(t *testing.T, ctx context.Context, dial DialFunc, target string
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		stats, err := ServeUDP(ctx, st, dial, target, idle, dialTimeout)
+		stats, err := Serve(ctx, st, dial, target, idle, dialTimeout)
 		res <- serveUDPResult{stats, err}
 	}()
 	t.Cleanup(func() {
@@ -270,13 +271,13 @@ func runServeUDP(t *testing.T, ctx context.Context, dial DialFunc, target string
 		select {
 		case <-done:
 		case <-time.After(testTimeout):
-			t.Error("ServeUDP did not return after both ends closed")
+			t.Error("Serve did not return after both ends closed")
 		}
 	})
 	return opener, res
 }
 
-// waitServeUDP returns ServeUDP's result, failing the test if it does not
+// waitServeUDP returns Serve's result, failing the test if it does not
 // come within testTimeout.
 func waitServeUDP(t *testing.T, res <-chan serveUDPResult) serveUDPResult {
 	t.Helper()
@@ -284,7 +285,7 @@ func waitServeUDP(t *testing.T, res <-chan serveUDPResult) serveUDPResult {
 	case r := <-res:
 		return r
 	case <-time.After(testTimeout):
-		t.Fatal("ServeUDP did not return")
+		t.Fatal("Serve did not return")
 		return serveUDPResult{}
 	}
 }
@@ -292,10 +293,10 @@ func waitServeUDP(t *testing.T, res <-chan serveUDPResult) serveUDPResult {
 // exchange writes p as a frame on st and checks that the same datagram
 // comes back.
 func exchange(st io.ReadWriter, p []byte, buf []byte) error {
-	if err := WriteDatagram(st, p); err != nil {
+	if err := writeDatagram(st, p); err != nil {
 		return fmt.Errorf("writing a %d-byte datagram: %w", len(p), err)
 	}
-	got, err := ReadDatagram(st, buf)
+	got, err := readDatagram(st, buf)
 	if err != nil {
 		return fmt.Errorf("reading the echo of a %d-byte datagram: %w", len(p), err)
 	}
@@ -310,7 +311,7 @@ func TestServeUDPEcho(t *testing.T) {
 	target := startUDPEcho(t)
 	var dialer net.Dialer
 	opener, res := runServeUDP(t, context.Background(), dialer.DialContext, target, testTimeout, testTimeout)
-	if err := ReadReply(opener); err != nil {
+	if err := mux.ReadReply(opener); err != nil {
 		t.Fatalf("ReadReply: %v", err)
 	}
 	buf := make([]byte, MaxDatagram)
@@ -326,13 +327,13 @@ func TestServeUDPEcho(t *testing.T) {
 	// A burst: the echoes come back in order, each with its boundary.
 	const burst = 64
 	for i := range burst {
-		if err := WriteDatagram(opener, datagram(fmt.Sprintf("b%d.", i), (i*37)%1400+1)); err != nil {
+		if err := writeDatagram(opener, datagram(fmt.Sprintf("b%d.", i), (i*37)%1400+1)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i := range burst {
 		want := datagram(fmt.Sprintf("b%d.", i), (i*37)%1400+1)
-		got, err := ReadDatagram(opener, buf)
+		got, err := readDatagram(opener, buf)
 		if err != nil {
 			t.Fatalf("burst datagram %d: %v", i, err)
 		}
@@ -346,7 +347,7 @@ func TestServeUDPEcho(t *testing.T) {
 	total := int64(len(sizes) + burst)
 	if r.err != nil || r.stats.Sent != total || r.stats.Received != total || r.stats.Dropped != 0 ||
 		r.stats.SentBytes != r.stats.ReceivedBytes || r.stats.SentBytes == 0 {
-		t.Errorf("ServeUDP = %+v, %v; want %d sent and received, none dropped", r.stats, r.err, total)
+		t.Errorf("Serve = %+v, %v; want %d sent and received, none dropped", r.stats, r.err, total)
 	}
 }
 
@@ -397,7 +398,7 @@ func TestServeUDPIdle(t *testing.T) {
 		// (or from here) to the echo of the next.
 		prev := time.Now()
 		opener, res := runServeUDP(t, context.Background(), dialer.DialContext, target, idle, testTimeout)
-		if err := ReadReply(opener); err != nil {
+		if err := mux.ReadReply(opener); err != nil {
 			t.Fatal(err)
 		}
 		buf := make([]byte, MaxDatagram)
@@ -415,7 +416,7 @@ func TestServeUDPIdle(t *testing.T) {
 			prev = sent
 			time.Sleep(idle / 4)
 		}
-		if _, err := ReadDatagram(opener, buf); err != io.EOF {
+		if _, err := readDatagram(opener, buf); err != io.EOF {
 			t.Fatalf("read on an idle flow = %v, want io.EOF once the flow ends", err)
 		}
 		// The last datagram moved after its write began.
@@ -425,7 +426,7 @@ func TestServeUDPIdle(t *testing.T) {
 		r := waitServeUDP(t, res)
 		if r.err != nil || r.stats.Sent != n || r.stats.Received != n || r.stats.Dropped != 0 ||
 			r.stats.SentBytes != r.stats.ReceivedBytes {
-			t.Errorf("ServeUDP = %+v, %v; want %d sent and received", r.stats, r.err, n)
+			t.Errorf("Serve = %+v, %v; want %d sent and received", r.stats, r.err, n)
 		}
 		return ""
 	})
@@ -452,16 +453,16 @@ func TestServeUDPTargetOnly(t *testing.T) {
 			}
 		})
 		opener, res := runServeUDP(t, context.Background(), dialer.DialContext, target, idle, testTimeout)
-		if err := ReadReply(opener); err != nil {
+		if err := mux.ReadReply(opener); err != nil {
 			t.Fatal(err)
 		}
-		if err := WriteDatagram(opener, []byte("subscribe")); err != nil {
+		if err := writeDatagram(opener, []byte("subscribe")); err != nil {
 			t.Fatal(err)
 		}
 		start := time.Now()
 		buf := make([]byte, MaxDatagram)
 		for i := range answers {
-			got, err := ReadDatagram(opener, buf)
+			got, err := readDatagram(opener, buf)
 			now := time.Now()
 			// The flow carried answer i after the target sent it and
 			// before it was read here, so it went without traffic at
@@ -482,7 +483,7 @@ func TestServeUDPTargetOnly(t *testing.T) {
 				t.Fatalf("answer %d = %q, %v", i, got, err)
 			}
 		}
-		if _, err := ReadDatagram(opener, buf); err != io.EOF {
+		if _, err := readDatagram(opener, buf); err != io.EOF {
 			t.Fatalf("read after the answers = %v, want io.EOF once idle", err)
 		}
 		// The flow carried the last answer after the target sent it: it
@@ -495,7 +496,7 @@ func TestServeUDPTargetOnly(t *testing.T) {
 		}
 		r := waitServeUDP(t, res)
 		if r.stats.Sent != 1 || r.stats.Received != answers {
-			t.Errorf("ServeUDP stats = %+v, want 1 sent and %d received", r.stats, answers)
+			t.Errorf("Serve stats = %+v, want 1 sent and %d received", r.stats, answers)
 		}
 		return ""
 	})
@@ -506,26 +507,26 @@ func TestServeUDPRefused(t *testing.T) {
 	var dialer net.Dialer
 	tests := []struct {
 		name    string
-		dial    DialFunc
+		dial    relay.DialFunc
 		target  string
 		timeout time.Duration
-		codes   []Code
+		codes   []mux.Code
 		msg     string
 	}{
-		{"denied", failingDial(Refuse(CodeDenied, "target 10.0.0.1:53 is not allowed")), "10.0.0.1:53", testTimeout,
-			[]Code{CodeDenied}, "target 10.0.0.1:53 is not allowed"},
+		{"denied", failingDial(mux.Refuse(mux.CodeDenied, "target 10.0.0.1:53 is not allowed")), "10.0.0.1:53", testTimeout,
+			[]mux.Code{mux.CodeDenied}, "target 10.0.0.1:53 is not allowed"},
 		{"unreachable", failingDial(&net.OpError{Op: "dial", Net: "udp", Err: os.NewSyscallError("connect", syscall.ENETUNREACH)}), "[2001:db8::1]:53", testTimeout,
-			[]Code{CodeUnreachable}, "[2001:db8::1]:53 is unreachable"},
-		{"timeout", blockingDial, "10.0.0.1:53", 50 * time.Millisecond, []Code{CodeTimeout}, "timed out connecting to 10.0.0.1:53"},
-		{"other", failingDial(errors.New("boom")), "10.0.0.1:53", testTimeout, []Code{CodeFailed}, "cannot connect to 10.0.0.1:53: boom"},
-		{"no such host", dialer.DialContext, "nonexistent.invalid:53", testTimeout, []Code{CodeUnreachable, CodeFailed}, ""},
+			[]mux.Code{mux.CodeUnreachable}, "[2001:db8::1]:53 is unreachable"},
+		{"timeout", blockingDial, "10.0.0.1:53", 50 * time.Millisecond, []mux.Code{mux.CodeTimeout}, "timed out connecting to 10.0.0.1:53"},
+		{"other", failingDial(errors.New("boom")), "10.0.0.1:53", testTimeout, []mux.Code{mux.CodeFailed}, "cannot connect to 10.0.0.1:53: boom"},
+		{"no such host", dialer.DialContext, "nonexistent.invalid:53", testTimeout, []mux.Code{mux.CodeUnreachable, mux.CodeFailed}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			opener, res := runServeUDP(t, context.Background(), tt.dial, tt.target, testTimeout, tt.timeout)
-			err := ReadReply(opener)
-			var re *RemoteError
+			err := mux.ReadReply(opener)
+			var re *mux.RemoteError
 			if !errors.As(err, &re) {
 				t.Fatalf("ReadReply = %v, want a refusal", err)
 			}
@@ -546,7 +547,7 @@ func TestServeUDPRefused(t *testing.T) {
 				t.Errorf("read after the refusal = %v, want io.EOF", err)
 			}
 			r := waitServeUDP(t, res)
-			if r.stats != (UDPStats{}) {
+			if r.stats != (Stats{}) {
 				t.Errorf("stats of a refused flow = %+v", r.stats)
 			}
 			wantRefusal(t, r.err, re.Code, re.Message)
@@ -572,7 +573,7 @@ func TestServeUDPEnds(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			opener, res := runServeUDP(t, ctx, dialer.DialContext, target, testTimeout, testTimeout)
-			if err := ReadReply(opener); err != nil {
+			if err := mux.ReadReply(opener); err != nil {
 				t.Fatal(err)
 			}
 			if err := exchange(opener, []byte("ping"), make([]byte, MaxDatagram)); err != nil {
@@ -582,10 +583,10 @@ func TestServeUDPEnds(t *testing.T) {
 			tt.end(opener, cancel)
 			r := waitServeUDP(t, res)
 			if d := time.Since(start); d > 5*time.Second {
-				t.Errorf("ServeUDP took %v to return", d)
+				t.Errorf("Serve took %v to return", d)
 			}
 			if r.err != nil || r.stats.Sent != 1 || r.stats.Received != 1 {
-				t.Errorf("ServeUDP = %+v, %v; want 1 sent and received", r.stats, r.err)
+				t.Errorf("Serve = %+v, %v; want 1 sent and received", r.stats, r.err)
 			}
 		})
 	}
@@ -611,10 +612,10 @@ func TestServeUDPSlowStream(t *testing.T) {
 	})
 	var dialer net.Dialer
 	opener, res := runServeUDP(t, context.Background(), dialer.DialContext, target, testTimeout, testTimeout)
-	if err := ReadReply(opener); err != nil {
+	if err := mux.ReadReply(opener); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteDatagram(opener, []byte("go")); err != nil {
+	if err := writeDatagram(opener, []byte("go")); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -622,13 +623,13 @@ func TestServeUDPSlowStream(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatal("the target did not send")
 	}
-	time.Sleep(100 * time.Millisecond) // let ServeUDP read what is in its socket
+	time.Sleep(100 * time.Millisecond) // let Serve read what is in its socket
 
 	buf := make([]byte, MaxDatagram)
 	got, next := 0, uint64(0)
 	for {
 		opener.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		p, err := ReadDatagram(opener, buf)
+		p, err := readDatagram(opener, buf)
 		if err != nil {
 			break
 		}
@@ -650,11 +651,11 @@ func TestServeUDPSlowStream(t *testing.T) {
 	}
 }
 
-// flowServer is the far side of a UDPListener's streams: Open returns one
+// flowServer is the far side of a Listener's streams: mux.Open returns one
 // end of a net.Pipe and serves the other with handle.
 type flowServer struct {
 	opens  atomic.Int32
-	err    error // Open fails with err when set
+	err    error // mux.Open fails with err when set
 	handle func(net.Conn)
 	ended  chan int32 // the number of each served stream that has ended
 	wg     sync.WaitGroup
@@ -664,7 +665,7 @@ func newFlowServer(handle func(net.Conn)) *flowServer {
 	return &flowServer{handle: handle, ended: make(chan int32, 64)}
 }
 
-func (s *flowServer) open(ctx context.Context) (Stream, error) {
+func (s *flowServer) open(ctx context.Context) (net.Conn, error) {
 	n := s.opens.Add(1)
 	if s.err != nil {
 		return nil, s.err
@@ -682,11 +683,11 @@ func (s *flowServer) open(ctx context.Context) (Stream, error) {
 func echoFrames(c net.Conn) {
 	buf := make([]byte, MaxDatagram)
 	for {
-		p, err := ReadDatagram(c, buf)
+		p, err := readDatagram(c, buf)
 		if err != nil {
 			return
 		}
-		if err := WriteDatagram(c, p); err != nil {
+		if err := writeDatagram(c, p); err != nil {
 			return
 		}
 	}
@@ -710,11 +711,11 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-// startUDPListener serves l, with Open from fs (unless fs is nil) and a
+// startUDPListener serves l, with mux.Open from fs (unless fs is nil) and a
 // fresh loopback socket, and returns its address and a stop function that cancels Serve
 // and returns its error. Serve and every stream fs served are waited for
 // when the test ends.
-func startUDPListener(t *testing.T, l *UDPListener, fs *flowServer) (addr *net.UDPAddr, stop func() error) {
+func startUDPListener(t *testing.T, l *Listener, fs *flowServer) (addr *net.UDPAddr, stop func() error) {
 	t.Helper()
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -785,7 +786,7 @@ func roundTrip(c *net.UDPConn, p []byte, wait time.Duration) error {
 func TestUDPListenerFlows(t *testing.T) {
 	t.Parallel()
 	fs := newFlowServer(echoFrames)
-	addr, _ := startUDPListener(t, &UDPListener{Idle: testTimeout}, fs)
+	addr, _ := startUDPListener(t, &Listener{Idle: testTimeout}, fs)
 	const (
 		sources = 4
 		each    = 40
@@ -838,7 +839,7 @@ func TestUDPListenerMaxFlows(t *testing.T) {
 	t.Parallel()
 	fs := newFlowServer(echoFrames)
 	var logs syncBuffer
-	l := &UDPListener{Idle: testTimeout, MaxFlows: 2, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	l := &Listener{Idle: testTimeout, MaxFlows: 2, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	addr, stop := startUDPListener(t, l, fs)
 	src1, src2, src3 := udpSource(t, addr), udpSource(t, addr), udpSource(t, addr)
 	for i, c := range []*net.UDPConn{src1, src2} {
@@ -940,7 +941,7 @@ func TestUDPListenerIdle(t *testing.T) {
 	t.Parallel()
 	retryStalled(t, 200*time.Millisecond, func(idle time.Duration) string {
 		fs := newFlowServer(echoFrames)
-		addr, _ := startUDPListener(t, &UDPListener{Idle: idle}, fs)
+		addr, _ := startUDPListener(t, &Listener{Idle: idle}, fs)
 		src := newResender(udpSource(t, addr))
 		// Twice idle in all, never idle for long. A datagram moves
 		// the flow after its first copy is sent and before a reply
@@ -1009,15 +1010,15 @@ func TestUDPListenerIdle(t *testing.T) {
 }
 
 // TestUDPListenerOpenRefused checks that a flow whose stream cannot be
-// opened drops its datagrams, counts them, and does not retry Open for
+// opened drops its datagrams, counts them, and does not retry mux.Open for
 // every datagram; once idle, the next datagram tries again.
 func TestUDPListenerOpenRefused(t *testing.T) {
 	t.Parallel()
 	const idle = 300 * time.Millisecond
 	fs := newFlowServer(echoFrames)
-	fs.err = Refuse(CodeDenied, "target 10.0.0.1:53 is not allowed")
+	fs.err = mux.Refuse(mux.CodeDenied, "target 10.0.0.1:53 is not allowed")
 	var logs syncBuffer
-	l := &UDPListener{Idle: idle, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	l := &Listener{Idle: idle, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	addr, _ := startUDPListener(t, l, fs)
 	src := udpSource(t, addr)
 	const sent = 5
@@ -1060,7 +1061,7 @@ func TestUDPListenerSlowStream(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
 	fs := newFlowServer(func(net.Conn) { <-release })
-	l := &UDPListener{Idle: testTimeout}
+	l := &Listener{Idle: testTimeout}
 	addr, stop := startUDPListener(t, l, fs)
 	src := udpSource(t, addr)
 	const flood = 600
@@ -1094,7 +1095,7 @@ func TestUDPListenerSlowStream(t *testing.T) {
 func TestUDPListenerStop(t *testing.T) {
 	t.Parallel()
 	fs := newFlowServer(echoFrames)
-	l := &UDPListener{Idle: testTimeout}
+	l := &Listener{Idle: testTimeout}
 	addr, stop := startUDPListener(t, l, fs)
 	for i := range 3 {
 		if err := roundTrip(udpSource(t, addr), []byte(fmt.Sprint("flow ", i)), testTimeout); err != nil {
@@ -1140,7 +1141,7 @@ func TestUDPListenerIdleFlowForgotten(t *testing.T) {
 	t.Run("slot freed", func(t *testing.T) {
 		t.Parallel()
 		fs := newFlowServer(echoFrames)
-		l := &UDPListener{Idle: idle, MaxFlows: 1}
+		l := &Listener{Idle: idle, MaxFlows: 1}
 		addr, _ := startUDPListener(t, l, fs)
 		if err := roundTrip(udpSource(t, addr), []byte("first source"), testTimeout); err != nil {
 			t.Fatal(err)
@@ -1153,22 +1154,22 @@ func TestUDPListenerIdleFlowForgotten(t *testing.T) {
 	t.Run("next datagram carried", func(t *testing.T) {
 		t.Parallel()
 		fs := newFlowServer(echoFrames)
-		addr, _ := startUDPListener(t, &UDPListener{Idle: idle}, fs)
+		addr, _ := startUDPListener(t, &Listener{Idle: idle}, fs)
 		src := udpSource(t, addr)
 		if err := roundTrip(src, []byte("first"), testTimeout); err != nil {
 			t.Fatal(err)
 		}
 		waitEnded(t, fs)
 		if err := roundTrip(src, []byte("after idle"), 2*time.Second); err != nil {
-			t.Errorf("the first datagram after the flow went idle: %v (Open called %d times)", err, fs.opens.Load())
+			t.Errorf("the first datagram after the flow went idle: %v (mux.Open called %d times)", err, fs.opens.Load())
 		}
 	})
 }
 
 // TestUDPOverTunnelFarEndIdle runs both ends of a UDP flow over a real
 // session, as a client's UDP forward and the server do, with a shorter
-// idle timeout on the far (ServeUDP) end. When the far end gives up the
-// flow, ServeUDP must return, and the source's next datagram must be
+// idle timeout on the far (Serve) end. When the far end gives up the
+// flow, Serve must return, and the source's next datagram must be
 // answered on a new stream, not vanish into the old one.
 func TestUDPOverTunnelFarEndIdle(t *testing.T) {
 	t.Parallel()
@@ -1178,18 +1179,18 @@ func TestUDPOverTunnelFarEndIdle(t *testing.T) {
 	client, server := ts.dial(t, nil)
 	served := make(chan struct{}, 8)
 	var dialer net.Dialer
-	serveStreams(t, server, func(st *yamux.Stream) {
-		h, err := ReadHeaderTimeout(st, testTimeout)
+	serveStreams(t, server, func(st *mux.Stream) {
+		h, err := mux.ReadHeaderTimeout(st, testTimeout)
 		if err != nil {
 			return
 		}
-		ServeUDP(context.Background(), st, dialer.DialContext, h.Target, farIdle, testTimeout)
+		Serve(context.Background(), st, dialer.DialContext, h.Target, farIdle, testTimeout)
 		served <- struct{}{}
 	})
 	var opens atomic.Int32
-	l := &UDPListener{Idle: testTimeout, Open: func(ctx context.Context) (Stream, error) {
+	l := &Listener{Idle: testTimeout, Open: func(ctx context.Context) (net.Conn, error) {
 		opens.Add(1)
-		st, err := Open(client, Header{Kind: KindUDP, Target: target}, testTimeout)
+		st, err := mux.Open(client, mux.Header{Kind: mux.KindUDP, Target: target}, testTimeout)
 		if err != nil {
 			return nil, err
 		}
@@ -1204,9 +1205,14 @@ func TestUDPOverTunnelFarEndIdle(t *testing.T) {
 	case <-served:
 		time.Sleep(farIdle / 2) // for the end of the stream to reach the listener
 	case <-time.After(farIdle + 2*time.Second):
-		t.Error("ServeUDP did not return after its idle timeout")
+		t.Error("Serve did not return after its idle timeout")
 	}
 	if err := roundTrip(src, []byte("after the far end's idle"), 2*time.Second); err != nil {
-		t.Errorf("%v (Open called %d times)", err, opens.Load())
+		t.Errorf("%v (mux.Open called %d times)", err, opens.Load())
 	}
 }
+
+// failWriter fails every Write.
+type failWriter struct{ io.Reader }
+
+func (failWriter) Write([]byte) (int, error) { return 0, io.ErrClosedPipe }

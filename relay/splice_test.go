@@ -1,4 +1,4 @@
-package mux
+package relay
 
 import (
 	"bytes"
@@ -19,30 +19,31 @@ import (
 	"testing"
 	"time"
 
+	"github.com/burrowtun/burrow/mux"
 	"github.com/hashicorp/yamux"
 )
 
 // yamuxPair returns a session's two ends over TCP loopback, closed when
 // the test ends.
-func yamuxPair(t *testing.T) (client, server *yamux.Session) {
+func yamuxPair(t *testing.T) (client, server *mux.Session) {
 	t.Helper()
 	a, b := tcpPair(t)
 	cfg := yamux.DefaultConfig()
 	cfg.LogOutput = io.Discard
-	client, err := yamux.Client(a, cfg)
+	yc, err := yamux.Client(a, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err = yamux.Server(b, cfg)
+	ys, err := yamux.Server(b, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { client.Close(); server.Close() })
-	return client, server
+	t.Cleanup(func() { yc.Close(); ys.Close() })
+	return mux.FromYamux(yc), mux.FromYamux(ys)
 }
 
 // streamPair opens a stream on a new session and returns both its ends.
-func streamPair(t *testing.T) (local, remote *yamux.Stream) {
+func streamPair(t *testing.T) (local, remote *mux.Stream) {
 	t.Helper()
 	client, server := yamuxPair(t)
 	return acceptedStream(t, client, server)
@@ -51,7 +52,7 @@ func streamPair(t *testing.T) (local, remote *yamux.Stream) {
 // acceptedStream opens a stream on client and returns it with its end
 // accepted on server, once the byte that makes it known there has been
 // read.
-func acceptedStream(tb testing.TB, client, server *yamux.Session) (local, remote *yamux.Stream) {
+func acceptedStream(tb testing.TB, client, server *mux.Session) (local, remote *mux.Stream) {
 	tb.Helper()
 	local, err := client.OpenStream()
 	if err != nil {
@@ -479,7 +480,7 @@ func (w *writeSizes) largest() int {
 // small buffer a burst starts with.
 func TestParkingCopyBuffer(t *testing.T) {
 	t.Parallel()
-	for _, size := range []int{MinCopyBuffer, 3 * MinCopyBuffer} {
+	for _, size := range []int{mux.MinCopyBuffer, 3 * mux.MinCopyBuffer} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			t.Parallel()
 			p := NewParking(size)
@@ -505,7 +506,7 @@ func TestParkingCopyBuffer(t *testing.T) {
 			}
 		})
 	}
-	if got := MaxBatch(0); got != DefaultMaxBatch {
+	if got := mux.MaxBatch(0); got != mux.DefaultMaxBatch {
 		t.Errorf("MaxBatch(0) = %d, want DefaultMaxBatch", got)
 	}
 }
@@ -570,7 +571,7 @@ func TestSpliceTCP(t *testing.T) {
 			t.Fatalf("opened called %d times before SpliceTCP returned, want 1", n)
 		}
 		local.SetDeadline(time.Now().Add(testTimeout))
-		if err := ReadReply(local); err != nil {
+		if err := mux.ReadReply(local); err != nil {
 			t.Fatal(err)
 		}
 		local.Write([]byte("hello"))
@@ -594,9 +595,9 @@ func TestSpliceTCP(t *testing.T) {
 		refused := closedPort(t)
 		err := (*Parking)(nil).SpliceTCP(context.Background(), remote, dialer.DialContext, refused, testTimeout,
 			func() { called = true }, func(int64, int64) { called = true })
-		wantRefusal(t, err, CodeRefused, "connection refused by "+refused)
+		wantRefusal(t, err, mux.CodeRefused, "connection refused by "+refused)
 		local.SetDeadline(time.Now().Add(testTimeout))
-		wantRefusal(t, ReadReply(local), CodeRefused, "connection refused by "+refused)
+		wantRefusal(t, mux.ReadReply(local), mux.CodeRefused, "connection refused by "+refused)
 		if called {
 			t.Error("opened or closed called for a refused stream")
 		}
@@ -713,9 +714,90 @@ func pipeGoroutines() int {
 	pprof.Lookup("goroutine").WriteTo(&buf, 2) // as runtime.Stack(all) prints them
 	count := 0
 	for _, g := range bytes.Split(buf.Bytes(), []byte("\n\n")) {
-		if bytes.Contains(g, []byte("mux.Pipe(")) || bytes.Contains(g, []byte("mux.(*splice).wait(")) {
+		if bytes.Contains(g, []byte("relay.Pipe(")) || bytes.Contains(g, []byte("relay.(*splice).wait(")) {
 			count++
 		}
 	}
 	return count
+}
+
+// TestPipe runs the server side of a KindTCP stream as the server package
+// does (read header, dial, reply, Pipe) against a TCP service that answers
+// only after the request's FIN, so the half-close must cross Pipe.
+func TestPipe(t *testing.T) {
+	t.Parallel()
+	forEachTransport(t, func(t *testing.T, tr transport) {
+		svc, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var svcWG sync.WaitGroup
+		t.Cleanup(func() { svc.Close(); svcWG.Wait() })
+		svcWG.Go(func() {
+			for {
+				c, err := svc.Accept()
+				if err != nil {
+					return
+				}
+				svcWG.Go(func() {
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(testTimeout))
+					n, _ := io.Copy(io.Discard, c)
+					fmt.Fprintf(c, "got %d bytes", n)
+				})
+			}
+		})
+
+		type piped struct{ aToB, bToA int64 }
+		pipes := make(chan piped, 1)
+		ts := startTunnelServer(t, serverOptions{tr: tr})
+		client, server := ts.dial(t, nil)
+		serveStreams(t, server, func(st *mux.Stream) {
+			h, err := mux.ReadHeaderTimeout(st, testTimeout)
+			if err != nil {
+				return
+			}
+			c, err := net.Dial("tcp", h.Target)
+			if err := mux.WriteReply(st, err); err != nil || c == nil {
+				return
+			}
+			a, b := Pipe(st, c)
+			pipes <- piped{a, b}
+		})
+
+		st, err := mux.Open(client, mux.Header{Kind: mux.KindTCP, Target: svc.Addr().String()}, testTimeout)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		defer st.Close()
+		st.SetDeadline(time.Now().Add(testTimeout))
+		req := bytes.Repeat([]byte("r"), 100<<10)
+		if _, err := st.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		st.Close() // FIN: the service answers only after it
+		got, err := io.ReadAll(st)
+		if err != nil {
+			t.Fatalf("reading the answer: %v", err)
+		}
+		want := fmt.Sprintf("got %d bytes", len(req))
+		if string(got) != want {
+			t.Fatalf("answer = %q, want %q", got, want)
+		}
+		select {
+		case p := <-pipes:
+			if p.aToB != int64(len(req)) || p.bToA != int64(len(want)) {
+				t.Errorf("Pipe copied %d and %d bytes, want %d and %d", p.aToB, p.bToA, len(req), len(want))
+			}
+		case <-time.After(testTimeout):
+			t.Fatal("Pipe did not return after both sides closed")
+		}
+	})
+}
+
+// Splice is Parking.Splice with nothing parked and no context, as the
+// tests of the splice itself use it.
+func Splice(a, b io.ReadWriteCloser, done func(aToB, bToA int64)) {
+	var p *Parking
+	p.Splice(context.Background(), a, b, done)
 }

@@ -1,4 +1,4 @@
-package mux
+package relay
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/burrowtun/burrow/mux"
 )
 
 // closedPort returns a loopback address nothing listens on: a listener's
@@ -83,9 +85,9 @@ func failingDial(err error) DialFunc {
 
 // wantRefusal checks that err is a *RemoteError with code and, when msg
 // is set, exactly that message.
-func wantRefusal(t *testing.T, err error, code Code, msg string) {
+func wantRefusal(t *testing.T, err error, code mux.Code, msg string) {
 	t.Helper()
-	var re *RemoteError
+	var re *mux.RemoteError
 	if !errors.As(err, &re) {
 		t.Fatalf("error %v (%T) is not a *RemoteError", err, err)
 	}
@@ -106,36 +108,36 @@ func TestDialTargetErrors(t *testing.T) {
 		dial    DialFunc
 		target  string
 		timeout time.Duration
-		codes   []Code // any of these
-		msg     string // exact message, when set
+		codes   []mux.Code // any of these
+		msg     string     // exact message, when set
 	}{
 		{name: "refused", dial: dialer.DialContext, target: refusedAddr,
-			codes: []Code{CodeRefused}, msg: "connection refused by " + refusedAddr},
+			codes: []mux.Code{mux.CodeRefused}, msg: "connection refused by " + refusedAddr},
 		// .invalid never resolves (RFC 2606). Without any resolver the
 		// lookup fails in another way; either way the target is named.
 		{name: "no such host", dial: dialer.DialContext, target: "nonexistent.invalid:80",
-			codes: []Code{CodeUnreachable, CodeFailed}},
+			codes: []mux.Code{mux.CodeUnreachable, mux.CodeFailed}},
 		{name: "timeout", dial: blockingDial, target: "10.0.0.1:22", timeout: 50 * time.Millisecond,
-			codes: []Code{CodeTimeout}, msg: "timed out connecting to 10.0.0.1:22"},
+			codes: []mux.Code{mux.CodeTimeout}, msg: "timed out connecting to 10.0.0.1:22"},
 		{name: "net.Error timeout", dial: failingDial(&net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}), target: "db:5432",
-			codes: []Code{CodeTimeout}, msg: "timed out connecting to db:5432"},
+			codes: []mux.Code{mux.CodeTimeout}, msg: "timed out connecting to db:5432"},
 		{name: "dns not found", dial: failingDial(&net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "db", IsNotFound: true}}), target: "db:5432",
-			codes: []Code{CodeUnreachable}, msg: "cannot resolve db:5432: no such host"},
+			codes: []mux.Code{mux.CodeUnreachable}, msg: "cannot resolve db:5432: no such host"},
 		{name: "dns timeout", dial: failingDial(&net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "i/o timeout", Name: "db", IsTimeout: true}}), target: "db:5432",
-			codes: []Code{CodeTimeout}, msg: "timed out connecting to db:5432"},
+			codes: []mux.Code{mux.CodeTimeout}, msg: "timed out connecting to db:5432"},
 		{name: "host unreachable", dial: failingDial(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.EHOSTUNREACH)}), target: "10.9.9.9:22",
-			codes: []Code{CodeUnreachable}, msg: "10.9.9.9:22 is unreachable"},
+			codes: []mux.Code{mux.CodeUnreachable}, msg: "10.9.9.9:22 is unreachable"},
 		{name: "network unreachable", dial: failingDial(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ENETUNREACH)}), target: "[2001:db8::1]:22",
-			codes: []Code{CodeUnreachable}, msg: "[2001:db8::1]:22 is unreachable"},
+			codes: []mux.Code{mux.CodeUnreachable}, msg: "[2001:db8::1]:22 is unreachable"},
 		{name: "refused errno", dial: failingDial(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}), target: "db:5432",
-			codes: []Code{CodeRefused}, msg: "connection refused by db:5432"},
+			codes: []mux.Code{mux.CodeRefused}, msg: "connection refused by db:5432"},
 		// The dialer's own refusal (an access list, say) passes as it is.
-		{name: "coded", dial: failingDial(Refuse(CodeDenied, "target db:5432 is not allowed")), target: "db:5432",
-			codes: []Code{CodeDenied}, msg: "target db:5432 is not allowed"},
-		{name: "wrapped coded", dial: failingDial(&net.OpError{Op: "dial", Net: "tcp", Err: Refuse(CodeDenied, "target db:5432 is not allowed")}), target: "db:5432",
-			codes: []Code{CodeDenied}, msg: "target db:5432 is not allowed"},
+		{name: "coded", dial: failingDial(mux.Refuse(mux.CodeDenied, "target db:5432 is not allowed")), target: "db:5432",
+			codes: []mux.Code{mux.CodeDenied}, msg: "target db:5432 is not allowed"},
+		{name: "wrapped coded", dial: failingDial(&net.OpError{Op: "dial", Net: "tcp", Err: mux.Refuse(mux.CodeDenied, "target db:5432 is not allowed")}), target: "db:5432",
+			codes: []mux.Code{mux.CodeDenied}, msg: "target db:5432 is not allowed"},
 		{name: "other", dial: failingDial(errors.New("boom")), target: "db:5432",
-			codes: []Code{CodeFailed}, msg: "cannot connect to db:5432: boom"},
+			codes: []mux.Code{mux.CodeFailed}, msg: "cannot connect to db:5432: boom"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -150,7 +152,7 @@ func TestDialTargetErrors(t *testing.T) {
 				conn.Close()
 				t.Fatalf("DialTarget %s connected", tt.target)
 			}
-			var re *RemoteError
+			var re *mux.RemoteError
 			if !errors.As(err, &re) {
 				t.Fatalf("DialTarget error %v (%T) is not a *RemoteError", err, err)
 			}
@@ -174,10 +176,10 @@ func TestDialTargetErrors(t *testing.T) {
 			}
 			// A refusal reaches the opener with the same code and text.
 			var b bytes.Buffer
-			if err := WriteReply(&b, err); err != nil {
+			if err := mux.WriteReply(&b, err); err != nil {
 				t.Fatal(err)
 			}
-			wantRefusal(t, ReadReply(&b), re.Code, re.Message)
+			wantRefusal(t, mux.ReadReply(&b), re.Code, re.Message)
 		})
 	}
 }
@@ -216,7 +218,7 @@ func TestDialTargetPassesOn(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(20*time.Millisecond, cancel)
 	_, err = DialTarget(ctx, blockingDial, "tcp", "10.0.0.1:22", testTimeout)
-	var re *RemoteError
+	var re *mux.RemoteError
 	if !errors.As(err, &re) || !strings.Contains(re.Message, "10.0.0.1:22") {
 		t.Errorf("DialTarget after cancel = %v, want a refusal naming the target", err)
 	}
@@ -262,7 +264,7 @@ func TestServeTCPEcho(t *testing.T) {
 		t.Run(fmt.Sprintf("%d bytes", size), func(t *testing.T) {
 			t.Parallel()
 			opener, opened, res := runServeTCP(t, dialer.DialContext, target, testTimeout)
-			if err := ReadReply(opener); err != nil {
+			if err := mux.ReadReply(opener); err != nil {
 				t.Fatalf("ReadReply: %v", err)
 			}
 			payload := bytes.Repeat([]byte("burrow!"), size/7+1)[:size]
@@ -310,7 +312,7 @@ func TestServeTCPOpenedAfterReply(t *testing.T) {
 	if n := opened.Load(); n != 0 {
 		t.Fatalf("opened called %d times before the reply was read", n)
 	}
-	if err := ReadReply(opener); err != nil {
+	if err := mux.ReadReply(opener); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(testTimeout)
@@ -331,20 +333,20 @@ func TestServeTCPRefused(t *testing.T) {
 		dial    DialFunc
 		target  string
 		timeout time.Duration
-		code    Code
+		code    mux.Code
 		msg     string
 	}{
-		{"refused", dialer.DialContext, refusedAddr, testTimeout, CodeRefused, "connection refused by " + refusedAddr},
-		{"denied", failingDial(Refuse(CodeDenied, "target 10.0.0.1:22 is not allowed")), "10.0.0.1:22", testTimeout, CodeDenied, "target 10.0.0.1:22 is not allowed"},
-		{"timeout", blockingDial, "10.0.0.1:22", 50 * time.Millisecond, CodeTimeout, "timed out connecting to 10.0.0.1:22"},
-		{"unreachable", failingDial(os.NewSyscallError("connect", syscall.EHOSTUNREACH)), "10.0.0.1:22", testTimeout, CodeUnreachable, "10.0.0.1:22 is unreachable"},
-		{"other", failingDial(errors.New("boom")), "10.0.0.1:22", testTimeout, CodeFailed, "cannot connect to 10.0.0.1:22: boom"},
+		{"refused", dialer.DialContext, refusedAddr, testTimeout, mux.CodeRefused, "connection refused by " + refusedAddr},
+		{"denied", failingDial(mux.Refuse(mux.CodeDenied, "target 10.0.0.1:22 is not allowed")), "10.0.0.1:22", testTimeout, mux.CodeDenied, "target 10.0.0.1:22 is not allowed"},
+		{"timeout", blockingDial, "10.0.0.1:22", 50 * time.Millisecond, mux.CodeTimeout, "timed out connecting to 10.0.0.1:22"},
+		{"unreachable", failingDial(os.NewSyscallError("connect", syscall.EHOSTUNREACH)), "10.0.0.1:22", testTimeout, mux.CodeUnreachable, "10.0.0.1:22 is unreachable"},
+		{"other", failingDial(errors.New("boom")), "10.0.0.1:22", testTimeout, mux.CodeFailed, "cannot connect to 10.0.0.1:22: boom"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			opener, opened, res := runServeTCP(t, tt.dial, tt.target, tt.timeout)
-			wantRefusal(t, ReadReply(opener), tt.code, tt.msg)
+			wantRefusal(t, mux.ReadReply(opener), tt.code, tt.msg)
 			// After the refusal the stream is closed.
 			if n, err := opener.Read(make([]byte, 1)); err != io.EOF {
 				t.Errorf("read after the refusal = %d, %v; want EOF", n, err)
@@ -430,7 +432,7 @@ func TestServeTCPEndsWithContext(t *testing.T) {
 		_, _, err := ServeTCP(ctx, st, dialer.DialContext, l.Addr().String(), testTimeout, nil)
 		done <- err
 	}()
-	if err := ReadReply(opener); err != nil {
+	if err := mux.ReadReply(opener); err != nil {
 		t.Fatal(err)
 	}
 	c, ok := <-accepted
@@ -466,4 +468,20 @@ func TestServeTCPEndsWithContext(t *testing.T) {
 	case <-time.After(testTimeout):
 		t.Fatalf("ServeTCP still blocked %v after its context ended (%d bytes written to a target that does not read)", testTimeout, written)
 	}
+}
+
+// ServeTCP answers a stream that asked for a TCP connection to target:
+// it dials, replies, calls opened (when not nil), and splices until both
+// sides are done or ctx ends. It returns the bytes carried each way (stream to
+// target, target to stream), or the error it replied with. It is
+// SpliceTCP on a nil Parking, waited for, as the tests use it.
+func ServeTCP(ctx context.Context, st net.Conn, dial DialFunc, target string, timeout time.Duration, opened func()) (sent, received int64, err error) {
+	done := make(chan [2]int64, 1)
+	var p *Parking
+	err = p.SpliceTCP(ctx, st, dial, target, timeout, opened, func(sent, received int64) { done <- [2]int64{sent, received} })
+	if err != nil {
+		return 0, 0, err
+	}
+	n := <-done
+	return n[0], n[1], nil
 }

@@ -1,115 +1,18 @@
-package mux
+package relay
 
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	"github.com/burrowtun/burrow/mux"
 )
-
-// countWaker counts its wake-ups.
-type countWaker struct{ n int }
-
-func (c *countWaker) wake()    { c.n++ }
-func (c *countWaker) carryOn() { c.n++ }
-
-// TestFrameWatch reads random yamux frames through frameWatch in random
-// pieces, as wsConn.Read does, and checks that no read crosses a frame's
-// end and that a parked stream is woken by each frame that concerns a
-// reader (data, FIN, reset) once that frame has been read whole and the
-// next read begins, and by nothing else.
-func TestFrameWatch(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
-	type frame struct {
-		id    uint32
-		wakes bool
-		n     int // header and body
-	}
-	var wire []byte
-	var frames []frame
-	for range 2000 {
-		var hdr [yamuxHeaderSize]byte
-		typ := byte(rng.IntN(4)) // data, window update, ping, go away
-		flags := uint16(0)
-		if rng.IntN(4) == 0 {
-			flags = []uint16{1, 2, yamuxFlagFIN, yamuxFlagRST}[rng.IntN(4)]
-		}
-		id := uint32(1 + rng.IntN(5))
-		length := uint32(rng.IntN(3) * rng.IntN(3000)) // often 0
-		hdr[1] = typ
-		binary.BigEndian.PutUint16(hdr[2:], flags)
-		binary.BigEndian.PutUint32(hdr[4:], id)
-		binary.BigEndian.PutUint32(hdr[8:], length)
-		f := frame{id: id, n: yamuxHeaderSize}
-		wire = append(wire, hdr[:]...)
-		if typ == yamuxTypeData {
-			wire = append(wire, make([]byte, length)...)
-			f.n += int(length)
-			f.wakes = length > 0
-		}
-		if typ <= yamuxTypeWindowUpdate && flags&(yamuxFlagFIN|yamuxFlagRST) != 0 {
-			f.wakes = true
-		}
-		frames = append(frames, f)
-	}
-
-	var w frameWatch
-	wakers := map[uint32]*countWaker{}
-	for id := uint32(1); id <= 5; id++ {
-		wakers[id] = &countWaker{}
-		w.add(id, wakers[id])
-	}
-	want := map[uint32]int{}
-	buf := make([]byte, 64<<10)
-	pos, fi, fend := 0, 0, frames[0].n // fend: the end of frame fi
-	for pos < len(wire) {
-		p := w.limit(buf[:1+rng.IntN(len(buf))])
-		n := min(len(p), len(wire)-pos, 1+rng.IntN(len(p)))
-		copy(p, wire[pos:pos+n])
-		if pos+n > fend {
-			t.Fatalf("a read of %d bytes at %d crosses the end of frame %d at %d", n, pos, fi, fend)
-		}
-		w.advance(p[:n])
-		pos += n
-		for id, c := range wakers {
-			if c.n != want[id] {
-				t.Fatalf("at byte %d (frame %d): stream %d woken %d times, want %d", pos, fi, id, c.n, want[id])
-			}
-		}
-		if pos == fend {
-			// The frame is whole; its wake comes with the next read.
-			if frames[fi].wakes {
-				want[frames[fi].id]++
-			}
-			if fi++; fi < len(frames) {
-				fend += frames[fi].n
-			}
-		}
-		// A woken stream parks again, as an idle direction would.
-		for id, c := range wakers {
-			w.add(id, c)
-		}
-	}
-	w.limit(buf) // the read after the last frame
-	for id, c := range wakers {
-		if c.n != want[id] || want[id] == 0 {
-			t.Errorf("stream %d woken %d times, want %d (and some)", id, c.n, want[id])
-		}
-	}
-	w.close()
-	if w.add(1, wakers[1]) {
-		t.Error("a closed frameWatch took a parked stream")
-	}
-}
 
 // startLineTarget starts a TCP service that echoes each line, closes the
 // connection on the line "close", and once its client half-closes,
@@ -132,15 +35,11 @@ func startLineTarget(t *testing.T) string {
 
 // parkedCount reports the directions parked on p: on sess's streams and
 // on sockets.
-func parkedCount(p *Parking, sess *yamux.Session) (streams, conns int) {
+func parkedCount(p *Parking, sess *mux.Session) (streams, conns int) {
 	p.mu.Lock()
-	w, poll := p.sessions[sess], p.poll
+	poll := p.poll
 	p.mu.Unlock()
-	if w != nil {
-		w.mu.Lock()
-		streams = len(w.parked)
-		w.mu.Unlock()
-	}
+	streams = sess.Parked()
 	if poll != nil {
 		conns = poll.count()
 	}
@@ -149,7 +48,7 @@ func parkedCount(p *Parking, sess *yamux.Session) (streams, conns int) {
 
 // waitParked waits until n streams' directions are parked on both sides,
 // and no goroutine waits for a splice.
-func waitParked(t *testing.T, p *Parking, sess *yamux.Session, n int) {
+func waitParked(t *testing.T, p *Parking, sess *mux.Session, n int) {
 	t.Helper()
 	wantConns, wantGoroutines := n, 0
 	if runtime.GOOS != "linux" {
@@ -180,7 +79,7 @@ func TestParkingSplice(t *testing.T) {
 			t.Errorf("Parking.Close: %v", err)
 		}
 	})
-	ts := startTunnelServer(t, serverOptions{tr: transports[2], cfg: &Config{Parking: p}})
+	ts := startTunnelServer(t, serverOptions{tr: transports[2], cfg: nil})
 	client, server := ts.dial(t, nil)
 	target := startLineTarget(t)
 	closed := make(chan spliced, 100)
@@ -202,7 +101,7 @@ func TestParkingSplice(t *testing.T) {
 	t.Cleanup(func() { server.Close(); wg.Wait() })
 
 	const n = 40
-	streams := make([]*yamux.Stream, n)
+	streams := make([]*mux.Stream, n)
 	readers := make([]*bufio.Reader, n)
 	sent := make([]int64, n)
 	for i := range streams {
@@ -211,7 +110,7 @@ func TestParkingSplice(t *testing.T) {
 			t.Fatal(err)
 		}
 		st.SetDeadline(time.Now().Add(testTimeout))
-		if err := ReadReply(st); err != nil {
+		if err := mux.ReadReply(st); err != nil {
 			t.Fatalf("stream %d: %v", i, err)
 		}
 		streams[i], readers[i] = st, bufio.NewReader(st)
@@ -330,7 +229,7 @@ func TestParkingSessionEndPaced(t *testing.T) {
 			t.Errorf("Parking.Close: %v", err)
 		}
 	})
-	ts := startTunnelServer(t, serverOptions{tr: transports[2], cfg: &Config{Parking: p}})
+	ts := startTunnelServer(t, serverOptions{tr: transports[2], cfg: nil})
 	client, server := ts.dial(t, nil)
 	target := startHoldTarget(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -359,7 +258,7 @@ func TestParkingSessionEndPaced(t *testing.T) {
 			t.Fatal(err)
 		}
 		st.SetDeadline(time.Now().Add(testTimeout))
-		if err := ReadReply(st); err != nil {
+		if err := mux.ReadReply(st); err != nil {
 			t.Fatalf("stream %d: %v", i, err)
 		}
 	}

@@ -1,4 +1,4 @@
-package mux
+package relay
 
 import (
 	"errors"
@@ -74,7 +74,7 @@ func (p *poller) loop() {
 		p.parked, p.closed = map[uint32]*half{}, true
 		p.mu.Unlock()
 		for _, h := range parked {
-			h.wake()
+			h.Wake()
 		}
 	}()
 	events := make([]unix.EpollEvent, 256)
@@ -98,7 +98,7 @@ func (p *poller) loop() {
 			delete(p.parked, token)
 			p.mu.Unlock()
 			if h != nil {
-				h.wake()
+				h.Wake()
 			}
 		}
 		if stop {
