@@ -86,13 +86,9 @@ func runClient(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var socksAuth *socks.Auth
-	if s := c.String("socks-auth"); s != "" {
-		u, p, ok := strings.Cut(s, ":")
-		if !ok || u == "" {
-			return errors.New("--socks-auth must be USER:PASSWORD")
-		}
-		socksAuth = &socks.Auth{Username: u, Password: p}
+	socksAuth, err := parseSOCKSAuth(c.String("socks-auth"))
+	if err != nil {
+		return err
 	}
 	if c.Bool("insecure") {
 		log.Warn("--insecure: the server's certificate is NOT verified; anyone on the network path can impersonate it and read the tunnel")
@@ -101,8 +97,8 @@ func runClient(c *cli.Context) error {
 	var readyOnce sync.Once
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
-	go notify.watchdog(ctx)
-	cfg.Connected = func() { readyOnce.Do(notify.ready) }
+	go notify.Watchdog(ctx)
+	cfg.Connected = func() { readyOnce.Do(notify.Ready) }
 	cfg.Remotes = remotes
 	if cfg.Mux, err = muxConfig(c); err != nil {
 		return err
@@ -119,8 +115,20 @@ func runClient(c *cli.Context) error {
 		return err
 	}
 	err = cl.Run(ctx)
-	notify.stopping()
+	notify.Stopping()
 	return err
+}
+
+// parseSOCKSAuth reads --socks-auth USER:PASSWORD; "" is none.
+func parseSOCKSAuth(s string) (*socks.Auth, error) {
+	if s == "" {
+		return nil, nil
+	}
+	u, p, ok := strings.Cut(s, ":")
+	if !ok || u == "" {
+		return nil, errors.New("--socks-auth must be USER:PASSWORD")
+	}
+	return &socks.Auth{Username: u, Password: p}, nil
 }
 
 // connectionConfig is the part of a client configuration that the

@@ -3,7 +3,7 @@
 // multiplexed with yamux.
 //
 // This package is flag parsing and wiring only; the work is done by the
-// client, server, mux and certs packages.
+// client, daemon, server, mux, transfer and certs packages.
 package main
 
 import (

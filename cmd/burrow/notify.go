@@ -6,7 +6,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/burrowtun/burrow/daemon"
+	sd "github.com/coreos/go-systemd/v22/daemon"
 )
 
 // notifier tells systemd (Type=notify) where the service is: READY once
@@ -15,29 +16,31 @@ import (
 // systemd (no NOTIFY_SOCKET) every call does nothing.
 type notifier struct{ log *slog.Logger }
 
+var _ daemon.Notifier = notifier{}
+
 func (n notifier) send(state string) {
-	if _, err := daemon.SdNotify(false, state); err != nil {
+	if _, err := sd.SdNotify(false, state); err != nil {
 		n.log.Warn("systemd notification failed", "state", state, "err", err)
 	}
 }
 
-func (n notifier) ready()    { n.send(daemon.SdNotifyReady) }
-func (n notifier) stopping() { n.send(daemon.SdNotifyStopping) }
+func (n notifier) Ready()    { n.send(sd.SdNotifyReady) }
+func (n notifier) Stopping() { n.send(sd.SdNotifyStopping) }
 
-// reloading sends RELOADING=1 with the monotonic timestamp that
+// Reloading sends RELOADING=1 with the monotonic timestamp that
 // Type=notify-reload units require.
-func (n notifier) reloading() {
+func (n notifier) Reloading() {
 	usec, ok := monotonicUsec()
 	if !ok {
-		n.send(daemon.SdNotifyReloading)
+		n.send(sd.SdNotifyReloading)
 		return
 	}
-	n.send(fmt.Sprintf("%s\nMONOTONIC_USEC=%d", daemon.SdNotifyReloading, usec))
+	n.send(fmt.Sprintf("%s\nMONOTONIC_USEC=%d", sd.SdNotifyReloading, usec))
 }
 
-// watchdog pings systemd at half the unit's WatchdogSec until ctx ends.
-func (n notifier) watchdog(ctx context.Context) {
-	interval, err := daemon.SdWatchdogEnabled(false)
+// Watchdog pings systemd at half the unit's WatchdogSec until ctx ends.
+func (n notifier) Watchdog(ctx context.Context) {
+	interval, err := sd.SdWatchdogEnabled(false)
 	if err != nil || interval <= 0 {
 		return
 	}
@@ -46,7 +49,7 @@ func (n notifier) watchdog(ctx context.Context) {
 	for {
 		select {
 		case <-t.C:
-			n.send(daemon.SdNotifyWatchdog)
+			n.send(sd.SdNotifyWatchdog)
 		case <-ctx.Done():
 			return
 		}

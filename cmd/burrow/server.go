@@ -1,30 +1,13 @@
 package main
 
 import (
-	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
-	"log/slog"
-	"net"
-	"net/http"
-	"net/http/httputil"
-	"net/netip"
-	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
-	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/burrowtun/burrow/certs"
-	"github.com/burrowtun/burrow/mux"
-	"github.com/burrowtun/burrow/server"
-	"github.com/burrowtun/burrow/transfer"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/burrowtun/burrow/daemon"
 	"github.com/urfave/cli/v2"
 )
 
@@ -69,6 +52,13 @@ func serverCommand() *cli.Command {
 	}
 }
 
+func adminFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "admin", Usage: "serve /healthz, /readyz, /metrics and /status on `ADDR` (keep it on loopback)", EnvVars: []string{"BURROW_ADMIN"}},
+		&cli.BoolFlag{Name: "pprof", Usage: "also serve Go profiles under /debug/pprof/ on the admin listener", EnvVars: []string{"BURROW_PPROF"}},
+	}
+}
+
 func concat[T any](lists ...[]T) []T {
 	var out []T
 	for _, l := range lists {
@@ -76,10 +66,6 @@ func concat[T any](lists ...[]T) []T {
 	}
 	return out
 }
-
-// certExpiryWarning is how long before expiry the certificate is
-// reported at every check.
-const certExpiryWarning = 14 * 24 * time.Hour
 
 func runServer(c *cli.Context) error {
 	if c.NArg() > 0 {
@@ -97,277 +83,58 @@ func runServer(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.String("authfile") == "" {
-		return errors.New("--authfile is required; create one with 'burrow user add --authfile FILE NAME'")
-	}
-	var trusted []netip.Prefix
-	for _, s := range c.StringSlice("trusted-proxy") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			if a, aerr := netip.ParseAddr(s); aerr == nil {
-				p = netip.PrefixFrom(a, a.BitLen())
-			} else {
-				return fmt.Errorf("--trusted-proxy %q: want a CIDR such as 10.0.0.0/8 or an address", s)
-			}
-		}
-		trusted = append(trusted, p)
-	}
-	var tc *serverTLS
-	switch c.String("tls") {
-	case "on":
-		if tc, err = newServerTLS(c, log); err != nil {
-			return err
-		}
-	case "off":
-		if err := plainAllowed(c.String("listen"), trusted); err != nil {
-			return err
-		}
-		tc = &serverTLS{}
-		log.Warn("--tls off: serving plain HTTP; a TLS-terminating proxy must be in front")
-	default:
-		return fmt.Errorf("--tls %q: want on or off", c.String("tls"))
-	}
-	var backend http.Handler
-	if b := c.String("backend"); b != "" {
-		u, err := url.Parse(b)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("--backend %q: want an http:// or https:// URL", b)
-		}
-		rp := httputil.NewSingleHostReverseProxy(u)
-		rp.ErrorLog = slog.NewLogLogger(log.With("component", "backend").Handler(), slog.LevelWarn)
-		backend = rp
-	}
-	users, err := server.LoadUsers(c.String("authfile"))
-	if err != nil {
-		return err
-	}
-	filesRoot := c.String("files-root")
-	if filesRoot != "" {
-		if filesRoot, err = filepath.Abs(filesRoot); err != nil {
-			return fmt.Errorf("--files-root: %w", err)
-		}
-		if fi, err := os.Stat(filesRoot); err != nil || !fi.IsDir() {
-			return fmt.Errorf("--files-root %s is not a directory; create it (mkdir -p %s) or point at another", filesRoot, filesRoot)
-		}
-	}
-	var liveUsers atomic.Pointer[server.Users]
-	liveUsers.Store(users)
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := server.NewMetrics(reg)
-	certExpiry := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "burrow_certificate_expiry_timestamp_seconds", Help: "When the served certificate expires (Unix time).",
-	})
-	reg.MustRegister(certExpiry)
-	var forbidden []netip.AddrPort
-	var adminLn net.Listener
-	if addr := c.String("admin"); addr != "" {
-		if adminLn, err = listenAdmin(addr, log); err != nil {
-			return err
-		}
-		if ap, err := netip.ParseAddrPort(adminLn.Addr().String()); err == nil {
-			forbidden = append(forbidden, ap)
-		}
-	}
-	ln, err := net.Listen("tcp", c.String("listen"))
-	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", c.String("listen"), err)
-	}
-	defer ln.Close()
-	if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil {
-		forbidden = append(forbidden, ap) // a stream into the tunnel's own port is refused too
-	}
-	files := transfer.NewServer(transfer.ServerConfig{
-		Lookup:              server.FileRoots{Shared: filesRoot, Users: liveUsers.Load}.Lookup,
-		Limits:              transfer.Limits{MaxEntries: c.Int("max-manifest-entries")},
-		MaxTransfers:        c.Int("max-transfers"),
-		MaxTransfersPerUser: c.Int("max-transfers-per-user"),
-		Report: func(r transfer.Report) {
-			metrics.Transferred(r)
-			attrs := []any{"user", r.User, "op", r.Op, "files", r.Files, "bytes", r.Bytes, "duration", r.Duration.Round(time.Millisecond)}
-			if r.Err != nil {
-				log.Warn("transfer failed", append(attrs, "err", r.Err)...)
-				return
-			}
-			log.Info("transfer finished", attrs...)
-		},
-	})
 	mc, err := muxConfig(c)
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{
-		Auth:                 users,
-		Backend:              backend,
-		TrustedProxies:       trusted,
-		AllowLinkLocal:       c.Bool("allow-link-local"),
-		Forbidden:            forbidden,
-		MaxSessions:          c.Int("max-sessions"),
-		MaxSessionsPerUser:   c.Int("max-sessions-per-user"),
-		MaxStreamsPerSession: c.Int("max-streams"),
-		Path:                 c.String("path"),
-		Mux:                  mc,
-		Logger:               log,
-		AllowReverse:         c.Bool("reverse"),
-		UDPIdle:              c.Duration("udp-idle"),
-		UDPMaxFlows:          c.Int("udp-max-flows"),
-		HeaderTimeout:        c.Duration("header-timeout"),
-		Metrics:              metrics,
-		Files:                files,
-	})
-	if err != nil {
-		return err
-	}
-	hs := &http.Server{
-		Handler:           srv,
-		TLSConfig:         tc.config,
-		ReadHeaderTimeout: c.Duration("header-timeout"),
-		IdleTimeout:       60 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelDebug),
-	}
-	server.HeadDeadline(hs, c.Duration("header-timeout"))
+	cfg := daemonConfig(c)
+	cfg.Mux, cfg.Logger, cfg.Reload, cfg.Notify = mc, log, hup, notifier{log}
+	return daemon.Run(c.Context, cfg)
+}
 
-	ctx, cancel := context.WithCancel(c.Context)
-	defer cancel()
-	notify := notifier{log}
-	adm := &admin{status: func() any {
-		sessions, binds := srv.Status()
-		return map[string]any{"sessions": sessions, "reverse": binds}
-	}}
-	if adminLn != nil {
-		as := newAdminServer(adm.handler(reg, c.Bool("pprof")), log)
-		go as.Serve(adminLn)
-		defer as.Close()
-		log.Info("admin listening", "addr", adminLn.Addr().String())
-	}
-
-	checkCert := func() {
-		if tc.files == nil {
-			return // ACME renews by itself
-		}
-		leaf := tc.files.Leaf()
-		certExpiry.Set(float64(leaf.NotAfter.Unix()))
-		if left := time.Until(leaf.NotAfter); left < certExpiryWarning {
-			log.Warn("the TLS certificate expires soon; renew it", "not_after", leaf.NotAfter.UTC(), "left", left.Round(time.Hour))
-		}
-	}
-	checkCert()
-
-	log.Info("listening", "addr", ln.Addr().String(), "fingerprint", tc.fingerprint(), "users", users.Len())
-	serveErr := make(chan error, 1)
-	go func() {
-		if tc.config == nil {
-			serveErr <- hs.Serve(mux.CoalescingListener(ln, mux.MaxBatch(mc.CopyBuffer)))
-			return
-		}
-		serveErr <- hs.ServeTLS(mux.CoalescingListener(ln, mux.MaxBatch(mc.CopyBuffer)), "", "")
-	}()
-	adm.ready.Store(true)
-	notify.ready()
-	go notify.watchdog(ctx)
-
-	reload := func() {
-		notify.reloading()
-		defer notify.ready()
-		var errs []error
-		if fresh, err := server.LoadUsers(c.String("authfile")); err != nil {
-			errs = append(errs, err)
-		} else {
-			liveUsers.Store(fresh)
-			closed := srv.SetAuth(fresh)
-			log.Info("users reloaded", "users", fresh.Len(), "sessions_closed", closed)
-		}
-		if tc.files != nil {
-			if err := tc.files.Reload(); err != nil {
-				errs = append(errs, err)
-			} else {
-				log.Info("certificate reloaded", "fingerprint", tc.fingerprint(), "not_after", tc.files.Leaf().NotAfter.UTC())
-				checkCert()
-			}
-		}
-		err := errors.Join(errs...)
-		metrics.Reloaded(err)
-		if err != nil {
-			log.Error("reload failed; keeping the previous configuration where it failed", "err", err)
-		}
-	}
-	// Certificates renewed in place (certbot) are picked up without a
-	// signal: the files are checked every minute.
-	watch := time.NewTicker(time.Minute)
-	defer watch.Stop()
-	certStamp := fileStamp(tc.certFile, tc.keyFile)
-
-	for {
-		select {
-		case <-hup:
-			reload()
-			certStamp = fileStamp(tc.certFile, tc.keyFile)
-		case <-watch.C:
-			if stamp := fileStamp(tc.certFile, tc.keyFile); tc.files != nil && stamp != certStamp {
-				certStamp = stamp
-				if err := tc.files.Reload(); err != nil {
-					log.Error("certificate files changed but do not load; keeping the previous one", "err", err)
-				} else {
-					log.Info("certificate files changed; reloaded", "fingerprint", tc.fingerprint())
-				}
-			}
-			checkCert()
-		case err := <-serveErr:
-			srv.Close()
-			return fmt.Errorf("server stopped: %w", err)
-		case <-c.Context.Done():
-			notify.stopping()
-			adm.ready.Store(false)
-			log.Info("shutting down", "timeout", c.Duration("shutdown-timeout"))
-			sctx, scancel := context.WithTimeout(context.Background(), c.Duration("shutdown-timeout"))
-			defer scancel()
-			hs.Shutdown(sctx) // stops accepting; tunnel sessions are hijacked and drained below
-			if err := srv.Shutdown(sctx); err != nil {
-				log.Warn("shutdown cut open streams", "err", err)
-			}
-			<-serveErr
-			log.Info("stopped")
-			return nil
-		}
+// daemonConfig is the server configuration that the flags describe.
+func daemonConfig(c *cli.Context) daemon.Config {
+	return daemon.Config{
+		Listen:              c.String("listen"),
+		Path:                c.String("path"),
+		TLS:                 c.String("tls"),
+		CertFile:            c.String("tls-cert"),
+		KeyFile:             c.String("tls-key"),
+		SelfSigned:          c.Bool("tls-self-signed"),
+		Domains:             c.StringSlice("tls-domain"),
+		ACMEEmail:           c.String("acme-email"),
+		ACMEDirectory:       c.String("acme-directory"),
+		ACMECA:              c.String("acme-ca"),
+		ClientCA:            c.String("tls-client-ca"),
+		StateDir:            c.String("state-dir"),
+		AuthFile:            c.String("authfile"),
+		TrustedProxies:      c.StringSlice("trusted-proxy"),
+		Backend:             c.String("backend"),
+		AllowReverse:        c.Bool("reverse"),
+		AllowLinkLocal:      c.Bool("allow-link-local"),
+		FilesRoot:           c.String("files-root"),
+		MaxTransfers:        c.Int("max-transfers"),
+		MaxTransfersPerUser: c.Int("max-transfers-per-user"),
+		MaxManifestEntries:  c.Int("max-manifest-entries"),
+		MaxSessions:         c.Int("max-sessions"),
+		MaxSessionsPerUser:  c.Int("max-sessions-per-user"),
+		MaxStreams:          c.Int("max-streams"),
+		HeaderTimeout:       c.Duration("header-timeout"),
+		ShutdownTimeout:     zeroMeansNone(c.Duration("shutdown-timeout")),
+		UDPIdle:             c.Duration("udp-idle"),
+		UDPMaxFlows:         c.Int("udp-max-flows"),
+		Admin:               c.String("admin"),
+		Pprof:               c.Bool("pprof"),
 	}
 }
 
-// serverTLS is where the server's certificate comes from: files (given,
-// or generated once into the state directory), or ACME.
-type serverTLS struct {
-	config            *tls.Config
-	files             *certs.Reloadable // nil with ACME
-	certFile, keyFile string
-}
-
-func (t *serverTLS) fingerprint() string {
-	if t.config == nil {
-		return "(tls off)"
+// zeroMeansNone maps a flag's 0 (do not wait) to the negative duration
+// that says so in a daemon.Config, where 0 means the default.
+func zeroMeansNone(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
 	}
-	if t.files == nil {
-		return "(acme)"
-	}
-	return certs.Fingerprint(t.files.Leaf())
-}
-
-// plainAllowed permits --tls off only where the traffic cannot leave the
-// machine unencrypted by accident: a loopback listener, or an operator
-// who named the proxy in front with --trusted-proxy.
-func plainAllowed(listen string, trusted []netip.Prefix) error {
-	if len(trusted) > 0 {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(listen)
-	if err == nil {
-		if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() {
-			return nil
-		}
-		if host == "localhost" {
-			return nil
-		}
-	}
-	return fmt.Errorf("--tls off serves plain HTTP: allowed only with a loopback --listen (e.g. 127.0.0.1:8080) or with --trusted-proxy naming the TLS proxy in front, not with --listen %s", listen)
+	return d
 }
 
 func defaultStateDir() string {
@@ -375,85 +142,4 @@ func defaultStateDir() string {
 		return d
 	}
 	return "/var/lib/burrow"
-}
-
-func newServerTLS(c *cli.Context, log *slog.Logger) (*serverTLS, error) {
-	t := &serverTLS{certFile: c.String("tls-cert"), keyFile: c.String("tls-key")}
-	sources := 0
-	for _, set := range []bool{t.certFile != "" || t.keyFile != "", c.Bool("tls-self-signed"), len(c.StringSlice("tls-domain")) > 0} {
-		if set {
-			sources++
-		}
-	}
-	switch {
-	case sources == 0:
-		return nil, errors.New("the server needs a certificate: --tls-cert and --tls-key, --tls-self-signed, or --tls-domain NAME")
-	case sources > 1:
-		return nil, errors.New("--tls-cert/--tls-key, --tls-self-signed and --tls-domain are alternatives; pass one")
-	case len(c.StringSlice("tls-domain")) > 0:
-		opts := certs.ACMEOptions{
-			Domains:      c.StringSlice("tls-domain"),
-			CacheDir:     filepath.Join(c.String("state-dir"), "acme"),
-			Email:        c.String("acme-email"),
-			DirectoryURL: c.String("acme-directory"),
-		}
-		if f := c.String("acme-ca"); f != "" {
-			pem, err := os.ReadFile(f)
-			if err != nil {
-				return nil, fmt.Errorf("--acme-ca: %w", err)
-			}
-			opts.DirectoryRoots = x509.NewCertPool()
-			if !opts.DirectoryRoots.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("--acme-ca file %s has no PEM certificates", f)
-			}
-		}
-		m, err := certs.NewACME(opts)
-		if err != nil {
-			return nil, err
-		}
-		t.config = certs.ACMEServerConfig(m)
-		log.Info("certificates from ACME", "domains", opts.Domains, "cache", opts.CacheDir)
-	default:
-		if c.Bool("tls-self-signed") {
-			host, _ := os.Hostname()
-			hosts := []string{"localhost", "127.0.0.1", "::1"}
-			if host != "" {
-				hosts = append([]string{host}, hosts...)
-			}
-			var created bool
-			var err error
-			t.certFile, t.keyFile, created, err = certs.LoadOrCreateSelfSigned(c.String("state-dir"), hosts)
-			if err != nil {
-				return nil, err
-			}
-			if created {
-				log.Info("generated a self-signed certificate", "dir", c.String("state-dir"), "hosts", hosts)
-			}
-		} else if t.certFile == "" || t.keyFile == "" {
-			return nil, errors.New("--tls-cert and --tls-key go together; make a pair with 'burrow cert self-signed --host NAME --out DIR'")
-		}
-		files, err := certs.NewReloadable(t.certFile, t.keyFile)
-		if err != nil {
-			return nil, err
-		}
-		t.files = files
-		t.config = certs.ServerConfig(files.GetCertificate)
-	}
-	if ca := c.String("tls-client-ca"); ca != "" {
-		if err := certs.RequireClientCerts(t.config, ca); err != nil {
-			return nil, err
-		}
-	}
-	return t, nil
-}
-
-// fileStamp identifies the current contents of files by size and mtime.
-func fileStamp(paths ...string) string {
-	var s string
-	for _, p := range paths {
-		if fi, err := os.Stat(p); err == nil {
-			s += fmt.Sprintf("%s:%d:%d;", p, fi.Size(), fi.ModTime().UnixNano())
-		}
-	}
-	return s
 }

@@ -12,10 +12,9 @@ import (
 	"time"
 
 	"github.com/burrowtun/burrow/client"
+	"github.com/burrowtun/burrow/progress"
 	"github.com/burrowtun/burrow/transfer"
-	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 )
 
 // transferFlags are the flags of send, fetch and ls besides the
@@ -168,8 +167,8 @@ func runSend(c *cli.Context) error {
 	to := c.String("to")
 	stdin := len(ts.args) == 1 && ts.args[0] == "-"
 	// Sending stdin leaves stdout free: --json goes there as always.
-	p := newProgress(c, "sent", c.App.Writer, c.App.ErrWriter, false)
-	ts.tc.Progress = p.event
+	p := newProgress(c, "sent", false)
+	ts.tc.Progress = p.Event
 	var st transfer.Stats
 	if stdin {
 		if to == "." || strings.HasSuffix(to, "/") {
@@ -184,7 +183,7 @@ func runSend(c *cli.Context) error {
 		}
 		st, err = ts.tc.Send(c.Context, ts.args, to)
 	}
-	return p.finish(st, err)
+	return p.Finish(st, err)
 }
 
 func runFetch(c *cli.Context) error {
@@ -201,8 +200,8 @@ func runFetch(c *cli.Context) error {
 	}
 	to := c.String("to")
 	stdout := to == "-"
-	p := newProgress(c, "received", c.App.Writer, c.App.ErrWriter, stdout)
-	ts.tc.Progress = p.event
+	p := newProgress(c, "received", stdout)
+	ts.tc.Progress = p.Event
 	var st transfer.Stats
 	if stdout {
 		if len(ts.args) != 1 {
@@ -212,7 +211,7 @@ func runFetch(c *cli.Context) error {
 	} else {
 		st, err = ts.tc.Fetch(c.Context, ts.args, to)
 	}
-	return p.finish(st, err)
+	return p.Finish(st, err)
 }
 
 func runList(c *cli.Context) error {
@@ -277,162 +276,13 @@ func jsonEntry(e transfer.Entry) map[string]any {
 	return out
 }
 
-// progress shows a transfer's Events: a bar on a terminal, a line every
-// few seconds otherwise, JSON lines with --json, nothing with --quiet.
-type progress struct {
-	verb    string
-	quiet   bool
-	json    *json.Encoder
-	bar     *progressbar.ProgressBar
-	lines   io.Writer // plain periodic lines, when not a terminal
-	last    time.Time
-	start   time.Time
-	summary io.Writer
-}
-
-func newProgress(c *cli.Context, verb string, stdout, stderr io.Writer, dataOnStdout bool) *progress {
-	p := &progress{verb: verb, quiet: c.Bool("quiet"), start: time.Now(), summary: stderr}
-	switch {
-	case p.quiet:
-	case c.Bool("json"):
-		w := stdout
-		if dataOnStdout {
-			w = stderr
-		}
-		p.json = json.NewEncoder(w)
-		p.summary = nil
-	case isTerminal(stderr):
-		p.bar = progressbar.NewOptions64(-1,
-			progressbar.OptionSetWriter(stderr),
-			progressbar.OptionShowBytes(true),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionSetWidth(30),
-			progressbar.OptionShowElapsedTimeOnFinish(),
-			progressbar.OptionOnCompletion(func() { fmt.Fprintln(stderr) }),
-		)
-	default:
-		p.lines = stderr
-	}
-	return p
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
-}
-
-func (p *progress) event(ev transfer.Event) {
-	switch {
-	case p.json != nil:
-		rec := map[string]any{"event": ev.Kind.String(), "bytes": ev.Bytes, "total_bytes": ev.TotalBytes,
-			"files": ev.Files, "total_files": ev.TotalFiles}
-		if ev.Path != "" {
-			rec["path"], rec["size"], rec["done"] = ev.Path, ev.Size, ev.Done
-		}
-		if ev.Resumed > 0 {
-			rec["resumed"] = ev.Resumed
-		}
-		if ev.Reason != "" {
-			rec["reason"] = ev.Reason
-		}
-		p.json.Encode(rec)
-	case p.bar != nil:
-		if ev.Kind == transfer.EventPlan {
-			p.bar.ChangeMax64(ev.TotalBytes)
-		}
-		if ev.Path != "" {
-			p.bar.Describe(fmt.Sprintf("%d/%d %s", ev.Files, ev.TotalFiles, shorten(ev.Path, 30)))
-		}
-		p.bar.Set64(ev.Bytes)
-	case p.lines != nil:
-		if ev.Kind == transfer.EventFileSkipped {
-			fmt.Fprintf(p.lines, "skipped %s: %s\n", ev.Path, ev.Reason)
-			return
-		}
-		if ev.Kind == transfer.EventPlan {
-			p.last = time.Now()
-			fmt.Fprintf(p.lines, "%d files (%s) to move\n", ev.TotalFiles, size(ev.TotalBytes))
-			return
-		}
-		if now := time.Now(); now.Sub(p.last) >= 2*time.Second {
-			p.last = now
-			fmt.Fprintf(p.lines, "%s %s of %s, %d/%d files, %s/s\n", p.verb, size(ev.Bytes), size(ev.TotalBytes),
-				ev.Files, ev.TotalFiles, size(int64(float64(ev.Bytes)/max(now.Sub(p.start).Seconds(), 0.001))))
-		}
-	}
-}
-
-// finish prints the summary, or turns err into the one-line error a user
-// can act on.
-func (p *progress) finish(st transfer.Stats, err error) error {
-	if p.bar != nil {
-		if err == nil {
-			p.bar.Finish()
-		} else {
-			p.bar.Exit()
-			fmt.Fprintln(p.summary)
-		}
-	}
-	if err != nil {
-		if resumable(err) && !strings.Contains(err.Error(), "run the same command again") {
-			return fmt.Errorf("%w; partial files are kept: run the same command again to resume", err)
-		}
-		return err
-	}
-	if p.json != nil {
-		p.json.Encode(map[string]any{"event": "summary", "files": st.Files, "dirs": st.Dirs, "links": st.Links,
-			"skipped": st.Skipped, "bytes": st.Bytes, "bytes_sent": st.BytesSent, "bytes_resumed": st.BytesResumed,
-			"seconds": st.Duration.Seconds()})
-		return nil
-	}
-	if p.quiet {
-		return nil
-	}
-	rate := float64(st.Bytes) / max(st.Duration.Seconds(), 0.001)
-	fmt.Fprintf(p.summary, "%s %d files (%s) in %s, %s/s", p.verb, st.Files, size(st.Bytes), st.Duration.Round(time.Millisecond), size(int64(rate)))
-	if st.BytesResumed > 0 {
-		fmt.Fprintf(p.summary, "; %s already there from an earlier run", size(st.BytesResumed))
-	}
-	if st.Skipped > 0 {
-		fmt.Fprintf(p.summary, "; %d skipped (identical or kept)", st.Skipped)
-	}
-	fmt.Fprintln(p.summary)
-	return nil
-}
-
-// resumable reports whether running the same command again can get
-// further: not for a refusal that stays true until someone changes
-// something.
-func resumable(err error) bool {
-	for _, e := range []error{transfer.ErrConflict, transfer.ErrPermission, transfer.ErrUnsafePath,
-		transfer.ErrNotFound, transfer.ErrLimit, transfer.ErrQuota, transfer.ErrProtocol} {
-		if errors.Is(err, e) {
-			return false
-		}
-	}
-	return true
-}
-
-func shorten(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return "…" + s[len(s)-n+1:]
-}
-
-// size formats a byte count in binary units.
-func size(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+// newProgress shows a transfer on the command's output as --json and
+// --quiet ask.
+func newProgress(c *cli.Context, verb string, dataOnStdout bool) *progress.Display {
+	return progress.New(progress.Options{
+		Verb: verb, Quiet: c.Bool("quiet"), JSON: c.Bool("json"),
+		Stdout: c.App.Writer, Stderr: c.App.ErrWriter, DataOnStdout: dataOnStdout,
+	})
 }
 
 // hoistFlags lets send, fetch and ls take flags after their arguments

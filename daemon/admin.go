@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"encoding/json"
@@ -12,15 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/urfave/cli/v2"
 )
-
-func adminFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Name: "admin", Usage: "serve /healthz, /readyz, /metrics and /status on `ADDR` (keep it on loopback)", EnvVars: []string{"BURROW_ADMIN"}},
-		&cli.BoolFlag{Name: "pprof", Usage: "also serve Go profiles under /debug/pprof/ on the admin listener", EnvVars: []string{"BURROW_PPROF"}},
-	}
-}
 
 // admin is the operator's listener: health, readiness, metrics, status.
 type admin struct {
