@@ -104,8 +104,16 @@ func TestRunServesAndStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, body := f.get(t, "/status"); !strings.Contains(body, `"user":"alice"`) {
-		t.Fatalf("/status does not list alice's session: %s", body)
+	// The client's dial returns on the 101; the server registers the
+	// session just after writing it.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, body := f.get(t, "/status")
+		if strings.Contains(body, `"user":"alice"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/status does not list alice's session within 10 s: %s", body)
+		}
 	}
 	rec := f.log.wait(t, "listening", 1)
 	if rec.attrs["users"] != "1" || rec.attrs["fingerprint"] != certs.Fingerprint(f.leaf) {
