@@ -236,7 +236,7 @@ func TestReloadCertificate(t *testing.T) {
 	t.Parallel()
 	f := startFixture(t, certValidity, nil)
 	const gauge = "burrow_certificate_expiry_timestamp_seconds"
-	if got := f.metric(t, gauge); got != float64(f.leaf.NotAfter.Unix()) {
+	if got := f.waitMetric(t, gauge, float64(f.leaf.NotAfter.Unix())); got != float64(f.leaf.NotAfter.Unix()) {
 		t.Fatalf("%s = %v, want %d", gauge, got, f.leaf.NotAfter.Unix())
 	}
 	if f.log.count("the TLS certificate expires soon; renew it") != 0 {
@@ -248,7 +248,7 @@ func TestReloadCertificate(t *testing.T) {
 	if rec.attrs["fingerprint"] != certs.Fingerprint(fresh) {
 		t.Fatalf("reloaded fingerprint %s, want the new certificate's", rec.attrs["fingerprint"])
 	}
-	if got := f.metric(t, gauge); got != float64(fresh.NotAfter.Unix()) {
+	if got := f.waitMetric(t, gauge, float64(fresh.NotAfter.Unix())); got != float64(fresh.NotAfter.Unix()) {
 		t.Fatalf("%s after reload = %v, want %d", gauge, got, fresh.NotAfter.Unix())
 	}
 	if rec := f.log.wait(t, "the TLS certificate expires soon; renew it", 1); rec.attrs["left"] != "48h0m0s" {
@@ -269,7 +269,7 @@ func TestCertificatePolling(t *testing.T) {
 	if rec.attrs["fingerprint"] != certs.Fingerprint(fresh) {
 		t.Fatalf("polled fingerprint %s, want the new certificate's", rec.attrs["fingerprint"])
 	}
-	if got := f.metric(t, "burrow_certificate_expiry_timestamp_seconds"); got != float64(fresh.NotAfter.Unix()) {
+	if got := f.waitMetric(t, "burrow_certificate_expiry_timestamp_seconds", float64(fresh.NotAfter.Unix())); got != float64(fresh.NotAfter.Unix()) {
 		t.Fatalf("gauge after polling = %v, want %d", got, fresh.NotAfter.Unix())
 	}
 	os.WriteFile(f.cfg.CertFile, []byte("not a certificate"), 0o600)
@@ -286,7 +286,7 @@ func TestExpiringCertificateWarnsAtStart(t *testing.T) {
 	if rec.level != 4 || rec.attrs["not_after"] != f.leaf.NotAfter.UTC().String() {
 		t.Fatalf("expiry warning: level %v, %v", rec.level, rec.attrs)
 	}
-	if got := f.metric(t, "burrow_certificate_expiry_timestamp_seconds"); got != float64(f.leaf.NotAfter.Unix()) {
+	if got := f.waitMetric(t, "burrow_certificate_expiry_timestamp_seconds", float64(f.leaf.NotAfter.Unix())); got != float64(f.leaf.NotAfter.Unix()) {
 		t.Fatalf("gauge = %v, want %d", got, f.leaf.NotAfter.Unix())
 	}
 }

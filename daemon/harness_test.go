@@ -281,6 +281,21 @@ func (f *fixture) metric(t *testing.T, name string) float64 {
 	return -1
 }
 
+// waitMetric waits up to 10 s for the sample name to read want, and
+// returns what it last read: a gauge may be set just after the log line
+// a test waited for.
+func (f *fixture) waitMetric(t *testing.T, name string, want float64) float64 {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := f.metric(t, name)
+		if got == want || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // holdListener accepts TCP connections and holds them open without a
 // byte either way, until the test ends.
 func holdListener(t *testing.T) string {
