@@ -140,7 +140,7 @@ func (w *frameWatch) close() {
 	for _, h := range parked {
 		wakes = append(wakes, h.CarryOn)
 	}
-	go teardown(wakes)
+	go Teardown(wakes)
 }
 
 // A session's end, or its context's, ends all its streams' splices at
@@ -149,20 +149,24 @@ func (w *frameWatch) close() {
 // of their own they would queue that much work at once ahead of every
 // other goroutine of the process: another user's round trip, /healthz and
 // new logins waited behind 16,384 of them for most of a second. teardown
-// runs them at most teardownParallel at a time instead, so that the
+// runs them at most TeardownParallel at a time instead, so that the
 // others' goroutines interleave with the work. One still running after
 // teardownStall, blocked rather than busy (a write to a peer that does not
 // read, until the splice's ends are closed), stops counting against the
 // bound, so none waits for it.
 const (
-	teardownParallel = 8
+	// TeardownParallel bounds the ends Teardown runs at once.
+	TeardownParallel = 8
 	teardownStall    = 2 * time.Millisecond
 )
 
-// teardown runs each of fs on a goroutine of its own, at most
-// teardownParallel at once, and returns once the last has started.
-func teardown(fs []func()) {
-	slots := make(chan struct{}, teardownParallel)
+// Teardown runs each of fs on a goroutine of its own, at most
+// TeardownParallel at once, and returns once the last has started. It is
+// how the end of many streams at once is paced, here (parked directions
+// woken when a connection ends) and in package relay (splices aborted
+// when their session's context ends).
+func Teardown(fs []func()) {
+	slots := make(chan struct{}, TeardownParallel)
 	stall := time.NewTimer(teardownStall)
 	defer stall.Stop()
 	for _, f := range fs {

@@ -3,7 +3,6 @@ package relay
 import (
 	"context"
 	"sync"
-	"time"
 
 	"github.com/burrowtun/burrow/mux"
 )
@@ -146,51 +145,8 @@ func (sp streamParker) ready() bool { return sp.st.Ready() }
 
 func (sp streamParker) unpark(h *half) bool { return sp.st.Unpark(h) }
 
-// A session's end, or its context's, ends all its streams' splices at
-// once: thousands, on a server. Each then takes a few tens of microseconds
-// (closing its sockets, its done callback), and started all on goroutines
-// of their own they would queue that much work at once ahead of every
-// other goroutine of the process: another user's round trip, /healthz and
-// new logins waited behind 16,384 of them for most of a second. teardown
-// runs them at most teardownParallel at a time instead, so that the
-// others' goroutines interleave with the work. One still running after
-// teardownStall, blocked rather than busy (a write to a peer that does not
-// read, until the splice's ends are closed), stops counting against the
-// bound, so none waits for it.
-const (
-	teardownParallel = 8
-	teardownStall    = 2 * time.Millisecond
-)
-
-// teardown runs each of fs on a goroutine of its own, at most
-// teardownParallel at once, and returns once the last has started.
-func teardown(fs []func()) {
-	slots := make(chan struct{}, teardownParallel)
-	stall := time.NewTimer(teardownStall)
-	defer stall.Stop()
-	for _, f := range fs {
-		counted := true
-		select {
-		case slots <- struct{}{}:
-		default:
-			stall.Reset(teardownStall)
-			select {
-			case slots <- struct{}{}:
-			case <-stall.C:
-				counted = false
-			}
-		}
-		go func() {
-			f()
-			if counted {
-				<-slots
-			}
-		}()
-	}
-}
-
 // spliceGroup is the splices of one context: a single context.AfterFunc
-// ends them all, through teardown, rather than one each.
+// ends them all, through mux.Teardown, rather than one each.
 type spliceGroup struct {
 	splices map[*splice]struct{}
 	stop    func() bool // the group's AfterFunc
@@ -239,5 +195,5 @@ func (p *Parking) abortGroup(done <-chan struct{}, g *spliceGroup) {
 	}
 	g.splices = nil // leave finds nothing more to take out
 	p.mu.Unlock()
-	teardown(aborts)
+	mux.Teardown(aborts)
 }

@@ -220,7 +220,7 @@ func startHoldTarget(t *testing.T) string {
 
 // TestParkingSessionEndPaced parks many splices of one session, then ends
 // the session and the context the splices were started with, as a server
-// does: the splices all end, a few at a time (see teardown), never with
+// does: the splices all end, a few at a time (see mux.Teardown), never with
 // more than a few dozen goroutines running for them at once.
 func TestParkingSessionEndPaced(t *testing.T) {
 	p := NewParking(0)
@@ -292,7 +292,7 @@ func TestParkingSessionEndPaced(t *testing.T) {
 	close(stop)
 	most := <-peak
 	t.Logf("%d parked splices ended in %v; at most %d goroutines more than the %d before", n, time.Since(start).Round(time.Millisecond), most-base, base)
-	if limit := 6*teardownParallel + 16; most-base > limit {
+	if limit := 6*mux.TeardownParallel + 16; most-base > limit {
 		t.Errorf("%d goroutines more than before while the splices ended, want at most %d", most-base, limit)
 	}
 }

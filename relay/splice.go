@@ -93,7 +93,7 @@ func Pipe(a, b io.ReadWriteCloser) (aToB, bToA int64) {
 // end otherwise. a and b must not be closed by anyone else while the
 // splice runs. The splices of one context, on one Parking, end through a
 // single context.AfterFunc, which aborts them a few at a time (see
-// teardown).
+// mux.Teardown).
 func (p *Parking) Splice(ctx context.Context, a, b io.ReadWriteCloser, done func(aToB, bToA int64)) {
 	var leave func()
 	s := p.newSplice(a, b, func(aToB, bToA int64) {
