@@ -162,3 +162,43 @@ func verifyOrKnown(cs tls.ConnectionState, roots *x509.CertPool, known *KnownSer
 	}
 	return known.Check(server, Fingerprint(leaf))
 }
+
+// Verify checks cs, the state of a client handshake made without verification, as a handshake with cfg
+// (from ClientConfig) would have: the chain and the name cs.ServerName against cfg.RootCAs (nil: the
+// system's) unless cfg.InsecureSkipVerify is set, then cfg.VerifyConnection. A client that must look at the
+// server's certificate before deciding how to go on (one that may be behind a TLS-inspecting proxy)
+// handshakes without verification and calls Verify.
+func Verify(cfg *tls.Config, cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("server sent no certificate")
+	}
+	if !cfg.InsecureSkipVerify {
+		inter := x509.NewCertPool()
+		for _, c := range cs.PeerCertificates[1:] {
+			inter.AddCert(c)
+		}
+		opts := x509.VerifyOptions{DNSName: cs.ServerName, Roots: cfg.RootCAs, Intermediates: inter}
+		if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+			return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+		}
+	}
+	if cfg.VerifyPeerCertificate != nil {
+		raw := make([][]byte, len(cs.PeerCertificates))
+		for i, c := range cs.PeerCertificates {
+			raw[i] = c.Raw
+		}
+		if err := cfg.VerifyPeerCertificate(raw, cs.VerifiedChains); err != nil {
+			return err
+		}
+	}
+	if cfg.VerifyConnection != nil {
+		return cfg.VerifyConnection(cs)
+	}
+	return nil
+}
+
+// VerifySystem reports whether the system's roots vouch for cs's chain and name: what a client that
+// accepts a TLS-inspecting proxy as a trusted party asks of the proxy's certificate.
+func VerifySystem(cs tls.ConnectionState) error {
+	return Verify(&tls.Config{}, cs)
+}

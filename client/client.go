@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/burrowtun/burrow/certs"
 	"github.com/burrowtun/burrow/relay"
 	"github.com/burrowtun/burrow/socks"
 	"github.com/burrowtun/burrow/udp"
@@ -27,8 +28,18 @@ type Config struct {
 	URL string
 	// Username and Password are sent with HTTP Basic authentication.
 	Username, Password string
-	// TLS verifies the server; see certs.ClientConfig. Required for wss.
+	// TLS verifies the server; see certs.ClientConfig. Nil means the
+	// system's roots.
 	TLS *tls.Config
+	// OuterTLS, when set, verifies the TLS connection to the server in
+	// place of TLS, which then verifies only the end-to-end layer (package
+	// inner): a client that records the keys of new servers
+	// (certs.KnownServers.AcceptNew) records them from inside that layer
+	// alone, where no TLS-inspecting proxy can show its own.
+	OuterTLS *tls.Config
+	// Inspection says what to do when the TLS connection is not the
+	// server's but a TLS-inspecting proxy's. Default InspectionE2E.
+	Inspection Inspection
 	// Header is added to the upgrade request; a Host entry replaces the
 	// Host header.
 	Header http.Header
@@ -82,9 +93,13 @@ type Config struct {
 
 // Client runs forwards over one session.
 type Client struct {
-	cfg  Config
-	log  *slog.Logger
-	http *http.Client
+	cfg Config
+	log *slog.Logger
+	// dial opens a TCP connection to the server, through the proxy if any.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// tls and outer are cfg.TLS and cfg.OuterTLS (tls when unset), with
+	// the server name the URL gives when they name none.
+	tls, outer *tls.Config
 
 	mu      sync.Mutex
 	sess    *mux.Session
@@ -121,29 +136,36 @@ func New(cfg Config) (*Client, error) {
 	if cfg.OpenTimeout <= 0 {
 		cfg.OpenTimeout = 30 * time.Second
 	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil || u.Hostname() == "" {
+		return nil, fmt.Errorf("client: server URL %q has no host", cfg.URL)
+	}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	dial := dialer.DialContext
 	if cfg.Proxy != nil {
 		dial = (&proxyDialer{proxy: cfg.Proxy, forward: dialer, timeout: cfg.DialTimeout}).DialContext
 	}
-	transport := &http.Transport{
-		// Batch writes under TLS: the TLS records of one WebSocket
-		// message leave in one syscall rather than one each.
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			conn, err := dial(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return mux.CoalesceWrites(conn, mux.MaxBatch(cfg.copyBuffer())), nil
-		},
-		TLSClientConfig:     cfg.TLS,
-		TLSHandshakeTimeout: cfg.DialTimeout,
-		ForceAttemptHTTP2:   false,
+	named := func(c *tls.Config) *tls.Config {
+		if c == nil {
+			c = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		c = c.Clone()
+		if c.ServerName == "" {
+			c.ServerName = u.Hostname()
+		}
+		c.NextProtos = []string{"http/1.1"} // the upgrade does not work over HTTP/2
+		return c
+	}
+	outer := cfg.OuterTLS
+	if outer == nil {
+		outer = cfg.TLS
 	}
 	return &Client{
 		cfg:     cfg,
 		log:     cfg.Logger,
-		http:    &http.Client{Transport: transport},
+		dial:    dial,
+		tls:     named(cfg.TLS),
+		outer:   named(outer),
 		changed: make(chan struct{}),
 	}, nil
 }
@@ -294,25 +316,44 @@ func (c *Client) connectLoop(ctx context.Context) error {
 func (c *Client) connect(ctx context.Context) (*mux.Session, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
+	conn, err := c.dialTLS(ctx)
+	if err != nil {
+		return nil, c.explain(err)
+	}
+	if verr := certs.Verify(c.outer, conn.ConnectionState()); verr != nil {
+		return c.connectInspected(ctx, conn, verr)
+	}
+	return c.upgrade(ctx, conn)
+}
+
+// upgrade sends the upgrade request with the credentials over conn, a
+// TLS connection the client trusts, and starts the session on it.
+func (c *Client) upgrade(ctx context.Context, conn *tls.Conn) (*mux.Session, error) {
 	header := c.cfg.Header.Clone()
 	if header == nil {
 		header = http.Header{}
 	}
 	(&http.Request{Header: header}).SetBasicAuth(c.cfg.Username, c.cfg.Password)
+	sess, err := mux.Dial(ctx, c.cfg.URL, &mux.DialOptions{
+		HTTPClient: oneConn(conn),
+		Header:     header,
+		Host:       header.Get("Host"),
+		Config:     c.muxConfig(),
+	})
+	if err != nil {
+		conn.Close()
+		return nil, c.explain(err)
+	}
+	return sess, nil
+}
+
+// muxConfig is a copy of the session configuration.
+func (c *Client) muxConfig() *mux.Config {
 	var mc mux.Config
 	if c.cfg.Mux != nil {
 		mc = *c.cfg.Mux
 	}
-	sess, err := mux.Dial(ctx, c.cfg.URL, &mux.DialOptions{
-		HTTPClient: c.http,
-		Header:     header,
-		Host:       header.Get("Host"),
-		Config:     &mc,
-	})
-	if err != nil {
-		return nil, c.explain(err)
-	}
-	return sess, nil
+	return &mc
 }
 
 // serveSession makes sess the live session: it asks the server for the

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -54,7 +55,7 @@ func (c *Client) explain(err error) error {
 			return &permanentError{pe}
 		}
 		return pe
-	case errors.Is(err, http.ErrSchemeMismatch):
+	case errors.Is(err, http.ErrSchemeMismatch), errors.As(err, new(tls.RecordHeaderError)):
 		return &permanentError{fmt.Errorf("%s answered in plain HTTP, not TLS; check the port, or put TLS in front of a --tls off server", c.cfg.URL)}
 	}
 	if explained := certs.Explain(err); explained != err {

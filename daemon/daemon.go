@@ -138,6 +138,7 @@ func (p *process) newServer() error {
 		MaxStreamsPerSession: cfg.MaxStreams,
 		Path:                 cfg.Path,
 		Mux:                  cfg.Mux,
+		Inner:                p.tls.config,
 		Logger:               p.log,
 		AllowReverse:         cfg.AllowReverse,
 		UDPIdle:              cfg.UDPIdle,
@@ -152,7 +153,7 @@ func (p *process) newServer() error {
 	p.srv = srv
 	p.hs = &http.Server{
 		Handler:           srv,
-		TLSConfig:         p.tls.config,
+		TLSConfig:         p.tls.serving(),
 		ReadHeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
@@ -207,7 +208,7 @@ func (p *process) run(ctx context.Context) error {
 	serveErr := make(chan error, 1)
 	go func() {
 		ln := mux.CoalescingListener(p.ln, mux.MaxBatch(p.copyBuffer()))
-		if p.tls.config == nil {
+		if p.tls.plain {
 			serveErr <- p.hs.Serve(ln)
 			return
 		}

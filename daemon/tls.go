@@ -17,15 +17,15 @@ import (
 // serverTLS is where the server's certificate comes from: files (given,
 // or generated once into the state directory), or ACME.
 type serverTLS struct {
-	config            *tls.Config
+	config *tls.Config
+	// plain serves HTTP (--tls off): config is then the certificate of
+	// end-to-end sessions only (server.Config.Inner).
+	plain             bool
 	files             *certs.Reloadable // nil with ACME
 	certFile, keyFile string
 }
 
 func (t *serverTLS) fingerprint() string {
-	if t.config == nil {
-		return "(tls off)"
-	}
 	if t.files == nil {
 		return "(acme)"
 	}
@@ -43,9 +43,29 @@ func newTLS(cfg *Config, trusted []netip.Prefix, log *slog.Logger) (*serverTLS, 
 			return nil, err
 		}
 		log.Warn("--tls off: serving plain HTTP; a TLS-terminating proxy must be in front")
-		return &serverTLS{}, nil
+		// The certificate still serves end-to-end sessions, those of
+		// clients whose TLS connection ends at an inspecting proxy.
+		own := *cfg
+		own.Domains, own.ClientCA = nil, ""
+		if own.CertFile == "" && own.KeyFile == "" {
+			own.SelfSigned = true
+		}
+		t, err := newServerTLS(&own, log)
+		if err != nil {
+			return nil, err
+		}
+		t.plain = true
+		return t, nil
 	}
 	return nil, fmt.Errorf("--tls %q: want on or off", cfg.TLS)
+}
+
+// serving is the TLS configuration of the listener: nil with --tls off.
+func (t *serverTLS) serving() *tls.Config {
+	if t.plain {
+		return nil
+	}
+	return t.config
 }
 
 // plainAllowed permits --tls off only where the traffic cannot leave the

@@ -3,6 +3,9 @@
 // that the client pins, and a login carried inside it, so that the party in the middle sees neither the
 // credentials nor any byte of the session.
 //
+// The client asks for it on the WebSocket upgrade with the request header "Burrow-Inner: 1" and without
+// credentials; a server that offers it answers the upgrade (101) with the same header.
+//
 // Client and Server each take the outer connection (the WebSocket connection, as a net.Conn) once the
 // upgrade is done and return the inner connection, on which the session runs as it would on the outer one.
 // Inside the inner TLS 1.3 connection (ALPN "burrow-inner.1") the client first writes its login and the

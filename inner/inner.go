@@ -16,6 +16,14 @@ import (
 // mistaken for an outer one or another protocol's.
 const ALPN = "burrow-inner.1"
 
+// Header is the request header by which a client asks for an end-to-end session, with the value Version
+// and no credentials on the request, and the header by which a server that offers one answers the upgrade,
+// with the same value. A server that does not know it asks for the missing credentials instead (HTTP 401).
+const (
+	Header  = "Burrow-Inner"
+	Version = "1"
+)
+
 // loginVersion is the first byte of a login message.
 const loginVersion = 1
 
@@ -192,6 +200,19 @@ func bound(ctx context.Context, outer net.Conn) (release func()) {
 // returns the inner connection, or a *RefusedError if the server refused the login, and an error of the
 // handshake (a *certs.FingerprintMismatchError for another key) otherwise. ctx bounds the whole exchange.
 func Client(ctx context.Context, outer net.Conn, cfg *tls.Config, login Login) (net.Conn, error) {
+	c, err := Handshake(ctx, outer, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := LogIn(ctx, c, login); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Handshake runs the TLS 1.3 handshake of Client over outer, verified by cfg, and returns the inner
+// connection before any login was sent on it: for a client that looks at the server's certificate first.
+func Handshake(ctx context.Context, outer net.Conn, cfg *tls.Config) (*tls.Conn, error) {
 	release := bound(ctx, outer)
 	defer release()
 	c := tls.Client(outer, innerConfig(cfg))
@@ -201,17 +222,25 @@ func Client(ctx context.Context, outer net.Conn, cfg *tls.Config, login Login) (
 	if p := c.ConnectionState().NegotiatedProtocol; p != ALPN {
 		return nil, fmt.Errorf("inner handshake: the server speaks %q, not %q", p, ALPN)
 	}
+	return c, nil
+}
+
+// LogIn sends login on c, from Handshake, and reads the server's verdict: nil for StatusOK, else a
+// *RefusedError.
+func LogIn(ctx context.Context, c *tls.Conn, login Login) error {
+	release := bound(ctx, c)
+	defer release()
 	if err := WriteLogin(c, login); err != nil {
-		return nil, fmt.Errorf("inner login: %w", err)
+		return fmt.Errorf("inner login: %w", err)
 	}
 	v, err := ReadVerdict(c)
 	if err != nil {
-		return nil, fmt.Errorf("inner login: %w", err)
+		return fmt.Errorf("inner login: %w", err)
 	}
 	if v.Status != StatusOK {
-		return nil, &RefusedError{Verdict: v}
+		return &RefusedError{Verdict: v}
 	}
-	return c, nil
+	return nil
 }
 
 // Server runs the inner handshake over outer as the server: TLS 1.3 with cfg's certificate, then it reads

@@ -316,7 +316,7 @@ func testNoTrustFlag(t *testing.T) {
 	srv := burrow.StartTestServer(t, nil)
 	// Verified against the system roots, which do not hold this cert.
 	_, line := runFailingClient(t, srv.URL, harness.TestUser+":"+harness.TestPass, nil, "127.0.0.1:0:127.0.0.1:1")
-	wantWords(t, line, "unknown authority", "--ca", "--fingerprint")
+	wantWords(t, line, "no trusted CA", "--accept-new", "--ca", "--fingerprint")
 }
 
 // testServerWithoutTLS points the client at ports that answer without TLS.

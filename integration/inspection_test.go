@@ -1,12 +1,15 @@
 package integration
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -74,50 +77,74 @@ func writeBumpConfig(t *testing.T, conf *strings.Builder, certgen, run string, c
 	}
 }
 
-// TestThroughInspectingSquid: what a client says today through an
-// inspecting squid. A pinned client names the CA that re-signed the
-// server's certificate instead of sending its user to check the server's
-// fingerprint; through squid's default configuration, which removes
-// WebSocket upgrades, a client trusting squid's CA says that a proxy
-// removed the upgrade, naming it, instead of blaming the URL.
+// inspectionLine is the client's line saying that it found a TLS-inspecting
+// proxy and runs the session end to end inside it.
+var inspectionLine = regexp.MustCompile(`msg="TLS inspection: a proxy on the way terminates the TLS connection; the session runs end to end`)
+
+// TestThroughInspectingSquid: through a squid that bumps every connection
+// with its own CA and passes WebSocket upgrades, a client pinning the
+// server runs its session end to end inside squid's connection: a 64 MiB
+// forward and 20 concurrent ones arrive intact, a folder goes there and
+// back with send and fetch, and the client says once per session what it
+// found. --inspection refuse exits naming squid's CA; --inspection allow
+// trusts squid, whose CA the system's roots hold here, and says it reads
+// the tunnel. Through squid's default configuration, which removes
+// WebSocket upgrades, clients say that a proxy removed the upgrade,
+// naming it, instead of blaming the URL.
 func TestThroughInspectingSquid(t *testing.T) {
 	t.Parallel()
 	extProgram(t, "squid")
 	ca := newInspectionCA(t)
-	srv := burrow.StartTestServer(t, nil)
+	fsrv := newFileServer(t)
+	srv := fsrv.Server
 	_, srvPort, _ := net.SplitHostPort(srv.Addr)
-	sq := startSquid(t, squidConfig{host: "127.0.0.1", sslPorts: []string{srvPort}, clients: "127.0.0.0/8", bump: ca})
+	bumping := startSquid(t, squidConfig{host: "127.0.0.1", sslPorts: []string{srvPort}, clients: "127.0.0.0/8", bump: ca, upgrades: true})
+	stripping := startSquid(t, squidConfig{host: "127.0.0.1", sslPorts: []string{srvPort}, clients: "127.0.0.0/8", bump: ca})
 	echo := harness.StartEcho(t)
 	env := append(append([]string{}, clearProxyEnv...), "BURROW_AUTH="+harness.TestUser+":"+harness.TestPass)
-	proxy := []string{"--proxy", "http://" + sq.addr}
+	through := func(sq *squid) []string { return []string{"--proxy", "http://" + sq.addr} }
+	pin := []string{"--fingerprint", srv.Cert.Fingerprint}
 
-	t.Run("pinned", func(t *testing.T) {
+	t.Run("pinned end to end", func(t *testing.T) {
 		t.Parallel()
-		start := time.Now()
-		args := append(append([]string{"client"}, proxy...), "--fingerprint", srv.Cert.Fingerprint, srv.URL, "127.0.0.1:0:"+echo)
-		_, line := runFailing(t, env, args...)
-		if took := time.Since(start); took > 5*time.Second {
-			t.Errorf("the client took %v to give up", took.Round(time.Millisecond))
+		p, locals := startClientEnv(t, "client", env, srv.URL, append(through(bumping), pin...), "127.0.0.1:0:"+echo)
+		checkEchoIntact(t, locals[0], uint64(time.Now().UnixNano()), 64<<20)
+		concurrentEchoes(t, locals[0], 20, 1<<20)
+		wantLogLine(t, p, "TLS inspection: a proxy on the way terminates the TLS connection; the session runs end to end inside it, where the proxy reads nothing (--inspection refuse or allow to change this)",
+			`issuer="CN=Corp Inspection CA"`)
+		stopClientCleanly(t, p)
+		if found, sessions := p.CountLog(inspectionLine), p.CountLog(harness.ConnectedLine); found != sessions || sessions == 0 {
+			t.Errorf("the client logged the inspection %d times in %d sessions, want once per session", found, sessions)
 		}
-		for _, want := range []string{`"CN=Corp Inspection CA"`, "replaced on the way", srv.Cert.Fingerprint, "inspecting proxy"} {
-			if !strings.Contains(line, want) {
-				t.Errorf("error line %q does not contain %q", line, want)
-			}
-		}
-		if strings.Contains(line, "burrow cert fingerprint") {
-			t.Errorf("error line %q sends the user to check the server's fingerprint", line)
+		if n := srv.CountLog(regexp.MustCompile(`msg="end-to-end session`)); n == 0 {
+			t.Error("the server did not log an end-to-end session")
 		}
 	})
 
-	t.Run("upgrade removed", func(t *testing.T) {
+	t.Run("send and fetch end to end", func(t *testing.T) {
+		t.Parallel()
+		tree := filepath.Join(t.TempDir(), "tree")
+		if err := os.Mkdir(tree, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		makeSmallTree(t, tree, 40)
+		want := snapshotTree(t, tree)
+		fsrv.transfer(t, "send", append(through(bumping), "--to", "inspected"), tree)
+		back := t.TempDir()
+		fsrv.transfer(t, "fetch", append(through(bumping), "--to", back), "inspected/tree")
+		compareTrees(t, "sent through squid", want, snapshotTree(t, filepath.Join(fsrv.root, "inspected", "tree")))
+		compareTrees(t, "fetched back through squid", want, snapshotTree(t, filepath.Join(back, "tree")))
+	})
+
+	t.Run("refuse", func(t *testing.T) {
 		t.Parallel()
 		start := time.Now()
-		args := append(append([]string{"client"}, proxy...), "--ca", ca.certFile, srv.URL, "127.0.0.1:0:"+echo)
+		args := append(append([]string{"client", "--inspection", "refuse"}, through(bumping)...), append(pin, srv.URL, "127.0.0.1:0:"+echo)...)
 		p, line := runFailing(t, env, args...)
 		if took := time.Since(start); took > 5*time.Second {
 			t.Errorf("the client took %v to give up", took.Round(time.Millisecond))
 		}
-		for _, want := range []string{"a proxy between here and " + srv.URL + " removed the WebSocket upgrade", "squid/", "allowed"} {
+		for _, want := range []string{"TLS inspection", `"CN=Corp Inspection CA"`, "--inspection refuse", "--inspection e2e"} {
 			if !strings.Contains(line, want) {
 				t.Errorf("error line %q does not contain %q", line, want)
 			}
@@ -126,4 +153,76 @@ func TestThroughInspectingSquid(t *testing.T) {
 			t.Error("the client logged that it connected")
 		}
 	})
+
+	t.Run("allow", func(t *testing.T) {
+		t.Parallel()
+		// The system's roots are squid's CA, as on a company machine.
+		allowEnv := append(append([]string{}, env...), "SSL_CERT_FILE="+ca.certFile, "SSL_CERT_DIR=/nonexistent")
+		p, locals := startClientEnv(t, "client", allowEnv, srv.URL, append(append(through(bumping), "--inspection", "allow"), pin...), "127.0.0.1:0:"+echo)
+		harness.EchoRoundTrip(t, locals[0], []byte("read by the proxy, as allowed"))
+		wantLogLine(t, p, "TLS inspection: a proxy on the way terminates the TLS connection, and can read the tunnel; going on as --inspection allow says (--inspection e2e keeps it end to end)",
+			`issuer="CN=Corp Inspection CA"`)
+		stopClientCleanly(t, p)
+	})
+
+	t.Run("allow without the proxy's CA", func(t *testing.T) {
+		t.Parallel()
+		args := append(append([]string{"client", "--inspection", "allow"}, through(bumping)...), append(pin, srv.URL, "127.0.0.1:0:"+echo)...)
+		_, line := runFailing(t, env, args...)
+		for _, want := range []string{`"CN=Corp Inspection CA"`, "replaced on the way"} {
+			if !strings.Contains(line, want) {
+				t.Errorf("error line %q does not contain %q", line, want)
+			}
+		}
+	})
+
+	for _, tc := range []struct{ name, flag, value string }{
+		{"upgrade removed, pinned", "--fingerprint", srv.Cert.Fingerprint},
+		{"upgrade removed, proxy trusted", "--ca", ca.certFile},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			start := time.Now()
+			args := append(append([]string{"client"}, through(stripping)...), tc.flag, tc.value, srv.URL, "127.0.0.1:0:"+echo)
+			p, line := runFailing(t, env, args...)
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("the client took %v to give up", took.Round(time.Millisecond))
+			}
+			for _, want := range []string{"a proxy between here and " + srv.URL + " removed the WebSocket upgrade", "squid/", "allowed"} {
+				if !strings.Contains(line, want) {
+					t.Errorf("error line %q does not contain %q", line, want)
+				}
+			}
+			if p.CountLog(harness.ConnectedLine) != 0 {
+				t.Error("the client logged that it connected")
+			}
+		})
+	}
+}
+
+// concurrentEchoes sends n connections of size random bytes each through
+// local at once and fails the test unless every one comes back intact.
+func concurrentEchoes(t *testing.T, local string, n int, size int64) {
+	t.Helper()
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			var key [32]byte
+			binary.LittleEndian.PutUint64(key[:], uint64(time.Now().UnixNano())+uint64(i))
+			got, sent, back, err := echoHashed(local, rand.NewChaCha8(key), size)
+			switch {
+			case err != nil:
+				errs <- fmt.Errorf("connection %d: %w", i, err)
+			case got != size || sent != back:
+				errs <- fmt.Errorf("connection %d: %d of %d bytes came back, sha256 %x, sent %x", i, got, size, back, sent)
+			default:
+				errs <- nil
+			}
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
 }

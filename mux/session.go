@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/hashicorp/yamux"
 )
 
@@ -225,43 +224,18 @@ func (e *HandshakeError) Error() string {
 // Dial opens the WebSocket at url and starts the client end of a session.
 // The session owns the connection; closing it closes the connection.
 func Dial(ctx context.Context, url string, opts *DialOptions) (*Session, error) {
-	var o DialOptions
+	var cfg *Config
 	if opts != nil {
-		o = *opts
+		cfg = opts.Config
 	}
-	cfg := o.Config.withDefaults()
-	ycfg, err := cfg.yamux()
+	if _, err := cfg.withDefaults().yamux(); err != nil {
+		return nil, err
+	}
+	conn, _, err := DialWebSocket(ctx, url, opts)
 	if err != nil {
 		return nil, err
 	}
-	hc := http.DefaultClient
-	if o.HTTPClient != nil {
-		hc = o.HTTPClient
-	}
-	rec := &upgradeRecorder{base: hc.Transport}
-	if rec.base == nil {
-		rec.base = http.DefaultTransport
-	}
-	withRec := *hc
-	withRec.Transport = rec
-	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{
-		HTTPClient:      &withRec,
-		HTTPHeader:      o.Header,
-		Host:            o.Host,
-		Subprotocols:    []string{Subprotocol},
-		CompressionMode: websocket.CompressionDisabled,
-	})
-	if err != nil {
-		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
-			return nil, handshakeError(resp)
-		}
-		return nil, err
-	}
-	if ws.Subprotocol() != Subprotocol {
-		ws.CloseNow()
-		return nil, fmt.Errorf("%w (it answered %q)", ErrNotNegotiated, ws.Subprotocol())
-	}
-	return startSession(yamux.Client, newWSConn(context.WithoutCancel(ctx), ws, rec.raw, rec.conn), ycfg, cfg)
+	return Client(conn, cfg)
 }
 
 // upgradeRecorder remembers the connection a WebSocket upgrade leaves open
@@ -321,15 +295,17 @@ func canHijack(w http.ResponseWriter) bool {
 }
 
 // startSession starts a yamux session on conn with its keepalive.
-func startSession(start func(io.ReadWriteCloser, *yamux.Config) (*yamux.Session, error), conn *wsConn, ycfg *yamux.Config, cfg Config) (*Session, error) {
+func startSession(start func(io.ReadWriteCloser, *yamux.Config) (*yamux.Session, error), conn link, ycfg *yamux.Config, cfg Config) (*Session, error) {
 	sess, err := start(conn, ycfg)
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
-	conn.setQueue(sess.SendQueueLen)
+	if ws, ok := conn.(*wsConn); ok {
+		ws.setQueue(sess.SendQueueLen)
+	}
 	go keepAlive(sess, conn, cfg.KeepAliveInterval, cfg.KeepAliveTimeout, cfg.Logger)
-	return &Session{ys: sess, watch: &conn.watch}, nil
+	return &Session{ys: sess, watch: conn.frames()}, nil
 }
 
 // keepAlive pings the peer every interval and ends the session once
@@ -343,11 +319,11 @@ func startSession(start func(io.ReadWriteCloser, *yamux.Config) (*yamux.Session,
 // alive were declared dead. Both ends ping every interval whatever they
 // receive, so that a peer only receiving a bulk transfer, which sends
 // nothing else until its window needs updating, still hears from this end.
-func keepAlive(sess *yamux.Session, conn *wsConn, interval, timeout time.Duration, log *slog.Logger) {
+func keepAlive(sess *yamux.Session, conn link, interval, timeout time.Duration, log *slog.Logger) {
 	tick := time.NewTicker(max(min(interval, timeout)/4, time.Millisecond))
 	defer tick.Stop()
 	var pinging atomic.Int32 // pings waiting for their answer
-	reads, heard, pinged := conn.reads.Load(), time.Now(), time.Now()
+	reads, heard, pinged := conn.readCount(), time.Now(), time.Now()
 	for {
 		select {
 		case <-sess.CloseChan():
@@ -355,7 +331,7 @@ func keepAlive(sess *yamux.Session, conn *wsConn, interval, timeout time.Duratio
 		case <-tick.C:
 		}
 		now := time.Now()
-		if n := conn.reads.Load(); n != reads {
+		if n := conn.readCount(); n != reads {
 			reads, heard = n, now
 		} else if silent := now.Sub(heard); silent > interval+timeout {
 			log.Debug("keepalive: nothing from the peer; closing the session", "silent", silent.Round(time.Millisecond))
@@ -415,32 +391,15 @@ var ErrWrongVersion = errors.New("client does not speak wire version " + Subprot
 // The caller authenticates the request first. On error Accept has already
 // written an HTTP response.
 func Accept(w http.ResponseWriter, r *http.Request, cfg *Config) (*Session, error) {
-	c := cfg.withDefaults()
-	ycfg, err := c.yamux()
-	if err != nil {
+	if _, err := cfg.withDefaults().yamux(); err != nil {
 		http.Error(w, "server misconfigured", http.StatusInternalServerError)
 		return nil, err
 	}
-	if !offersSubprotocol(r) {
-		http.Error(w, "wire version mismatch: this server speaks "+Subprotocol+"; upgrade the client", http.StatusBadRequest)
-		return nil, ErrWrongVersion
-	}
-	rec := &hijackRecorder{ResponseWriter: w}
-	if canHijack(w) {
-		w = rec // else websocket.Accept refuses w before writing anything
-	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols:    []string{Subprotocol},
-		CompressionMode: websocket.CompressionDisabled,
-	})
+	conn, err := AcceptWebSocket(w, r)
 	if err != nil {
 		return nil, err
 	}
-	var raw io.Closer
-	if rec.raw != nil {
-		raw = rec.raw
-	}
-	return startSession(yamux.Server, newWSConn(context.WithoutCancel(r.Context()), ws, raw, rec.raw), ycfg, c)
+	return Server(conn, cfg)
 }
 
 func offersSubprotocol(r *http.Request) bool {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"github.com/burrowtun/burrow/relay"
@@ -18,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/burrowtun/burrow/inner"
 	"github.com/burrowtun/burrow/mux"
 )
 
@@ -55,6 +57,11 @@ type Config struct {
 	// believed when telling where a client comes from (for logs and login
 	// rate limits). Other peers' X-Forwarded-For is ignored.
 	TrustedProxies []netip.Prefix
+	// Inner, when set, is the TLS configuration (the server's certificate)
+	// of end-to-end sessions (package inner): those of clients that found
+	// their TLS connection terminated on the way, by a TLS-inspecting proxy.
+	// Without it such clients are refused.
+	Inner *tls.Config
 	// Mux tunes sessions; nil means mux's defaults.
 	Mux *mux.Config
 	// Logger receives one line per session and per stream. Default: discard.
@@ -224,6 +231,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	if r.Header.Get(inner.Header) != "" {
+		s.serveInner(w, r, start)
+		return
+	}
 	source := s.sourceAddr(r)
 	user, ok := s.login(w, r, source)
 	if !ok {
@@ -244,6 +255,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("upgrade failed", "user", user.Name, "source", source, "err", err)
 		return
 	}
+	s.run(ysess, user, source, start)
+}
+
+// run serves ysess, a session of user admitted (reserved) by admit,
+// until it ends.
+func (s *Server) run(ysess *mux.Session, user *User, source string, start time.Time) {
 	sess := s.newSession(ysess, user, source)
 	tracked := s.track(sess)
 	s.unreserve(user.Name)
@@ -263,16 +280,30 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // mux.UpgradeRemovedHeader naming the Via the request came through, so
 // that the client can tell its user that a proxy removed the upgrade
 // rather than that the URL is wrong.
+//
+// A request for an end-to-end session (inner.Header) carries no
+// credentials: it is answered the same once counted against its source
+// address as a failed login, so that probing costs what guessing does.
 func (s *Server) answerLostUpgrade(w http.ResponseWriter, r *http.Request) {
 	source := s.sourceAddr(r)
-	user, ok := s.login(w, r, source)
-	if !ok {
-		return
+	name := ""
+	if r.Header.Get(inner.Header) != "" {
+		if _, ok, retry := s.limiter.Begin(source, time.Now()); !ok {
+			tooManyFailures(w, retry)
+			s.metrics.authFailed("rate_limited")
+			return
+		}
+	} else {
+		user, ok := s.login(w, r, source)
+		if !ok {
+			return
+		}
+		name = user.Name
 	}
 	via := r.Header.Get("Via")
 	if s.refusals.note("upgrade_removed", source) {
 		s.log.Warn("tunnel request arrived without its WebSocket upgrade: a proxy on the way removed it",
-			"user", user.Name, "source", source, "via", via)
+			"user", name, "source", source, "via", via)
 	}
 	if via == "" {
 		via = "-"
@@ -307,29 +338,53 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, source string) (*
 		unauthorized(w)
 		return nil, false
 	}
+	user, refused := s.checkLogin(r.Context(), source, name, password, &bySource)
+	switch {
+	case refused == nil:
+		return user, true
+	case refused.reason == "rate_limited":
+		tooManyFailures(w, refused.retry)
+	case refused.reason == "busy":
+		w.Header().Set("Retry-After", strconv.Itoa(int((refused.retry+time.Second-1)/time.Second)))
+		http.Error(w, "the server is busy checking other logins; retry later", http.StatusServiceUnavailable)
+	default:
+		unauthorized(w)
+	}
+	return nil, false
+}
+
+// loginRefusal is why checkLogin refused a login: its reason as the
+// auth-failure metric names it, and when to retry.
+type loginRefusal struct {
+	reason string // rate_limited, busy or credentials
+	retry  time.Duration
+}
+
+// checkLogin checks name and password for a login already counted
+// against its source address (bySource): against the name's failures,
+// then, unless the password was verified recently, after waiting for the
+// password verification budget. It logs and counts a refusal.
+func (s *Server) checkLogin(ctx context.Context, source, name, password string, bySource *Attempt) (*User, *loginRefusal) {
 	byUser, ok, retry := s.byUser.Begin(name, time.Now())
 	if !ok {
 		bySource.Forgive()
 		if s.refusals.note("rate_limited", source) {
 			s.log.Warn("login refused: too many failures for this user", "user", name, "source", source, "retry_after", retry.Round(time.Second))
 		}
-		tooManyFailures(w, retry)
 		s.metrics.authFailed("rate_limited")
-		return nil, false
+		return nil, &loginRefusal{"rate_limited", retry}
 	}
 	auth := s.auth.Load().Authenticator
 	var release func()
 	if !verifiedRecently(auth, name, password) {
-		if release, retry = s.verify.acquire(r.Context()); release == nil {
+		if release, retry = s.verify.acquire(ctx); release == nil {
 			bySource.Forgive()
 			byUser.Forgive()
 			if s.refusals.note("busy", source) {
 				s.log.Warn("login refused: too many password checks at once", "user", name, "source", source, "retry_after", retry.Round(time.Second))
 			}
-			w.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
-			http.Error(w, "the server is busy checking other logins; retry later", http.StatusServiceUnavailable)
 			s.metrics.authFailed("busy")
-			return nil, false
+			return nil, &loginRefusal{"busy", retry}
 		}
 	}
 	user, err := auth.Authenticate(name, password)
@@ -342,15 +397,14 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, source string) (*
 			s.log.Warn("login failed", "user", name, "source", source, "err", err)
 		}
 		s.metrics.authFailed("credentials")
-		unauthorized(w)
-		return nil, false
+		return nil, &loginRefusal{"credentials", 0}
 	}
 	// The source's failures are not forgiven, only this login: someone
 	// holding one valid account could otherwise reset the count between
 	// guesses at others.
 	bySource.Forgive()
 	s.byUser.Succeed(name)
-	return user, true
+	return user, nil
 }
 
 func tooManyFailures(w http.ResponseWriter, retry time.Duration) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"github.com/burrowtun/burrow/socks"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -55,6 +56,9 @@ func connectionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "hostname", Usage: "Host header to send, instead of the URL's host", EnvVars: []string{"BURROW_HOSTNAME"}},
 		&cli.StringFlag{Name: "sni", Usage: "server name to send and verify, instead of the URL's host", EnvVars: []string{"BURROW_SNI"}},
 		&cli.StringSliceFlag{Name: "header", Usage: "extra `'NAME: VALUE'` header on the upgrade request (repeatable)", EnvVars: []string{"BURROW_HEADER"}},
+		&cli.StringFlag{Name: "inspection", Value: "e2e", Usage: "through a TLS-inspecting proxy: e2e (run the session end to end inside its connection, which it cannot read), refuse (exit), or allow (trust the proxy, which reads the tunnel)", EnvVars: []string{"BURROW_INSPECTION"}},
+		&cli.BoolFlag{Name: "accept-new", Usage: "record the key of a server that no CA vouches for on first use in the known servers file, and trust it from then on (as ssh's StrictHostKeyChecking=accept-new)", EnvVars: []string{"BURROW_ACCEPT_NEW"}},
+		&cli.StringFlag{Name: "known-servers", Usage: "the known servers `FILE` (default: burrow/known_servers under the user's configuration directory)", EnvVars: []string{"BURROW_KNOWN_SERVERS"}},
 	}
 }
 
@@ -119,6 +123,25 @@ func runClient(c *cli.Context) error {
 	return err
 }
 
+// knownServers is the known servers file of --known-servers and
+// --accept-new.
+func knownServers(c *cli.Context, log *slog.Logger) (*certs.KnownServers, error) {
+	path := c.String("known-servers")
+	if path == "" {
+		var err error
+		if path, err = certs.DefaultKnownServersPath(); err != nil {
+			return nil, err
+		}
+	}
+	return &certs.KnownServers{
+		Path:      path,
+		AcceptNew: c.Bool("accept-new"),
+		Recorded: func(server, fingerprint string) {
+			log.Info("recorded the server's key in the known servers file", "server", server, "fingerprint", fingerprint, "file", path)
+		},
+	}, nil
+}
+
 // parseSOCKSAuth reads --socks-auth USER:PASSWORD; "" is none.
 func parseSOCKSAuth(s string) (*socks.Auth, error) {
 	if s == "" {
@@ -164,20 +187,42 @@ func connectionConfig(c *cli.Context, serverURL string, log *slog.Logger) (clien
 	if proxyURL != nil {
 		log.Info("using proxy", "proxy", proxyURL.Redacted())
 	}
-	tlsConfig, err := certs.ClientConfig(certs.ClientOptions{
+	if cfg.Inspection, err = client.ParseInspection(c.String("inspection")); err != nil {
+		return cfg, err
+	}
+	opts := certs.ClientOptions{
 		CAFile:      c.String("ca"),
 		Fingerprint: c.String("fingerprint"),
 		Insecure:    c.Bool("insecure"),
 		ServerName:  c.String("sni"),
 		CertFile:    c.String("tls-cert"),
 		KeyFile:     c.String("tls-key"),
-	})
-	if err != nil {
+	}
+	if opts.CAFile == "" && opts.Fingerprint == "" && !opts.Insecure {
+		if opts.Known, err = knownServers(c, log); err != nil {
+			return cfg, err
+		}
+		u, _ := url.Parse(serverURL)
+		opts.Server = u.Host
+		if u.Port() == "" {
+			opts.Server = net.JoinHostPort(u.Hostname(), "443")
+		}
+	}
+	if cfg.TLS, err = certs.ClientConfig(opts); err != nil {
 		return cfg, err
+	}
+	if opts.Known != nil && opts.Known.AcceptNew {
+		// New keys are recorded from inside the end-to-end layer only,
+		// where a TLS-inspecting proxy cannot show its own.
+		frozen := *opts.Known
+		frozen.AcceptNew = false
+		opts.Known = &frozen
+		if cfg.OuterTLS, err = certs.ClientConfig(opts); err != nil {
+			return cfg, err
+		}
 	}
 	cfg.URL = serverURL
 	cfg.Username, cfg.Password = user, password
-	cfg.TLS = tlsConfig
 	cfg.Header = header
 	cfg.Proxy = proxyURL
 	cfg.Logger = log

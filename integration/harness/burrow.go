@@ -39,6 +39,9 @@ func Main(m *testing.M, bin *Burrow) int {
 		return 1
 	}
 	*bin = b
+	// The binaries keep the user's known servers under the configuration
+	// directory: theirs start empty and are thrown away.
+	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
 	return m.Run()
 }
 

@@ -1,0 +1,188 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"sync/atomic"
+
+	"github.com/burrowtun/burrow/certs"
+	"github.com/burrowtun/burrow/inner"
+	"github.com/burrowtun/burrow/mux"
+)
+
+// Inspection is what a client does when its TLS connection is not the
+// server's: a party on the way, a TLS-inspecting proxy, terminates it with
+// a certificate of its own.
+type Inspection int
+
+const (
+	// InspectionE2E runs the session end to end inside the proxy's
+	// connection, in a TLS connection to the server's own key (package
+	// inner), with the credentials inside it: the proxy sees neither.
+	InspectionE2E Inspection = iota
+	// InspectionRefuse refuses to connect through such a proxy.
+	InspectionRefuse
+	// InspectionAllow accepts the proxy as a trusted party, if the
+	// system's roots vouch for its certificate: the session runs as
+	// without it, and the proxy can read it.
+	InspectionAllow
+)
+
+// ParseInspection reads the --inspection value: e2e, refuse or allow.
+func ParseInspection(s string) (Inspection, error) {
+	switch s {
+	case "", "e2e":
+		return InspectionE2E, nil
+	case "refuse":
+		return InspectionRefuse, nil
+	case "allow":
+		return InspectionAllow, nil
+	}
+	return 0, fmt.Errorf("--inspection %q: want e2e (tunnel end to end through a TLS-inspecting proxy), refuse or allow", s)
+}
+
+func (i Inspection) String() string {
+	switch i {
+	case InspectionRefuse:
+		return "refuse"
+	case InspectionAllow:
+		return "allow"
+	}
+	return "e2e"
+}
+
+// dialTLS opens the TCP connection to the server (through the proxy, if
+// any) and runs the TLS handshake on it without verifying the server: the
+// caller verifies what it got with certs.Verify and decides from that how
+// to go on.
+func (c *Client) dialTLS(ctx context.Context) (*tls.Conn, error) {
+	u, err := url.Parse(c.cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("server URL %q: %w", c.cfg.URL, err)
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "443")
+	}
+	raw, err := c.dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	raw = mux.CoalesceWrites(raw, mux.MaxBatch(c.cfg.copyBuffer()))
+	cfg := c.outer.Clone()
+	cfg.InsecureSkipVerify = true // verified by the caller, with certs.Verify
+	cfg.VerifyConnection, cfg.VerifyPeerCertificate = nil, nil
+	conn := tls.Client(raw, cfg)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// oneConn is an http.Client whose every request goes over conn, once.
+func oneConn(conn net.Conn) *http.Client {
+	var used atomic.Bool
+	return &http.Client{Transport: &http.Transport{
+		DialTLSContext: func(context.Context, string, string) (net.Conn, error) {
+			if used.Swap(true) {
+				return nil, errors.New("the connection to the server is already in use")
+			}
+			return conn, nil
+		},
+		DisableKeepAlives: true,
+	}}
+}
+
+// connectInspected goes on over conn, whose TLS connection failed the
+// client's verification (verr), as c.cfg.Inspection says: the party that
+// answered may be a TLS-inspecting proxy in front of the real server.
+// Unless allowed to trust the proxy, it sends the upgrade without
+// credentials and runs the inner handshake, verified as the outer one
+// would have been: if the server's own key answers there, the session
+// runs inside; if not, verr was about the server itself, and the inner
+// handshake says so.
+func (c *Client) connectInspected(ctx context.Context, conn *tls.Conn, verr error) (*mux.Session, error) {
+	outer := conn.ConnectionState()
+	issuer := outer.PeerCertificates[0].Issuer.String()
+	if c.cfg.Inspection == InspectionAllow {
+		if err := certs.VerifySystem(outer); err != nil {
+			conn.Close()
+			return nil, c.explain(verr)
+		}
+		c.log.Warn("TLS inspection: a proxy on the way terminates the TLS connection, and can read the tunnel; "+
+			"going on as --inspection allow says (--inspection e2e keeps it end to end)", "issuer", issuer, "server", c.cfg.URL)
+		return c.upgrade(ctx, conn)
+	}
+	header := c.cfg.Header.Clone()
+	if header == nil {
+		header = http.Header{}
+	}
+	header.Del("Authorization")
+	header.Set(inner.Header, inner.Version)
+	ws, answer, err := mux.DialWebSocket(ctx, c.cfg.URL, &mux.DialOptions{HTTPClient: oneConn(conn), Header: header, Host: header.Get("Host")})
+	if err != nil {
+		conn.Close()
+		var he *mux.HandshakeError
+		if errors.As(err, &he) && (he.StatusCode == http.StatusUnauthorized || he.StatusCode == http.StatusNotImplemented) {
+			return nil, &permanentError{fmt.Errorf("%v; the server (wire version %s without %s) cannot run the session end to end "+
+				"through a TLS-inspecting proxy: upgrade it, and give it its certificate if it runs with --tls off",
+				c.explain(verr), mux.Subprotocol, inner.ALPN)}
+		}
+		return nil, c.explain(err)
+	}
+	if answer.Get(inner.Header) != inner.Version {
+		ws.Close()
+		return nil, &permanentError{fmt.Errorf("%v; the server did not agree to an end-to-end session (%s)", c.explain(verr), inner.ALPN)}
+	}
+	ic, err := inner.Handshake(ctx, ws, c.tls)
+	if err != nil {
+		ws.Close()
+		return nil, c.explain(err)
+	}
+	inspected := !sameKey(outer, ic.ConnectionState())
+	if inspected && c.cfg.Inspection == InspectionRefuse {
+		ws.Close()
+		return nil, &permanentError{fmt.Errorf("TLS inspection: a proxy on the way to %s terminates the TLS connection "+
+			"with a certificate issued by %q; refused as --inspection refuse says (--inspection e2e tunnels end to end through it)",
+			c.cfg.URL, issuer)}
+	}
+	if err := inner.LogIn(ctx, ic, inner.Login{User: c.cfg.Username, Password: c.cfg.Password}); err != nil {
+		ws.Close()
+		var refused *inner.RefusedError
+		if errors.As(err, &refused) {
+			return nil, c.explain(refusal(refused.Verdict))
+		}
+		return nil, c.explain(err)
+	}
+	if inspected {
+		c.log.Info("TLS inspection: a proxy on the way terminates the TLS connection; the session runs end to end "+
+			"inside it, where the proxy reads nothing (--inspection refuse or allow to change this)", "issuer", issuer, "server", c.cfg.URL)
+	}
+	return mux.Client(ic, c.muxConfig())
+}
+
+// sameKey reports whether a and b's servers showed the same key.
+func sameKey(a, b tls.ConnectionState) bool {
+	return len(a.PeerCertificates) > 0 && len(b.PeerCertificates) > 0 &&
+		bytes.Equal(a.PeerCertificates[0].RawSubjectPublicKeyInfo, b.PeerCertificates[0].RawSubjectPublicKeyInfo)
+}
+
+// refusal is a refused inner login as the refused upgrade of the same
+// login would have been, so that it is explained and retried the same.
+func refusal(v inner.Verdict) *mux.HandshakeError {
+	e := &mux.HandshakeError{StatusCode: http.StatusUnauthorized, Message: v.Message, RetryAfter: v.RetryAfter}
+	switch v.Status {
+	case inner.StatusLimited:
+		e.StatusCode = http.StatusTooManyRequests
+	case inner.StatusBusy:
+		e.StatusCode = http.StatusServiceUnavailable
+	}
+	return e
+}
