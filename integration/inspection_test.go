@@ -226,3 +226,73 @@ func concurrentEchoes(t *testing.T, local string, n int, size int64) {
 		}
 	}
 }
+
+// TestKnownServers: a client that pins nothing, connecting to a server no
+// CA vouches for, is refused with a line saying how to accept the server;
+// with --accept-new it records the key, and later connections check it
+// silently; a server that comes back with another key is refused naming
+// both fingerprints. Through an inspecting squid, the recorded key shows
+// the proxy for what it is, and the session runs end to end.
+func TestKnownServers(t *testing.T) {
+	t.Parallel()
+	echo := harness.StartEcho(t)
+	authfile := filepath.Join(t.TempDir(), "users.json")
+	burrow.NewUser(t, authfile, harness.TestUser, harness.TestPass)
+	first := burrow.NewCert(t, "localhost", "127.0.0.1")
+	srv := burrow.StartServer(t, first, authfile)
+	known := filepath.Join(t.TempDir(), "config", "known_servers")
+	flags := []string{"--known-servers", known}
+	remote := "127.0.0.1:0:" + echo
+	env := append(append([]string{}, clearProxyEnv...), "BURROW_AUTH="+harness.TestUser+":"+harness.TestPass)
+	recorded := regexp.MustCompile(`msg="recorded the server's key in the known servers file"`)
+
+	_, line := runFailing(t, env, append(append([]string{"client"}, flags...), srv.URL, remote)...)
+	for _, want := range []string{first.Fingerprint, "--accept-new", "burrow cert fingerprint"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("first connection without --accept-new: error line %q does not contain %q", line, want)
+		}
+	}
+	if _, err := os.Stat(known); err == nil {
+		t.Error("the known servers file was written without --accept-new")
+	}
+
+	p, locals := startClientEnv(t, "accept-new", nil, srv.URL, append(flags, "--accept-new"), remote)
+	harness.EchoRoundTrip(t, locals[0], []byte("first use"))
+	stopClientCleanly(t, p)
+	if p.CountLog(recorded) != 1 {
+		t.Errorf("the client logged %d recordings of the key, want 1", p.CountLog(recorded))
+	}
+	data, err := os.ReadFile(known)
+	if err != nil || !strings.Contains(string(data), srv.Addr+" "+first.Fingerprint) {
+		t.Fatalf("known servers file holds %q (%v), want the server's address and fingerprint", data, err)
+	}
+
+	p, locals = startClientEnv(t, "known", nil, srv.URL, flags, remote)
+	harness.EchoRoundTrip(t, locals[0], []byte("known since"))
+	stopClientCleanly(t, p)
+	if n := p.CountLog(regexp.MustCompile(`level=(WARN|ERROR)|recorded the server's key|TLS inspection`)); n != 0 {
+		t.Errorf("a connection to a known server logged %d warnings, recordings or inspections:\n%s", n, p.Stderr.String())
+	}
+
+	t.Run("through an inspecting proxy", func(t *testing.T) {
+		extProgram(t, "squid")
+		_, port, _ := net.SplitHostPort(srv.Addr)
+		sq := startSquid(t, squidConfig{host: "127.0.0.1", sslPorts: []string{port}, clients: "127.0.0.0/8", bump: newInspectionCA(t), upgrades: true})
+		p, locals := startClientEnv(t, "known-inspected", nil, srv.URL, append(flags, "--proxy", "http://"+sq.addr), remote)
+		harness.EchoRoundTrip(t, locals[0], []byte("known, through squid"))
+		stopClientCleanly(t, p)
+		if p.CountLog(inspectionLine) == 0 {
+			t.Error("the client did not log that it found the inspecting proxy")
+		}
+	})
+
+	srv.Proc.Kill(t)
+	second := burrow.NewCert(t, "localhost", "127.0.0.1")
+	srv = burrow.StartServer(t, second, authfile, "--listen", srv.Addr)
+	_, line = runFailing(t, env, append(append([]string{"client", "--accept-new"}, flags...), srv.URL, remote)...)
+	for _, want := range []string{"changed", first.Fingerprint, second.Fingerprint, known} {
+		if !strings.Contains(line, want) {
+			t.Errorf("changed key: error line %q does not contain %q", line, want)
+		}
+	}
+}
