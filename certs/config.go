@@ -119,6 +119,10 @@ func ClientConfig(opts ClientOptions) (*tls.Config, error) {
 			return nil, fmt.Errorf("--fingerprint: %w", err)
 		}
 		cfg.InsecureSkipVerify = true // replaced by the pin below
+		// No CA vouches for a pinned server: an empty pool, which only
+		// Verify's callers read (crypto/tls does not, InsecureSkipVerify
+		// being set), so that they do not ask for what the pin proves.
+		cfg.RootCAs = x509.NewCertPool()
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("server sent no certificate")
@@ -195,6 +199,17 @@ func Verify(cfg *tls.Config, cs tls.ConnectionState) error {
 		return cfg.VerifyConnection(cs)
 	}
 	return nil
+}
+
+// VouchedByCA reports whether a CA among cfg's roots (the system's when cfg names none) vouches for cs's
+// chain and name: whether the client trusts the server through a CA, as it would trust a TLS-inspecting
+// proxy whose CA it holds, rather than by its key. False for a pinned cfg (ClientConfig with a
+// Fingerprint) and for one that verifies nothing.
+func VouchedByCA(cfg *tls.Config, cs tls.ConnectionState) bool {
+	if cfg.InsecureSkipVerify && cfg.VerifyConnection == nil && cfg.VerifyPeerCertificate == nil {
+		return false
+	}
+	return Verify(&tls.Config{RootCAs: cfg.RootCAs}, cs) == nil
 }
 
 // VerifySystem reports whether the system's roots vouch for cs's chain and name: what a client that

@@ -320,8 +320,12 @@ func (c *Client) connect(ctx context.Context) (*mux.Session, error) {
 	if err != nil {
 		return nil, c.explain(err)
 	}
-	if verr := certs.Verify(c.outer, conn.ConnectionState()); verr != nil {
+	cs := conn.ConnectionState()
+	if verr := certs.Verify(c.outer, cs); verr != nil {
 		return c.connectInspected(ctx, conn, verr)
+	}
+	if certs.VouchedByCA(c.outer, cs) {
+		return c.connectBound(ctx, conn)
 	}
 	return c.upgrade(ctx, conn)
 }

@@ -110,25 +110,16 @@ func oneConn(conn net.Conn) *http.Client {
 // handshake says so.
 func (c *Client) connectInspected(ctx context.Context, conn *tls.Conn, verr error) (*mux.Session, error) {
 	outer := conn.ConnectionState()
-	issuer := outer.PeerCertificates[0].Issuer.String()
 	if c.cfg.Inspection == InspectionAllow {
 		if err := certs.VerifySystem(outer); err != nil {
 			conn.Close()
 			return nil, c.explain(verr)
 		}
-		c.log.Warn("TLS inspection: a proxy on the way terminates the TLS connection, and can read the tunnel; "+
-			"going on as --inspection allow says (--inspection e2e keeps it end to end)", "issuer", issuer, "server", c.cfg.URL)
+		c.allowed(outer)
 		return c.upgrade(ctx, conn)
 	}
-	header := c.cfg.Header.Clone()
-	if header == nil {
-		header = http.Header{}
-	}
-	header.Del("Authorization")
-	header.Set(inner.Header, inner.Version)
-	ws, answer, err := mux.DialWebSocket(ctx, c.cfg.URL, &mux.DialOptions{HTTPClient: oneConn(conn), Header: header, Host: header.Get("Host")})
+	ws, answer, err := c.upgradeWithout(ctx, conn, inner.Header, inner.Version)
 	if err != nil {
-		conn.Close()
 		var he *mux.HandshakeError
 		if errors.As(err, &he) && (he.StatusCode == http.StatusUnauthorized || he.StatusCode == http.StatusNotImplemented) {
 			return nil, &permanentError{fmt.Errorf("%v; the server (wire version %s without %s) cannot run the session end to end "+
@@ -141,6 +132,79 @@ func (c *Client) connectInspected(ctx context.Context, conn *tls.Conn, verr erro
 		ws.Close()
 		return nil, &permanentError{fmt.Errorf("%v; the server did not agree to an end-to-end session (%s)", c.explain(verr), inner.ALPN)}
 	}
+	return c.endToEnd(ctx, ws, outer)
+}
+
+// connectBound goes on over conn, whose TLS connection the client trusts
+// through a CA: as a TLS-inspecting proxy whose CA the client holds would
+// be trusted. It sends the upgrade without credentials, asking for the
+// server's channel binding (inner.BindingHeader). If the server's key
+// signed this TLS session, the login follows on the WebSocket and the
+// session runs there, as fast as ever; if it did not, another party
+// terminates the session, and c.cfg.Inspection says what to do. A server
+// that cannot bind (it runs behind a TLS-terminating proxy of its own) is
+// taken at its CA's word, as before.
+func (c *Client) connectBound(ctx context.Context, conn *tls.Conn) (*mux.Session, error) {
+	outer := conn.ConnectionState()
+	ws, answer, err := c.upgradeWithout(ctx, conn, inner.BindingHeader, inner.BindingMethod)
+	if err != nil {
+		var he *mux.HandshakeError
+		if errors.As(err, &he) && !he.UpgradeRemoved &&
+			(he.StatusCode == http.StatusUnauthorized || he.StatusCode == http.StatusNotImplemented) {
+			// A server that predates channel binding: as it always was.
+			c.log.Debug("the server does not bind its TLS sessions; logging in as before", "server", c.cfg.URL)
+			return c.connectPlain(ctx)
+		}
+		return nil, c.explain(err)
+	}
+	berr := inner.VerifyBinding(answer, outer, c.outer.RootCAs)
+	if berr == nil || errors.Is(berr, inner.ErrNoBinding) {
+		return c.logIn(ctx, ws)
+	}
+	c.log.Debug("channel binding failed", "err", berr)
+	if c.cfg.Inspection == InspectionAllow {
+		c.allowed(outer)
+		return c.logIn(ctx, ws)
+	}
+	return c.endToEnd(ctx, ws, outer)
+}
+
+// connectPlain connects again, sending the credentials with the upgrade
+// over a TLS connection the client trusts.
+func (c *Client) connectPlain(ctx context.Context) (*mux.Session, error) {
+	conn, err := c.dialTLS(ctx)
+	if err != nil {
+		return nil, c.explain(err)
+	}
+	if err := certs.Verify(c.outer, conn.ConnectionState()); err != nil {
+		conn.Close()
+		return nil, c.explain(err)
+	}
+	return c.upgrade(ctx, conn)
+}
+
+// upgradeWithout sends the upgrade over conn without credentials, with
+// the header name: value asking for what follows instead.
+func (c *Client) upgradeWithout(ctx context.Context, conn *tls.Conn, name, value string) (net.Conn, http.Header, error) {
+	header := c.cfg.Header.Clone()
+	if header == nil {
+		header = http.Header{}
+	}
+	header.Del("Authorization")
+	header.Set(name, value)
+	ws, answer, err := mux.DialWebSocket(ctx, c.cfg.URL, &mux.DialOptions{HTTPClient: oneConn(conn), Header: header, Host: header.Get("Host")})
+	if err != nil {
+		conn.Close()
+	}
+	return ws, answer, err
+}
+
+// endToEnd runs the inner handshake on ws, verified as c.tls says, and
+// the session inside it, unless the key that answers there shows a
+// TLS-inspecting proxy (outer is the TLS connection the proxy terminates)
+// and c.cfg.Inspection refuses it.
+func (c *Client) endToEnd(ctx context.Context, ws net.Conn, outer tls.ConnectionState) (*mux.Session, error) {
+	issuer := outer.PeerCertificates[0].Issuer.String()
 	ic, err := inner.Handshake(ctx, ws, c.tls)
 	if err != nil {
 		ws.Close()
@@ -153,19 +217,34 @@ func (c *Client) connectInspected(ctx context.Context, conn *tls.Conn, verr erro
 			"with a certificate issued by %q; refused as --inspection refuse says (--inspection e2e tunnels end to end through it)",
 			c.cfg.URL, issuer)}
 	}
-	if err := inner.LogIn(ctx, ic, inner.Login{User: c.cfg.Username, Password: c.cfg.Password}); err != nil {
-		ws.Close()
+	sess, err := c.logIn(ctx, ic)
+	if err == nil && inspected {
+		c.log.Info("TLS inspection: a proxy on the way terminates the TLS connection; the session runs end to end "+
+			"inside it, where the proxy reads nothing (--inspection refuse or allow to change this)", "issuer", issuer, "server", c.cfg.URL)
+	}
+	return sess, err
+}
+
+// logIn sends the login on conn, and starts the session there once the
+// server accepts it.
+func (c *Client) logIn(ctx context.Context, conn net.Conn) (*mux.Session, error) {
+	if err := inner.LogIn(ctx, conn, inner.Login{User: c.cfg.Username, Password: c.cfg.Password}); err != nil {
+		conn.Close()
 		var refused *inner.RefusedError
 		if errors.As(err, &refused) {
 			return nil, c.explain(refusal(refused.Verdict))
 		}
 		return nil, c.explain(err)
 	}
-	if inspected {
-		c.log.Info("TLS inspection: a proxy on the way terminates the TLS connection; the session runs end to end "+
-			"inside it, where the proxy reads nothing (--inspection refuse or allow to change this)", "issuer", issuer, "server", c.cfg.URL)
-	}
-	return mux.Client(ic, c.muxConfig())
+	return mux.Client(conn, c.muxConfig())
+}
+
+// allowed warns that the proxy of outer reads the tunnel, as
+// --inspection allow lets it.
+func (c *Client) allowed(outer tls.ConnectionState) {
+	c.log.Warn("TLS inspection: a proxy on the way terminates the TLS connection, and can read the tunnel; "+
+		"going on as --inspection allow says (--inspection e2e keeps it end to end)",
+		"issuer", outer.PeerCertificates[0].Issuer.String(), "server", c.cfg.URL)
 }
 
 // sameKey reports whether a and b's servers showed the same key.

@@ -225,9 +225,9 @@ func Handshake(ctx context.Context, outer net.Conn, cfg *tls.Config) (*tls.Conn,
 	return c, nil
 }
 
-// LogIn sends login on c, from Handshake, and reads the server's verdict: nil for StatusOK, else a
-// *RefusedError.
-func LogIn(ctx context.Context, c *tls.Conn, login Login) error {
+// LogIn sends login on c (from Handshake, or after a matching channel binding the WebSocket connection
+// itself) and reads the server's verdict: nil for StatusOK, else a *RefusedError.
+func LogIn(ctx context.Context, c net.Conn, login Login) error {
 	release := bound(ctx, c)
 	defer release()
 	if err := WriteLogin(c, login); err != nil {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/burrowtun/burrow/certs"
 	"github.com/burrowtun/burrow/integration/harness"
 )
 
@@ -29,12 +30,15 @@ type inspectionCA struct {
 
 // newInspectionCA makes a CA named "Corp Inspection CA" with openssl, as
 // an administrator sets one up for squid.
-func newInspectionCA(t *testing.T) *inspectionCA {
+func newInspectionCA(t *testing.T) *inspectionCA { return newCA(t, "Corp Inspection CA") }
+
+// newCA makes a CA named cn with openssl.
+func newCA(t *testing.T, cn string) *inspectionCA {
 	t.Helper()
-	dir := sharedDir(t, "inspection-ca")
+	dir := sharedDir(t, "ca")
 	ca := &inspectionCA{certFile: filepath.Join(dir, "ca.pem"), keyFile: filepath.Join(dir, "ca.key")}
 	cmd := exec.Command(extProgram(t, "openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-		"-nodes", "-keyout", ca.keyFile, "-out", ca.certFile, "-days", "2", "-subj", "/CN=Corp Inspection CA",
+		"-nodes", "-keyout", ca.keyFile, "-out", ca.certFile, "-days", "2", "-subj", "/CN="+cn,
 		"-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("openssl: %v\n%s", err, out)
@@ -43,6 +47,57 @@ func newInspectionCA(t *testing.T) *inspectionCA {
 		t.Fatal(err)
 	}
 	return ca
+}
+
+// issue makes a server certificate for 127.0.0.1 and localhost that ca
+// signs, as a public CA would for a real server.
+func (ca *inspectionCA) issue(t *testing.T) harness.CertPair {
+	t.Helper()
+	dir := t.TempDir()
+	pair := harness.CertPair{CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem")}
+	csr, ext := filepath.Join(dir, "req.csr"), filepath.Join(dir, "ext.cnf")
+	if err := os.WriteFile(ext, []byte("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	openssl := extProgram(t, "openssl")
+	for _, args := range [][]string{
+		{"req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", pair.KeyFile,
+			"-out", csr, "-subj", "/CN=localhost"},
+		{"x509", "-req", "-in", csr, "-CA", ca.certFile, "-CAkey", ca.keyFile, "-CAcreateserial", "-days", "2",
+			"-extfile", ext, "-out", pair.CertFile},
+	} {
+		if out, err := exec.Command(openssl, args...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %s: %v\n%s", args[0], err, out)
+		}
+	}
+	pem, err := os.ReadFile(pair.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pair.Fingerprint, err = certs.FingerprintPEM(pem); err != nil {
+		t.Fatal(err)
+	}
+	return pair
+}
+
+// systemRoots makes a file of the CAs given, for SSL_CERT_FILE: the system
+// store of a company machine, which holds the public CAs and the company's
+// inspection CA.
+func systemRoots(t *testing.T, cas ...*inspectionCA) []string {
+	t.Helper()
+	var bundle []byte
+	for _, ca := range cas {
+		pem, err := os.ReadFile(ca.certFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bundle = append(bundle, pem...)
+	}
+	file := filepath.Join(t.TempDir(), "roots.pem")
+	if err := os.WriteFile(file, bundle, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"SSL_CERT_FILE=" + file, "SSL_CERT_DIR=/nonexistent"}
 }
 
 // writeBumpConfig adds ssl-bump to a squid configuration: certificates
@@ -98,8 +153,14 @@ func TestThroughInspectingSquid(t *testing.T) {
 	fsrv := newFileServer(t)
 	srv := fsrv.Server
 	_, srvPort, _ := net.SplitHostPort(srv.Addr)
-	bumping := startSquid(t, squidConfig{host: "127.0.0.1", sslPorts: []string{srvPort}, clients: "127.0.0.0/8", bump: ca, upgrades: true})
-	stripping := startSquid(t, squidConfig{host: "127.0.0.1", sslPorts: []string{srvPort}, clients: "127.0.0.0/8", bump: ca})
+	// A server with a certificate from a CA in the system store, as
+	// with ACME: a client that pins nothing trusts it, and the proxy.
+	public := newCA(t, "Public Test CA")
+	pubSrv := burrow.StartServer(t, public.issue(t), fsrv.Authfile)
+	_, pubPort, _ := net.SplitHostPort(pubSrv.Addr)
+	ports := []string{srvPort, pubPort}
+	bumping := startSquid(t, squidConfig{host: "127.0.0.1", sslPorts: ports, clients: "127.0.0.0/8", bump: ca, upgrades: true})
+	stripping := startSquid(t, squidConfig{host: "127.0.0.1", sslPorts: ports, clients: "127.0.0.0/8", bump: ca})
 	echo := harness.StartEcho(t)
 	env := append(append([]string{}, clearProxyEnv...), "BURROW_AUTH="+harness.TestUser+":"+harness.TestPass)
 	through := func(sq *squid) []string { return []string{"--proxy", "http://" + sq.addr} }
@@ -118,6 +179,31 @@ func TestThroughInspectingSquid(t *testing.T) {
 		}
 		if n := srv.CountLog(regexp.MustCompile(`msg="end-to-end session`)); n == 0 {
 			t.Error("the server did not log an end-to-end session")
+		}
+	})
+
+	t.Run("trusting the proxy's CA", func(t *testing.T) {
+		t.Parallel()
+		// No pin: the system roots hold the public CA and squid's, as on
+		// a company machine. The server's channel binding shows that
+		// squid's TLS session is not the server's.
+		roots := append(append([]string{}, env...), systemRoots(t, public, ca)...)
+		p, locals := startClientEnv(t, "client", roots, pubSrv.URL, through(bumping), "127.0.0.1:0:"+echo)
+		checkEchoIntact(t, locals[0], uint64(time.Now().UnixNano()), 4<<20)
+		stopClientCleanly(t, p)
+		if p.CountLog(inspectionLine) == 0 {
+			t.Errorf("the client did not log the inspection:\n%s", p.Stderr.String())
+		}
+	})
+
+	t.Run("trusting a public CA, no proxy", func(t *testing.T) {
+		t.Parallel()
+		roots := append(append([]string{}, env...), systemRoots(t, public)...)
+		p, locals := startClientEnv(t, "client", roots, pubSrv.URL, nil, "127.0.0.1:0:"+echo)
+		harness.EchoRoundTrip(t, locals[0], []byte("the binding matches"))
+		stopClientCleanly(t, p)
+		if n := p.CountLog(regexp.MustCompile(`TLS inspection|level=WARN`)); n != 0 {
+			t.Errorf("a direct connection logged %d inspections or warnings:\n%s", n, p.Stderr.String())
 		}
 	})
 

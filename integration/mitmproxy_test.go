@@ -84,7 +84,8 @@ func randomMarker(t *testing.T) []byte {
 // records every flow, WebSocket messages included. Of a pinned client's
 // session, run end to end, the record holds neither the password, nor a
 // random marker sent through a forward, nor a marker inside a sent file,
-// in any encoding; of a client told to trust the proxy (--inspection
+// in any encoding, nor of a client that pins nothing and trusts the
+// proxy's CA through its system roots; of a client told to trust the proxy (--inspection
 // allow), it holds the credentials and the marker it sent: the record
 // is what the proxy could read.
 func TestInspectingMitmproxy(t *testing.T) {
@@ -94,16 +95,21 @@ func TestInspectingMitmproxy(t *testing.T) {
 
 	password := "pw-" + hex.EncodeToString(randomMarker(t)[:12])
 	trusting := "tp-" + hex.EncodeToString(randomMarker(t)[:12])
-	cert := burrow.NewCert(t, "localhost", "127.0.0.1")
+	unpinned := "up-" + hex.EncodeToString(randomMarker(t)[:12])
+	// The server's certificate comes from a CA in the system store, as
+	// with ACME, so that a client may also trust it without a pin.
+	public := newCA(t, "Public Test CA")
+	cert := public.issue(t)
 	authfile := filepath.Join(t.TempDir(), "users.json")
 	burrow.NewUser(t, authfile, harness.TestUser, password)
 	burrow.NewUser(t, authfile, "trusting", trusting)
+	burrow.NewUser(t, authfile, "unpinned", unpinned)
 	fsrv := startFileServer(t, cert, authfile, t.TempDir())
 	echo := harness.StartEcho(t)
 	proxy := []string{"--proxy", "http://" + proxyAddr}
 	pin := []string{"--fingerprint", cert.Fingerprint}
 
-	forwarded, inFile, readable := randomMarker(t), randomMarker(t), randomMarker(t)
+	forwarded, inFile, readable, bound := randomMarker(t), randomMarker(t), randomMarker(t), randomMarker(t)
 
 	p, locals := startClientEnv(t, "client", []string{"BURROW_AUTH=" + harness.TestUser + ":" + password},
 		fsrv.URL, append(proxy, pin...), "127.0.0.1:0:"+echo)
@@ -126,6 +132,16 @@ func TestInspectingMitmproxy(t *testing.T) {
 		t.Fatalf("the sent file did not arrive intact (%v)", err)
 	}
 
+	// A client that pins nothing and whose system roots hold mitmproxy's
+	// CA: the server's channel binding gives the proxy away.
+	roots := append([]string{"BURROW_AUTH=unpinned:" + unpinned}, systemRoots(t, public, &inspectionCA{certFile: caFile})...)
+	up, upLocals := startClientEnv(t, "unpinned", roots, fsrv.URL, proxy, "127.0.0.1:0:"+echo)
+	harness.EchoRoundTrip(t, upLocals[0], bound)
+	stopClientCleanly(t, up)
+	if up.CountLog(inspectionLine) == 0 {
+		t.Errorf("the client that pins nothing did not log the inspection:\n%s", up.Stderr.String())
+	}
+
 	env := []string{"BURROW_AUTH=trusting:" + trusting, "SSL_CERT_FILE=" + caFile, "SSL_CERT_DIR=/nonexistent"}
 	ctl, ctlLocals := startClientEnv(t, "trusting", env, fsrv.URL, append(append(proxy, pin...), "--inspection", "allow"), "127.0.0.1:0:"+echo)
 	harness.EchoRoundTrip(t, ctlLocals[0], readable)
@@ -142,10 +158,12 @@ func TestInspectingMitmproxy(t *testing.T) {
 		t.Fatal("the record lacks what the trusting client let the proxy read: it does not show what passes through")
 	}
 	for name, secret := range map[string][]byte{
-		"the password":              []byte(password),
-		"the user and password":     []byte(harness.TestUser + ":" + password),
-		"the forwarded marker":      forwarded,
-		"the marker in a sent file": inFile,
+		"the password":                   []byte(password),
+		"the user and password":          []byte(harness.TestUser + ":" + password),
+		"the forwarded marker":           forwarded,
+		"the marker in a sent file":      inFile,
+		"the unpinned client's password": []byte(unpinned),
+		"the unpinned client's marker":   bound,
 	} {
 		if form := foundIn(capture, secret); form != "" {
 			t.Errorf("mitmproxy's record holds %s, %s", name, form)

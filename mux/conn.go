@@ -56,6 +56,46 @@ type wsConn struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// readTimer and writeTimer abort the connection at its deadlines.
+	deadlineMu            sync.Mutex
+	readTimer, writeTimer *time.Timer
+}
+
+// SetReadDeadline, SetWriteDeadline and SetDeadline bound what follows:
+// once a deadline passes the connection is aborted, and every Read and
+// Write fails from then on. Reads and writes go to the WebSocket without
+// NetConn's deadlines (see Read), so that the session pays no timer per
+// frame; the deadlines serve the exchanges before a session starts on the
+// connection (package inner's handshake and login), where a peer that
+// stops answering must not hold the connection for ever. A zero time
+// clears the deadline.
+func (c *wsConn) SetReadDeadline(t time.Time) error {
+	c.setDeadline(&c.readTimer, t)
+	return nil
+}
+
+func (c *wsConn) SetWriteDeadline(t time.Time) error {
+	c.setDeadline(&c.writeTimer, t)
+	return nil
+}
+
+func (c *wsConn) SetDeadline(t time.Time) error {
+	c.setDeadline(&c.readTimer, t)
+	c.setDeadline(&c.writeTimer, t)
+	return nil
+}
+
+func (c *wsConn) setDeadline(timer **time.Timer, t time.Time) {
+	c.deadlineMu.Lock()
+	defer c.deadlineMu.Unlock()
+	if *timer != nil {
+		(*timer).Stop()
+		*timer = nil
+	}
+	if !t.IsZero() {
+		*timer = time.AfterFunc(time.Until(t), c.abort)
+	}
 }
 
 // closeDrainTimeout bounds how long Close waits for a write in progress,
@@ -314,6 +354,7 @@ func (c *wsConn) lockForClose(timeout time.Duration) bool {
 // Close waits for a write in progress, then closes the WebSocket. It is
 // safe to call more than once and from several goroutines.
 func (c *wsConn) Close() error {
+	c.SetDeadline(time.Time{})
 	c.watch.close()
 	c.closeOnce.Do(func() {
 		drained := c.lockForClose(closeDrainTimeout)

@@ -3,8 +3,10 @@ package server_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -128,5 +130,93 @@ func TestInnerLostUpgrade(t *testing.T) {
 	var he *mux.HandshakeError
 	if !errors.As(err, &he) || he.StatusCode != http.StatusUpgradeRequired || !he.UpgradeRemoved || he.Via == "" {
 		t.Fatalf("dial through a proxy that removes upgrades = %v (%+v), want 426 naming the proxy", err, he)
+	}
+}
+
+// dialBound asks f's server for channel binding, as a client that trusts
+// it through a CA does, and returns the connection, the answer's headers
+// and the client's TLS state.
+func (f *fixture) dialBound(t *testing.T) (net.Conn, http.Header, tls.ConnectionState) {
+	t.Helper()
+	tr := f.http.Client().Transport.(*http.Transport).Clone()
+	var tc *tls.Conn
+	tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		cfg := tr.TLSClientConfig.Clone()
+		cfg.ServerName = "example.com"
+		cfg.NextProtos = []string{"http/1.1"}
+		c, err := (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
+		if err == nil {
+			tc = c.(*tls.Conn)
+		}
+		return c, err
+	}
+	h := http.Header{}
+	h.Set(inner.BindingHeader, inner.BindingMethod)
+	conn, answer, err := mux.DialWebSocket(t.Context(), f.url+"/", &mux.DialOptions{HTTPClient: &http.Client{Transport: tr}, Header: h})
+	if err != nil {
+		t.Fatalf("upgrade asking for channel binding: %v", err)
+	}
+	return conn, answer, tc.ConnectionState()
+}
+
+// TestBoundSession: the server answers a request for channel binding with
+// its signature over the TLS session, which verifies on the client's end;
+// the client's login then goes on the WebSocket itself, and the session
+// runs there.
+func TestBoundSession(t *testing.T) {
+	own := &tls.Config{}
+	f := newFixture(t, server.Config{Inner: own}, ".*")
+	own.Certificates = f.http.TLS.Certificates
+	conn, answer, cs := f.dialBound(t)
+	defer conn.Close()
+	roots := x509.NewCertPool()
+	roots.AddCert(f.http.Certificate())
+	if err := inner.VerifyBinding(answer, cs, roots); err != nil {
+		t.Fatalf("the server's binding: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if err := inner.LogIn(ctx, conn, inner.Login{User: "alice", Password: "alice-secret"}); err != nil {
+		t.Fatalf("login after the binding: %v", err)
+	}
+	sess, err := mux.Client(conn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	st, err := mux.Open(sess, mux.Header{Kind: mux.KindTCP, Target: echoTarget(t)}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.Write([]byte("bound"))
+	got := make([]byte, 5)
+	st.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(st, got); err != nil || string(got) != "bound" {
+		t.Fatalf("echo = %q, %v", got, err)
+	}
+	if strings.Contains(f.logs.String(), "end-to-end session") {
+		t.Error("a bound session was logged as end to end")
+	}
+}
+
+// TestBoundSilentClient: a client that upgrades asking for channel
+// binding and then sends nothing is dropped after the header timeout.
+func TestBoundSilentClient(t *testing.T) {
+	own := &tls.Config{}
+	f := newFixture(t, server.Config{Inner: own, HeaderTimeout: 200 * time.Millisecond}, ".*")
+	own.Certificates = f.http.TLS.Certificates
+	conn, _, _ := f.dialBound(t)
+	defer conn.Close()
+	mine := time.Now().Add(10 * time.Second) // the test's own bound, far beyond the server's
+	conn.SetReadDeadline(mine)
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the server sent something to a client that did not log in")
+	}
+	if !time.Now().Before(mine) {
+		t.Fatal("the server kept the connection of a client that sent nothing")
+	}
+	if f.srv.Sessions() != 0 {
+		t.Errorf("%d sessions after a silent client", f.srv.Sessions())
 	}
 }

@@ -231,8 +231,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	if r.Header.Get(inner.Header) != "" {
-		s.serveInner(w, r, start)
+	if r.Header.Get(inner.Header) != "" || r.Header.Get(inner.BindingHeader) != "" {
+		s.serveUnauthenticated(w, r, start)
 		return
 	}
 	source := s.sourceAddr(r)
@@ -281,13 +281,13 @@ func (s *Server) run(ysess *mux.Session, user *User, source string, start time.T
 // that the client can tell its user that a proxy removed the upgrade
 // rather than that the URL is wrong.
 //
-// A request for an end-to-end session (inner.Header) carries no
+// A request for an end-to-end session or a channel binding carries no
 // credentials: it is answered the same once counted against its source
 // address as a failed login, so that probing costs what guessing does.
 func (s *Server) answerLostUpgrade(w http.ResponseWriter, r *http.Request) {
 	source := s.sourceAddr(r)
 	name := ""
-	if r.Header.Get(inner.Header) != "" {
+	if r.Header.Get(inner.Header) != "" || r.Header.Get(inner.BindingHeader) != "" {
 		if _, ok, retry := s.limiter.Begin(source, time.Now()); !ok {
 			tooManyFailures(w, retry)
 			s.metrics.authFailed("rate_limited")
