@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -148,5 +149,22 @@ func TestParseInspection(t *testing.T) {
 	}
 	if _, err := client.ParseInspection("off"); err == nil || !strings.Contains(err.Error(), "e2e") {
 		t.Errorf("ParseInspection(off) = %v, want an error naming the choices", err)
+	}
+}
+
+// TestBindingOldServer: a client that trusts the server through a CA asks
+// for channel binding first; a server that predates it answers 401 to the
+// request without credentials, and the client connects again as before.
+func TestBindingOldServer(t *testing.T) {
+	ts := newTunnelServer(t)
+	sess, err := client.Connect(t.Context(), client.Config{URL: "wss" + strings.TrimPrefix(ts.URL, "https"),
+		Username: "alice", Password: "secret", TLS: ts.Client().Transport.(*http.Transport).TLSClientConfig,
+		DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("a new client of an old server: %v", err)
+	}
+	sess.Close()
+	if n := ts.sessions.Load(); n != 1 {
+		t.Errorf("the old server got %d sessions, want 1", n)
 	}
 }
