@@ -782,3 +782,36 @@ func TestExplain(t *testing.T) {
 		t.Error("Explain(nil) != nil")
 	}
 }
+
+// TestVerifyNamesIP: Verify checks the name the client meant, also when
+// it is an IP address, which the handshake's SNI (and so cs.ServerName)
+// does not carry: a certificate for another name is refused.
+func TestVerifyNamesIP(t *testing.T) {
+	certPEM, keyPEM, err := GenerateSelfSigned([]string{"other.example"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	cs := tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}} // ServerName "": an IP, not in SNI
+	if err := Verify(&tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}, cs); err == nil {
+		t.Fatal("a certificate for other.example verified for 127.0.0.1")
+	}
+	if err := Verify(&tls.Config{RootCAs: roots, ServerName: "other.example"}, cs); err != nil {
+		t.Fatalf("the certificate for its own name: %v", err)
+	}
+	known := &KnownServers{Path: filepath.Join(t.TempDir(), "known")}
+	cfg, err := ClientConfig(ClientOptions{Known: known, Server: "127.0.0.1:443"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Not under system roots either way; what matters is that the name is 127.0.0.1, not empty.
+	if err := cfg.VerifyConnection(cs); err == nil {
+		t.Fatal("known-servers verification passed an unknown certificate")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 )
 
@@ -139,6 +140,11 @@ func ClientConfig(opts ClientOptions) (*tls.Config, error) {
 	case opts.Known != nil:
 		cfg.InsecureSkipVerify = true // verified below: by the system roots, or else by the known servers
 		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if cs.ServerName == "" { // an IP address, which SNI does not carry
+				if cs.ServerName = opts.ServerName; cs.ServerName == "" {
+					cs.ServerName, _, _ = net.SplitHostPort(opts.Server)
+				}
+			}
 			return verifyOrKnown(cs, nil, opts.Known, opts.Server)
 		}
 	}
@@ -168,13 +174,18 @@ func verifyOrKnown(cs tls.ConnectionState, roots *x509.CertPool, known *KnownSer
 }
 
 // Verify checks cs, the state of a client handshake made without verification, as a handshake with cfg
-// (from ClientConfig) would have: the chain and the name cs.ServerName against cfg.RootCAs (nil: the
-// system's) unless cfg.InsecureSkipVerify is set, then cfg.VerifyConnection. A client that must look at the
+// (from ClientConfig) would have: the chain and the name cfg.ServerName (cs.ServerName if cfg names none)
+// against cfg.RootCAs (nil: the system's) unless cfg.InsecureSkipVerify is set, then cfg.VerifyConnection. A client that must look at the
 // server's certificate before deciding how to go on (one that may be behind a TLS-inspecting proxy)
 // handshakes without verification and calls Verify.
 func Verify(cfg *tls.Config, cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("server sent no certificate")
+	}
+	// The name to verify is the one the client meant; cs names only what
+	// went in SNI, which is nothing for an IP address.
+	if cfg.ServerName != "" {
+		cs.ServerName = cfg.ServerName
 	}
 	if !cfg.InsecureSkipVerify {
 		inter := x509.NewCertPool()

@@ -69,6 +69,15 @@ func Explain(err error) error {
 	return &ExplainedError{Message: msg, Err: err}
 }
 
+// IsVerification reports whether err is a failure to verify the server's certificate: a pin, a known key,
+// a chain or a name that does not match.
+func IsVerification(err error) bool {
+	return errors.As(err, new(*FingerprintMismatchError)) || errors.As(err, new(*UnknownServerError)) ||
+		errors.As(err, new(*ChangedKeyError)) || errors.As(err, new(*tls.CertificateVerificationError)) ||
+		errors.As(err, new(x509.HostnameError)) || errors.As(err, new(x509.UnknownAuthorityError)) ||
+		errors.As(err, new(x509.CertificateInvalidError))
+}
+
 // ExplainedError is what Explain returns: a one-line message naming the
 // problem and the fix, wrapping the error it explains.
 type ExplainedError struct {

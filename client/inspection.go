@@ -132,7 +132,7 @@ func (c *Client) connectInspected(ctx context.Context, conn *tls.Conn, verr erro
 		ws.Close()
 		return nil, &permanentError{fmt.Errorf("%v; the server did not agree to an end-to-end session (%s)", c.explain(verr), inner.ALPN)}
 	}
-	return c.endToEnd(ctx, ws, outer)
+	return c.endToEnd(ctx, ws, outer, verr)
 }
 
 // connectBound goes on over conn, whose TLS connection the client trusts
@@ -157,7 +157,7 @@ func (c *Client) connectBound(ctx context.Context, conn *tls.Conn) (*mux.Session
 		}
 		return nil, c.explain(err)
 	}
-	berr := inner.VerifyBinding(answer, outer, c.outer.RootCAs)
+	berr := inner.VerifyBinding(answer, outer, c.outer.ServerName, c.outer.RootCAs)
 	if berr == nil || errors.Is(berr, inner.ErrNoBinding) {
 		return c.logIn(ctx, ws)
 	}
@@ -166,7 +166,7 @@ func (c *Client) connectBound(ctx context.Context, conn *tls.Conn) (*mux.Session
 		c.allowed(outer)
 		return c.logIn(ctx, ws)
 	}
-	return c.endToEnd(ctx, ws, outer)
+	return c.endToEnd(ctx, ws, outer, nil)
 }
 
 // connectPlain connects again, sending the credentials with the upgrade
@@ -202,12 +202,18 @@ func (c *Client) upgradeWithout(ctx context.Context, conn *tls.Conn, name, value
 // endToEnd runs the inner handshake on ws, verified as c.tls says, and
 // the session inside it, unless the key that answers there shows a
 // TLS-inspecting proxy (outer is the TLS connection the proxy terminates)
-// and c.cfg.Inspection refuses it.
-func (c *Client) endToEnd(ctx context.Context, ws net.Conn, outer tls.ConnectionState) (*mux.Session, error) {
+// and c.cfg.Inspection refuses it. When the inner certificate fails the
+// client's verification too, the problem is what verr, the outer
+// connection's failure, says, if there was one: the error the user would
+// have seen without a proxy.
+func (c *Client) endToEnd(ctx context.Context, ws net.Conn, outer tls.ConnectionState, verr error) (*mux.Session, error) {
 	issuer := outer.PeerCertificates[0].Issuer.String()
 	ic, err := inner.Handshake(ctx, ws, c.tls)
 	if err != nil {
 		ws.Close()
+		if verr != nil && certs.IsVerification(err) {
+			return nil, c.explain(verr)
+		}
 		return nil, c.explain(err)
 	}
 	inspected := !sameKey(outer, ic.ConnectionState())

@@ -123,10 +123,11 @@ func ParseBinding(h http.Header) ([]*x509.Certificate, []byte, error) {
 }
 
 // VerifyBinding checks the binding headers of an answer received over the TLS session cs: the chain must
-// verify for cs.ServerName against roots (nil: the system's), and its leaf's key must have signed cs's
+// verify for name (the server's name as the client knows it: cs.ServerName holds only what SNI carried,
+// nothing for an IP address) against roots (nil: the system's), and its leaf's key must have signed cs's
 // exporter value. It returns ErrNoBinding without the headers, ErrBindingMismatch for a signature over
 // another session, and an error naming the problem for a chain the roots do not vouch for.
-func VerifyBinding(h http.Header, cs tls.ConnectionState, roots *x509.CertPool) error {
+func VerifyBinding(h http.Header, cs tls.ConnectionState, name string, roots *x509.CertPool) error {
 	chain, sig, err := ParseBinding(h)
 	if err != nil {
 		return err
@@ -135,7 +136,7 @@ func VerifyBinding(h http.Header, cs tls.ConnectionState, roots *x509.CertPool) 
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
-	if _, err := chain[0].Verify(x509.VerifyOptions{DNSName: cs.ServerName, Roots: roots, Intermediates: inter}); err != nil {
+	if _, err := chain[0].Verify(x509.VerifyOptions{DNSName: name, Roots: roots, Intermediates: inter}); err != nil {
 		return fmt.Errorf("channel binding: the server's certificate: %w", err)
 	}
 	ekm, err := ExporterValue(cs)

@@ -62,12 +62,12 @@ func TestBinding(t *testing.T) {
 	if err := Bind(h, &cert, ekm); err != nil {
 		t.Fatal(err)
 	}
-	if err := VerifyBinding(h, client, roots); err != nil {
+	if err := VerifyBinding(h, client, "tunnel.example", roots); err != nil {
 		t.Fatalf("the binding of the same session: %v", err)
 	}
 
 	other, _ := tlsSession(t, cert, roots) // the proxy's session with the client
-	if err := VerifyBinding(h, other, roots); !errors.Is(err, ErrBindingMismatch) {
+	if err := VerifyBinding(h, other, "tunnel.example", roots); !errors.Is(err, ErrBindingMismatch) {
 		t.Fatalf("the binding of another session = %v, want ErrBindingMismatch", err)
 	}
 
@@ -75,16 +75,20 @@ func TestBinding(t *testing.T) {
 	sig := []byte(tampered.Get(BindingHeader))
 	sig[len(sig)/2] ^= 1
 	tampered.Set(BindingHeader, string(sig))
-	if err := VerifyBinding(tampered, client, roots); err == nil {
+	if err := VerifyBinding(tampered, client, "tunnel.example", roots); err == nil {
 		t.Fatal("a tampered signature verified")
 	}
 
-	if err := VerifyBinding(http.Header{}, client, roots); !errors.Is(err, ErrNoBinding) {
+	if err := VerifyBinding(http.Header{}, client, "tunnel.example", roots); !errors.Is(err, ErrNoBinding) {
 		t.Fatalf("no headers = %v, want ErrNoBinding", err)
 	}
 
+	if err := VerifyBinding(h, client, "other.example", roots); err == nil {
+		t.Fatal("a chain for another name verified")
+	}
+
 	_, strangers := serverCert(t)
-	if err := VerifyBinding(h, client, strangers); err == nil || !strings.Contains(err.Error(), "certificate") {
+	if err := VerifyBinding(h, client, "tunnel.example", strangers); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("a chain the roots do not vouch for = %v, want it refused", err)
 	}
 }

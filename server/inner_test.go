@@ -171,7 +171,7 @@ func TestBoundSession(t *testing.T) {
 	defer conn.Close()
 	roots := x509.NewCertPool()
 	roots.AddCert(f.http.Certificate())
-	if err := inner.VerifyBinding(answer, cs, roots); err != nil {
+	if err := inner.VerifyBinding(answer, cs, "example.com", roots); err != nil {
 		t.Fatalf("the server's binding: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
