@@ -1,0 +1,311 @@
+package httpconn
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/net/nettest"
+)
+
+// listen serves s at a test server and hands out the connections accepted.
+func listen(t *testing.T, s *Server) (*httptest.Server, chan net.Conn) {
+	t.Helper()
+	accepted := make(chan net.Conn, 16)
+	hs := httptest.NewServer(handler(s, accepted))
+	t.Cleanup(hs.Close)
+	t.Cleanup(func() { s.Close() }) // first: it ends the held polls hs.Close waits for
+	return hs, accepted
+}
+
+func handler(s *Server, accepted chan net.Conn) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := Opening(r); ok {
+			if c, err := s.Accept(w, r); err == nil {
+				accepted <- c
+			}
+			return
+		}
+		if Following(r) && s.Serve(w, r) {
+			return
+		}
+		http.NotFound(w, r)
+	})
+}
+
+func dial(t *testing.T, target string, mode Mode, hc *http.Client) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := Dial(ctx, target, mode, &DialOptions{HTTPClient: hc, Protocol: "test"})
+	if err != nil {
+		t.Fatalf("dial %s: %v", mode, err)
+	}
+	return c
+}
+
+var modes = []Mode{Stream, Poll}
+
+func TestConn(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(string(mode), func(t *testing.T) {
+			nettest.TestConn(t, func() (c1, c2 net.Conn, stop func(), err error) {
+				s := NewServer(ServerConfig{Hold: time.Second})
+				accepted := make(chan net.Conn, 1)
+				hs := httptest.NewServer(handler(s, accepted))
+				c1, _, err = Dial(context.Background(), hs.URL, mode, &DialOptions{HTTPClient: hs.Client()})
+				if err != nil {
+					s.Close()
+					hs.Close()
+					return nil, nil, nil, err
+				}
+				c2 = <-accepted
+				stop = func() {
+					c1.Close()
+					c2.Close()
+					s.Close()
+					hs.Close()
+				}
+				return c1, c2, stop, nil
+			})
+		})
+	}
+}
+
+// TestBulk sends 16 MiB each way at once over each transport, and checks
+// both arrive whole.
+func TestBulk(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(string(mode), func(t *testing.T) {
+			hs, accepted := listen(t, NewServer(ServerConfig{}))
+			c := dial(t, hs.URL, mode, hs.Client())
+			sc := <-accepted
+			exchange(t, c, sc, 16<<20)
+		})
+	}
+}
+
+// exchange writes size random bytes each way between a and b at once and
+// checks what arrives, then closes both and checks that each reads EOF.
+func exchange(t *testing.T, a, b net.Conn, size int) {
+	t.Helper()
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	send := func(c net.Conn, seed uint64) [32]byte {
+		data := make([]byte, size)
+		r := rand.New(rand.NewPCG(seed, seed))
+		for i := range data {
+			data[i] = byte(r.Uint32())
+		}
+		go func() {
+			c.Write(data)
+		}()
+		return sha256.Sum256(data)
+	}
+	recv := func(c net.Conn, out chan<- result) {
+		h := sha256.New()
+		n, err := io.CopyN(h, c, int64(size))
+		var r result
+		copy(r.sum[:], h.Sum(nil))
+		r.n, r.err = n, err
+		out <- r
+	}
+	toB, toA := make(chan result, 1), make(chan result, 1)
+	wantB := send(a, 1)
+	wantA := send(b, 2)
+	go recv(b, toB)
+	go recv(a, toA)
+	for _, c := range []struct {
+		name string
+		ch   chan result
+		want [32]byte
+	}{{"client to server", toB, wantB}, {"server to client", toA, wantA}} {
+		select {
+		case r := <-c.ch:
+			if r.err != nil || r.sum != c.want {
+				t.Fatalf("%s: %d bytes, err %v, hash match %v", c.name, r.n, r.err, r.sum == c.want)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("%s: not all arrived", c.name)
+		}
+	}
+	a.Close()
+	b.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := b.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("after the peer's close, read %d bytes, err %v; want EOF (%v)", n, err, a)
+	}
+	b.Close()
+}
+
+// faultProxy passes requests to target, but drops some before they
+// arrive, drops the answers of others, sends some twice (answering with
+// one of the two) and delays some.
+type faultProxy struct {
+	target *url.URL
+	client *http.Client
+	mu     sync.Mutex
+	rand   *rand.Rand
+	counts map[string]int
+}
+
+func (p *faultProxy) pick() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var f string
+	switch n := p.rand.IntN(10); {
+	case n == 0:
+		f = "drop request"
+	case n == 1:
+		f = "drop answer"
+	case n == 2:
+		f = "repeat"
+	case n < 5:
+		f = "delay"
+	}
+	p.counts[f]++
+	return f
+}
+
+func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return
+	}
+	fault := ""
+	if Following(r) {
+		fault = p.pick()
+	}
+	forward := func() (*http.Response, []byte, error) {
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, p.target.String()+r.URL.Path, bytes.NewReader(body))
+		req.Header = r.Header.Clone()
+		resp, err := p.client.Do(req)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp, b, err
+	}
+	switch fault {
+	case "drop request":
+		http.Error(w, "dropped", http.StatusBadGateway)
+		return
+	case "delay":
+		time.Sleep(time.Duration(rand.IntN(30)) * time.Millisecond)
+	case "repeat":
+		go forward() // the copy that is not answered
+		time.Sleep(time.Millisecond)
+	}
+	resp, b, err := forward()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	if fault == "drop answer" {
+		http.Error(w, "dropped", http.StatusGatewayTimeout)
+		return
+	}
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	w.Write(b)
+}
+
+// TestPollFaults runs a polling connection through a proxy that drops,
+// repeats and delays whole requests and answers: every byte arrives once.
+func TestPollFaults(t *testing.T) {
+	hs, accepted := listen(t, NewServer(ServerConfig{Hold: 500 * time.Millisecond}))
+	target, _ := url.Parse(hs.URL)
+	fp := &faultProxy{target: target, client: hs.Client(), rand: rand.New(rand.NewPCG(7, 7)), counts: map[string]int{}}
+	ps := httptest.NewServer(fp)
+	t.Cleanup(ps.Close)
+	c := dial(t, ps.URL, Poll, ps.Client())
+	sc := <-accepted
+	exchange(t, c, sc, 32<<20)
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	for _, f := range []string{"drop request", "drop answer", "repeat", "delay"} {
+		if fp.counts[f] == 0 {
+			t.Errorf("the proxy never did %q: %v", f, fp.counts)
+		}
+	}
+}
+
+// TestPollExpiry checks that a polling connection whose client vanished
+// ends after the expiry, and that the server forgets it.
+func TestPollExpiry(t *testing.T) {
+	s := NewServer(ServerConfig{Hold: 100 * time.Millisecond, Expiry: 300 * time.Millisecond})
+	hs, accepted := listen(t, s)
+	hc := &http.Client{Transport: &http.Transport{}}
+	c := dial(t, hs.URL, Poll, hc)
+	sc := <-accepted
+	c.(*transport).cancel() // the client vanishes without a word
+	if _, err := sc.Write(make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	sc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := sc.Read(make([]byte, 1)); !errors.Is(err, ErrExpired) {
+		t.Fatalf("read on an abandoned connection: %v; want %v", err, ErrExpired)
+	}
+	if n := s.Len(); n != 0 {
+		t.Fatalf("%d connections still held after the expiry", n)
+	}
+	sc.Close()
+	c.Close()
+}
+
+// TestStreamBuffered checks that a proxy holding the response's body
+// shows as a BufferedError, within the probe time.
+func TestStreamBuffered(t *testing.T) {
+	hs, _ := listen(t, NewServer(ServerConfig{}))
+	target, _ := url.Parse(hs.URL)
+	holding := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, target.String()+r.URL.Path, r.Body)
+		req.Header = r.Header.Clone()
+		resp, err := hs.Client().Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		// Held whole, as a buffering proxy does: a stream never ends.
+		b, _ := io.ReadAll(resp.Body)
+		w.WriteHeader(resp.StatusCode)
+		w.Write(b)
+	}))
+	t.Cleanup(holding.Close)
+	t.Cleanup(holding.CloseClientConnections)
+	start := time.Now()
+	_, _, err := Dial(context.Background(), holding.URL, Stream, &DialOptions{HTTPClient: holding.Client(), Probe: 300 * time.Millisecond})
+	var be *BufferedError
+	if !errors.As(err, &be) || be.Direction != "down" {
+		t.Fatalf("stream through a buffering proxy: %v; want a BufferedError for the down stream", err)
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Fatalf("the probe took %s", waited)
+	}
+}
+
+func (t *transport) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return fmt.Sprintf("closed %v err %v sent %d outBase %d outEnd %d inEnd %d inflight %d sending %v finSent %v", t.closed, t.err, t.sent, t.outBase, t.outEnd(), t.inEnd, t.inflight, t.sending, t.finSent)
+}
