@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/burrowtun/burrow/certs"
 	"github.com/burrowtun/burrow/relay"
 	"github.com/burrowtun/burrow/socks"
 	"github.com/burrowtun/burrow/udp"
@@ -40,6 +39,8 @@ type Config struct {
 	// Inspection says what to do when the TLS connection is not the
 	// server's but a TLS-inspecting proxy's. Default InspectionE2E.
 	Inspection Inspection
+	// Transport is what the session travels in. Default TransportAuto.
+	Transport Transport
 	// Header is added to the upgrade request; a Host entry replaces the
 	// Host header.
 	Header http.Header
@@ -102,6 +103,7 @@ type Client struct {
 	tls, outer *tls.Config
 
 	mu      sync.Mutex
+	worked  Transport // on TransportAuto: the transport that got through last
 	sess    *mux.Session
 	changed chan struct{} // closed and replaced whenever sess changes
 
@@ -302,7 +304,7 @@ func (c *Client) connectLoop(ctx context.Context) error {
 			continue
 		}
 		failures = 0
-		c.log.Info("connected", "server", c.cfg.URL, "handshake", time.Since(start).Round(time.Millisecond))
+		c.log.Info("connected", "server", c.cfg.URL, "transport", c.transport().String(), "handshake", time.Since(start).Round(time.Millisecond))
 		if err := c.serveSession(ctx, sess); err != nil {
 			return err
 		}
@@ -313,42 +315,29 @@ func (c *Client) connectLoop(ctx context.Context) error {
 	}
 }
 
-func (c *Client) connect(ctx context.Context) (*mux.Session, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
-	defer cancel()
-	conn, err := c.dialTLS(ctx)
-	if err != nil {
-		return nil, c.explain(err)
-	}
-	cs := conn.ConnectionState()
-	if verr := certs.Verify(c.outer, cs); verr != nil {
-		return c.connectInspected(ctx, conn, verr)
-	}
-	if certs.VouchedByCA(c.outer, cs) {
-		return c.connectBound(ctx, conn)
-	}
-	return c.upgrade(ctx, conn)
-}
-
-// upgrade sends the upgrade request with the credentials over conn, a
-// TLS connection the client trusts, and starts the session on it.
-func (c *Client) upgrade(ctx context.Context, conn *tls.Conn) (*mux.Session, error) {
+// upgrade opens the connection over t with the credentials, starting on
+// conn, a TLS connection the client trusts, and starts the session on it.
+func (c *Client) upgrade(ctx context.Context, conn *tls.Conn, t Transport) (*mux.Session, error) {
 	header := c.cfg.Header.Clone()
 	if header == nil {
 		header = http.Header{}
 	}
 	(&http.Request{Header: header}).SetBasicAuth(c.cfg.Username, c.cfg.Password)
-	sess, err := mux.Dial(ctx, c.cfg.URL, &mux.DialOptions{
-		HTTPClient: oneConn(conn),
-		Header:     header,
-		Host:       header.Get("Host"),
-		Config:     c.muxConfig(),
-	})
+	carried, _, err := c.carry(ctx, conn, t, header)
 	if err != nil {
-		conn.Close()
 		return nil, c.explain(err)
 	}
-	return sess, nil
+	return mux.Client(carried, c.muxConfig())
+}
+
+// transport is the transport of the last session opened.
+func (c *Client) transport() Transport {
+	if c.cfg.Transport != TransportAuto {
+		return c.cfg.Transport
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.worked
 }
 
 // muxConfig is a copy of the session configuration.

@@ -32,12 +32,7 @@ func (c *Client) explain(err error) error {
 	switch {
 	case errors.As(err, &he):
 		if he.UpgradeRemoved {
-			via := ""
-			if he.Via != "" {
-				via = fmt.Sprintf(" (Via: %s)", he.Via)
-			}
-			return &permanentError{fmt.Errorf("a proxy between here and %s removed the WebSocket upgrade from the request%s; "+
-				"ask for WebSocket to be allowed to this server (squid: http_upgrade_request_protocols websocket allow all)", c.cfg.URL, via)}
+			return &permanentError{&upgradeRemovedError{server: c.cfg.URL, via: he.Via}}
 		}
 		switch he.StatusCode {
 		case http.StatusUnauthorized:
@@ -62,4 +57,25 @@ func (c *Client) explain(err error) error {
 		return &permanentError{fmt.Errorf("cannot connect to %s: %w", c.cfg.URL, explained)}
 	}
 	return err
+}
+
+// upgradeRemovedError is a WebSocket upgrade that a party on the way, a
+// proxy named by via if it said, removed from the request.
+type upgradeRemovedError struct {
+	server, via string
+}
+
+// fact is what happened, without what to do.
+func (e *upgradeRemovedError) fact() string {
+	via := ""
+	if e.via != "" {
+		via = fmt.Sprintf(" (Via: %s)", e.via)
+	}
+	return "a proxy between here and the server removed the WebSocket upgrade" + via
+}
+
+func (e *upgradeRemovedError) Error() string {
+	return fmt.Sprintf("%s (server %s); use --transport auto (or stream, or poll) to tunnel over plain HTTP, "+
+		"or ask for WebSocket to be allowed to this server (squid: http_upgrade_request_protocols websocket allow all)",
+		e.fact(), e.server)
 }

@@ -21,10 +21,11 @@ func TestExplainHandshake(t *testing.T) {
 		permanent bool
 	}{
 		{"upgrade removed", &mux.HandshakeError{StatusCode: http.StatusUpgradeRequired, UpgradeRemoved: true, Via: "1.1 corp (squid/5.7)"},
-			"a proxy between here and wss://tunnel.example:443 removed the WebSocket upgrade from the request (Via: 1.1 corp (squid/5.7)); " +
-				"ask for WebSocket to be allowed to this server (squid: http_upgrade_request_protocols websocket allow all)", true},
+			"a proxy between here and the server removed the WebSocket upgrade (Via: 1.1 corp (squid/5.7)) (server wss://tunnel.example:443); " +
+				"use --transport auto (or stream, or poll) to tunnel over plain HTTP, " +
+				"or ask for WebSocket to be allowed to this server (squid: http_upgrade_request_protocols websocket allow all)", true},
 		{"upgrade removed, no via", &mux.HandshakeError{StatusCode: http.StatusUpgradeRequired, UpgradeRemoved: true},
-			"a proxy between here and wss://tunnel.example:443 removed the WebSocket upgrade from the request; ", true},
+			"a proxy between here and the server removed the WebSocket upgrade (server wss://tunnel.example:443); ", true},
 		{"credentials", &mux.HandshakeError{StatusCode: http.StatusUnauthorized},
 			`credentials rejected for user "alice" by wss://tunnel.example:443 (HTTP 401); check --auth`, true},
 		{"not found", &mux.HandshakeError{StatusCode: http.StatusNotFound},

@@ -108,7 +108,7 @@ func oneConn(conn net.Conn) *http.Client {
 // would have been: if the server's own key answers there, the session
 // runs inside; if not, verr was about the server itself, and the inner
 // handshake says so.
-func (c *Client) connectInspected(ctx context.Context, conn *tls.Conn, verr error) (*mux.Session, error) {
+func (c *Client) connectInspected(ctx context.Context, conn *tls.Conn, t Transport, verr error) (*mux.Session, error) {
 	outer := conn.ConnectionState()
 	if c.cfg.Inspection == InspectionAllow {
 		if err := certs.VerifySystem(outer); err != nil {
@@ -116,9 +116,9 @@ func (c *Client) connectInspected(ctx context.Context, conn *tls.Conn, verr erro
 			return nil, c.explain(verr)
 		}
 		c.allowed(outer)
-		return c.upgrade(ctx, conn)
+		return c.upgrade(ctx, conn, t)
 	}
-	ws, answer, err := c.upgradeWithout(ctx, conn, inner.Header, inner.Version)
+	ws, answer, err := c.upgradeWithout(ctx, conn, t, inner.Header, inner.Version)
 	if err != nil {
 		var he *mux.HandshakeError
 		if errors.As(err, &he) && (he.StatusCode == http.StatusUnauthorized || he.StatusCode == http.StatusNotImplemented) {
@@ -144,16 +144,16 @@ func (c *Client) connectInspected(ctx context.Context, conn *tls.Conn, verr erro
 // terminates the session, and c.cfg.Inspection says what to do. A server
 // that cannot bind (it runs behind a TLS-terminating proxy of its own) is
 // taken at its CA's word, as before.
-func (c *Client) connectBound(ctx context.Context, conn *tls.Conn) (*mux.Session, error) {
+func (c *Client) connectBound(ctx context.Context, conn *tls.Conn, t Transport) (*mux.Session, error) {
 	outer := conn.ConnectionState()
-	ws, answer, err := c.upgradeWithout(ctx, conn, inner.BindingHeader, inner.BindingMethod)
+	ws, answer, err := c.upgradeWithout(ctx, conn, t, inner.BindingHeader, inner.BindingMethod)
 	if err != nil {
 		var he *mux.HandshakeError
 		if errors.As(err, &he) && !he.UpgradeRemoved &&
 			(he.StatusCode == http.StatusUnauthorized || he.StatusCode == http.StatusNotImplemented) {
 			// A server that predates channel binding: as it always was.
 			c.log.Debug("the server does not bind its TLS sessions; logging in as before", "server", c.cfg.URL)
-			return c.connectPlain(ctx)
+			return c.connectPlain(ctx, t)
 		}
 		return nil, c.explain(err)
 	}
@@ -171,7 +171,7 @@ func (c *Client) connectBound(ctx context.Context, conn *tls.Conn) (*mux.Session
 
 // connectPlain connects again, sending the credentials with the upgrade
 // over a TLS connection the client trusts.
-func (c *Client) connectPlain(ctx context.Context) (*mux.Session, error) {
+func (c *Client) connectPlain(ctx context.Context, t Transport) (*mux.Session, error) {
 	conn, err := c.dialTLS(ctx)
 	if err != nil {
 		return nil, c.explain(err)
@@ -180,23 +180,20 @@ func (c *Client) connectPlain(ctx context.Context) (*mux.Session, error) {
 		conn.Close()
 		return nil, c.explain(err)
 	}
-	return c.upgrade(ctx, conn)
+	return c.upgrade(ctx, conn, t)
 }
 
-// upgradeWithout sends the upgrade over conn without credentials, with
-// the header name: value asking for what follows instead.
-func (c *Client) upgradeWithout(ctx context.Context, conn *tls.Conn, name, value string) (net.Conn, http.Header, error) {
+// upgradeWithout opens the connection over t, starting on conn, without
+// credentials, with the header name: value asking for what follows
+// instead.
+func (c *Client) upgradeWithout(ctx context.Context, conn *tls.Conn, t Transport, name, value string) (net.Conn, http.Header, error) {
 	header := c.cfg.Header.Clone()
 	if header == nil {
 		header = http.Header{}
 	}
 	header.Del("Authorization")
 	header.Set(name, value)
-	ws, answer, err := mux.DialWebSocket(ctx, c.cfg.URL, &mux.DialOptions{HTTPClient: oneConn(conn), Header: header, Host: header.Get("Host")})
-	if err != nil {
-		conn.Close()
-	}
-	return ws, answer, err
+	return c.carry(ctx, conn, t, header)
 }
 
 // endToEnd runs the inner handshake on ws, verified as c.tls says, and

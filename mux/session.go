@@ -354,6 +354,10 @@ func keepAlive(sess *yamux.Session, conn link, interval, timeout time.Duration, 
 	}
 }
 
+// Refusal is the *HandshakeError of resp, a server's refusal of a tunnel
+// request over any transport. It reads and closes resp's body.
+func Refusal(resp *http.Response) error { return handshakeError(resp) }
+
 func handshakeError(resp *http.Response) error {
 	e := &HandshakeError{StatusCode: resp.StatusCode}
 	if resp.Body != nil {

@@ -22,7 +22,7 @@ import (
 // address as a login until the login that follows it succeeds, so that
 // requests without valid credentials are rate-limited as failed logins
 // are; that login goes through the same checks as one in a header.
-func (s *Server) serveUnauthenticated(w http.ResponseWriter, r *http.Request, start time.Time) {
+func (s *Server) serveUnauthenticated(w http.ResponseWriter, r *http.Request, start time.Time, car carrier) {
 	source := s.sourceAddr(r)
 	innerOnly := r.Header.Get(inner.Header) != ""
 	switch {
@@ -47,16 +47,25 @@ func (s *Server) serveUnauthenticated(w http.ResponseWriter, r *http.Request, st
 	} else {
 		s.bind(w.Header(), r)
 	}
-	conn, err := mux.AcceptWebSocket(w, r)
+	conn, err := car.accept(w, r)
 	if err != nil {
-		s.log.Warn("upgrade failed", "source", source, "err", err)
+		s.log.Warn("upgrade failed", "source", source, "transport", car.name, "err", err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.HeaderTimeout)
+	car.then(func() {
+		s.logInAfter(context.WithoutCancel(r.Context()), conn, innerOnly, source, &bySource, start, car.name)
+	})
+}
+
+// logInAfter takes the login of a client that opened conn without
+// credentials (innerOnly: for an end-to-end session; else after a channel
+// binding), and runs its session.
+func (s *Server) logInAfter(ctx context.Context, conn net.Conn, innerOnly bool, source string, bySource *Attempt, start time.Time, carrier string) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.HeaderTimeout)
 	defer cancel()
 	var user *User
 	check := func(ctx context.Context, l inner.Login) inner.Verdict {
-		u, refused := s.checkLogin(ctx, source, l.User, l.Password, &bySource)
+		u, refused := s.checkLogin(ctx, source, l.User, l.Password, bySource)
 		if refused != nil {
 			return refused.verdict()
 		}
@@ -71,6 +80,7 @@ func (s *Server) serveUnauthenticated(w http.ResponseWriter, r *http.Request, st
 	}
 	endToEnd := innerOnly
 	var sessConn net.Conn
+	var err error
 	if !innerOnly {
 		// After the binding the client sends its login, or, having found
 		// another party's TLS session, starts the inner handshake.
@@ -108,7 +118,7 @@ func (s *Server) serveUnauthenticated(w http.ResponseWriter, r *http.Request, st
 		s.log.Info("end-to-end session: the client's TLS connection ends on the way, at a TLS-inspecting proxy",
 			"user", user.Name, "source", source)
 	}
-	s.run(ysess, user, source, start)
+	s.run(ysess, user, source, start, carrier)
 }
 
 // tlsHandshakeRecord is the first byte of a TLS connection (a handshake

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/burrowtun/burrow/httpconn"
 	"github.com/burrowtun/burrow/inner"
 	"github.com/burrowtun/burrow/mux"
 )
@@ -64,6 +65,10 @@ type Config struct {
 	Inner *tls.Config
 	// Mux tunes sessions; nil means mux's defaults.
 	Mux *mux.Config
+	// HTTP tunes the HTTP transports (package httpconn) that carry the
+	// sessions of clients whose path refuses WebSocket. Its MaxConns
+	// defaults to MaxSessions.
+	HTTP httpconn.ServerConfig
 	// Logger receives one line per session and per stream. Default: discard.
 	Logger *slog.Logger
 	// Dialer dials targets. Default: a net.Dialer with DialTimeout that
@@ -125,10 +130,11 @@ type Config struct {
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
-	limiter  *FailureLimiter // failed logins per source address
-	byUser   *FailureLimiter // failed logins per user name, against distributed guessing
-	verify   *verifyGate     // password verifications of all users together
-	refusals *refusalLog     // refused logins, logged a few at a time
+	limiter  *FailureLimiter  // failed logins per source address
+	byUser   *FailureLimiter  // failed logins per user name, against distributed guessing
+	verify   *verifyGate      // password verifications of all users together
+	refusals *refusalLog      // refused logins, logged a few at a time
+	http     *httpconn.Server // the connections of the HTTP transports
 
 	binds   bindTable
 	metrics *Metrics
@@ -188,8 +194,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.VerifyQueue <= 0 {
 		cfg.VerifyQueue = verifyQueuePerSlot * cfg.MaxVerifying
 	}
+	if cfg.HTTP.MaxConns <= 0 {
+		cfg.HTTP.MaxConns = cfg.MaxSessions
+	}
 	s := &Server{
 		cfg:      cfg,
+		http:     httpconn.NewServer(cfg.HTTP),
 		log:      cfg.Logger,
 		limiter:  NewFailureLimiter(cfg.LoginFailures, cfg.LoginWindow),
 		byUser:   NewFailureLimiter(3*cfg.LoginFailures, cfg.LoginWindow),
@@ -210,29 +220,75 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP authenticates and upgrades a tunnel request, then serves the
-// session until it ends. Requests that are not tunnel upgrades get a plain
-// 404 that does not name the software.
+// ServeHTTP authenticates a tunnel request, answers it with the
+// connection the session runs on (a WebSocket upgrade, or an HTTP
+// transport's opening), then serves the session until it ends. Requests
+// that are not a tunnel's get a plain 404 that does not name the
+// software.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	if r.URL.Path == s.cfg.Path && mux.LostUpgrade(r) && !s.isClosed() {
-		s.answerLostUpgrade(w, r)
-		return
-	}
-	if r.URL.Path != s.cfg.Path || !isUpgrade(r) {
-		if s.cfg.Backend != nil {
-			s.cfg.Backend.ServeHTTP(w, r)
+	if r.URL.Path == s.cfg.Path {
+		_, opening := httpconn.Opening(r)
+		switch {
+		case mux.LostUpgrade(r) && !s.isClosed():
+			s.answerLostUpgrade(w, r)
 			return
+		case isUpgrade(r):
+			s.open(w, r, start, webSocket)
+			return
+		case opening && r.Header.Get(httpconn.ProtocolHeader) != mux.Subprotocol:
+			http.Error(w, "wire version mismatch: this server speaks "+mux.Subprotocol+"; upgrade the client", http.StatusBadRequest)
+			return
+		case opening:
+			s.open(w, r, start, carrier{name: r.Header.Get(httpconn.TransportHeader), accept: s.http.Accept, detached: true})
+			return
+		case httpconn.Following(r):
+			if s.http.Serve(w, r) {
+				return
+			}
+			// A token the server does not know costs what a guessed
+			// password does, and is then answered as any other request.
+			if !s.guess(w, r) {
+				return
+			}
 		}
-		http.NotFound(w, r)
+	}
+	if s.cfg.Backend != nil {
+		s.cfg.Backend.ServeHTTP(w, r)
 		return
 	}
+	http.NotFound(w, r)
+}
+
+// carrier is what a session's bytes travel in: its accept answers the
+// request that opens the session and returns the connection. A detached
+// carrier's connection outlives that request, whose answer is complete
+// when accept returns: the session then runs on a goroutine of its own.
+type carrier struct {
+	name     string
+	accept   func(http.ResponseWriter, *http.Request) (net.Conn, error)
+	detached bool
+}
+
+var webSocket = carrier{name: "websocket", accept: mux.AcceptWebSocket}
+
+// then runs f, what follows the carrier's accept, as the carrier needs.
+func (car carrier) then(f func()) {
+	if car.detached {
+		go f()
+		return
+	}
+	f()
+}
+
+// open serves a request that opens a session over car.
+func (s *Server) open(w http.ResponseWriter, r *http.Request, start time.Time, car carrier) {
 	if s.isClosed() {
 		http.Error(w, "server is shutting down", http.StatusServiceUnavailable)
 		return
 	}
 	if r.Header.Get(inner.Header) != "" || r.Header.Get(inner.BindingHeader) != "" {
-		s.serveUnauthenticated(w, r, start)
+		s.serveUnauthenticated(w, r, start, car)
 		return
 	}
 	source := s.sourceAddr(r)
@@ -248,20 +304,44 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-
-	ysess, err := mux.Accept(w, r, s.cfg.Mux)
+	conn, err := car.accept(w, r)
 	if err != nil {
 		s.unreserve(user.Name)
-		s.log.Warn("upgrade failed", "user", user.Name, "source", source, "err", err)
+		s.log.Warn("upgrade failed", "user", user.Name, "source", source, "transport", car.name, "err", err)
 		return
 	}
-	s.run(ysess, user, source, start)
+	car.then(func() {
+		ysess, err := mux.Server(conn, s.cfg.Mux)
+		if err != nil {
+			s.unreserve(user.Name)
+			s.log.Warn("session failed to start", "user", user.Name, "source", source, "err", err)
+			return
+		}
+		s.run(ysess, user, source, start, car.name)
+	})
+}
+
+// guess counts a request naming an HTTP transport connection the server
+// does not know against its source address, as a failed login, and
+// reports whether it may be answered; if not, it was answered 429.
+func (s *Server) guess(w http.ResponseWriter, r *http.Request) bool {
+	source := s.sourceAddr(r)
+	if _, ok, retry := s.limiter.Begin(source, time.Now()); !ok {
+		if s.refusals.note("rate_limited", source) {
+			s.log.Warn("request refused: too many failures", "source", source, "retry_after", retry.Round(time.Second))
+		}
+		tooManyFailures(w, retry)
+		s.metrics.authFailed("rate_limited")
+		return false
+	}
+	s.metrics.authFailed("credentials")
+	return true
 }
 
 // run serves ysess, a session of user admitted (reserved) by admit,
 // until it ends.
-func (s *Server) run(ysess *mux.Session, user *User, source string, start time.Time) {
-	sess := s.newSession(ysess, user, source)
+func (s *Server) run(ysess *mux.Session, user *User, source string, start time.Time, carrier string) {
+	sess := s.newSession(ysess, user, source, carrier)
 	tracked := s.track(sess)
 	s.unreserve(user.Name)
 	if !tracked {
@@ -540,6 +620,7 @@ func (s *Server) Close() error {
 		sess.Close()
 	}
 	s.mu.Unlock()
+	s.http.Close()
 	s.wg.Wait()
 	s.refusals.close()
 	return s.parking.Close()

@@ -29,6 +29,7 @@ type session struct {
 	name    string               // the user's name; fixed for the session
 	user    atomic.Pointer[User] // replaced by a reload: new allow lists apply to new streams
 	source  string
+	carrier string // what the session's bytes travel in: websocket, stream or poll
 	start   time.Time
 	log     *slog.Logger
 	ctx     context.Context // ends with the session
@@ -36,10 +37,10 @@ type session struct {
 	streams atomic.Int64 // open streams, for MaxStreamsPerSession
 }
 
-func (s *Server) newSession(ysess *mux.Session, user *User, source string) *session {
+func (s *Server) newSession(ysess *mux.Session, user *User, source, carrier string) *session {
 	ctx, cancel := context.WithCancel(context.Background())
 	id := newSessionID()
-	sess := &session{Session: ysess, id: id, name: user.Name, source: source, start: time.Now(),
+	sess := &session{Session: ysess, id: id, name: user.Name, source: source, carrier: carrier, start: time.Now(),
 		ctx: ctx, cancel: cancel, log: s.log.With("session", id, "user", user.Name)}
 	sess.user.Store(user)
 	return sess
@@ -50,7 +51,7 @@ func (s *Server) newSession(ysess *mux.Session, user *User, source string) *sess
 func (s *Server) serveSession(sess *session) {
 	ysess := sess.Session
 	start := sess.start
-	sess.log.Info("session opened", "source", sess.source)
+	sess.log.Info("session opened", "source", sess.source, "transport", sess.carrier)
 	var streams sync.WaitGroup
 	defer func() {
 		sess.cancel()

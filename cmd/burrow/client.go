@@ -57,6 +57,7 @@ func connectionFlags() []cli.Flag {
 		&cli.StringFlag{Name: "sni", Usage: "server name to send and verify, instead of the URL's host", EnvVars: []string{"BURROW_SNI"}},
 		&cli.StringSliceFlag{Name: "header", Usage: "extra `'NAME: VALUE'` header on the upgrade request (repeatable)", EnvVars: []string{"BURROW_HEADER"}},
 		&cli.StringFlag{Name: "inspection", Value: "e2e", Usage: "through a TLS-inspecting proxy: e2e (run the session end to end inside its connection, which it cannot read), refuse (exit), or allow (trust the proxy, which reads the tunnel)", EnvVars: []string{"BURROW_INSPECTION"}},
+		&cli.StringFlag{Name: "transport", Value: "auto", Usage: "what the tunnel travels in: auto (WebSocket, else HTTP streaming, else HTTP polling, whichever gets through), websocket, stream or poll", EnvVars: []string{"BURROW_TRANSPORT"}},
 		&cli.BoolFlag{Name: "accept-new", Usage: "record the key of a server that no CA vouches for on first use in the known servers file, and trust it from then on (as ssh's StrictHostKeyChecking=accept-new)", EnvVars: []string{"BURROW_ACCEPT_NEW"}},
 		&cli.StringFlag{Name: "known-servers", Usage: "the known servers `FILE` (default: burrow/known_servers under the user's configuration directory)", EnvVars: []string{"BURROW_KNOWN_SERVERS"}},
 	}
@@ -188,6 +189,9 @@ func connectionConfig(c *cli.Context, serverURL string, log *slog.Logger) (clien
 		log.Info("using proxy", "proxy", proxyURL.Redacted())
 	}
 	if cfg.Inspection, err = client.ParseInspection(c.String("inspection")); err != nil {
+		return cfg, err
+	}
+	if cfg.Transport, err = client.ParseTransport(c.String("transport")); err != nil {
 		return cfg, err
 	}
 	opts := certs.ClientOptions{
