@@ -129,8 +129,8 @@ func fallback(t Transport, err error) string {
 // verdict on the login.
 func refusedOnTheWay(status int) bool {
 	switch status {
-	case http.StatusOK, http.StatusBadRequest, http.StatusForbidden, http.StatusMethodNotAllowed,
-		http.StatusLengthRequired, http.StatusNotImplemented, http.StatusBadGateway:
+	case http.StatusForbidden, http.StatusMethodNotAllowed, http.StatusLengthRequired,
+		http.StatusNotImplemented, http.StatusBadGateway:
 		return true
 	}
 	return false

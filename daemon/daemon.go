@@ -262,10 +262,19 @@ func (p *process) shutdown(serveErr <-chan error) {
 	p.log.Info("shutting down", "timeout", p.cfg.ShutdownTimeout)
 	sctx, scancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
 	defer scancel()
-	p.hs.Shutdown(sctx) // stops accepting; tunnel sessions are hijacked and drained below
+	// hs.Shutdown stops accepting at once, then waits for the requests
+	// in flight, among them those of sessions over HTTP transports, which
+	// end when srv.Shutdown has drained and closed them; WebSocket
+	// sessions are hijacked and drained by srv.Shutdown alone.
+	httpDone := make(chan struct{})
+	go func() {
+		defer close(httpDone)
+		p.hs.Shutdown(sctx)
+	}()
 	if err := p.srv.Shutdown(sctx); err != nil {
 		p.log.Warn("shutdown cut open streams", "err", err)
 	}
+	<-httpDone
 	<-serveErr
 	p.log.Info("stopped")
 }

@@ -144,15 +144,16 @@ type transport struct {
 	wg           sync.WaitGroup
 
 	// poll state, under conn.mu
-	inflight  int       // polls out
-	listening int       // polls out that carry no bytes, waiting for the server's
-	sending   bool      // a poll carrying bytes is out
-	retryAt   time.Time // after a failed poll: when the next may go
-	rewind    bool      // a response was lost: ask for the server's bytes again
-	flowing   bool      // the last response brought bytes: keep two polls out
-	finSent   bool      // the last poll, with CloseHeader, is out or answered
-	finDone   bool      // the last poll is answered
-	lastHeard time.Time // when an exchange last succeeded
+	inflight      int       // polls out
+	listening     int       // polls out that carry no bytes, waiting for the server's
+	sending       bool      // a poll carrying bytes is out
+	retryAt       time.Time // after a failed poll: when the next may go
+	rewind        bool      // a response was lost: ask for the server's bytes again
+	flowing       bool      // the last response brought bytes: keep two polls out
+	finSent       bool      // the last poll, with CloseHeader, is out or answered
+	finDone       bool      // the last poll is answered
+	closeFailures int       // polls failed since Close
+	lastHeard     time.Time // when an exchange last succeeded
 }
 
 func (t *transport) request(ctx context.Context, body []byte) *http.Request {
@@ -255,11 +256,17 @@ func (t *transport) pollLoop() {
 			}
 			t.retryAt = time.Now().Add(backoff)
 			backoff = min(2*backoff, 2*time.Second)
+			if t.closed {
+				// Closing: a few quick tries to say the rest, then it
+				// goes unsaid.
+				t.closeFailures++
+				t.retryAt = time.Now().Add(50 * time.Millisecond)
+			}
 			switch {
 			case errors.Is(err, ErrGone):
 				t.failLocked(ErrGone)
-			case t.closed:
-				t.failLocked(net.ErrClosed) // what was left to say goes unsaid
+			case t.closeFailures > 8:
+				t.failLocked(net.ErrClosed)
 			case time.Since(t.lastHeard) > t.expiry:
 				t.failLocked(fmt.Errorf("%w (no answer for %s: %v)", ErrExpired, t.expiry, err))
 			}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -158,24 +159,18 @@ type faultProxy struct {
 	target *url.URL
 	client *http.Client
 	mu     sync.Mutex
-	rand   *rand.Rand
+	n      int
 	counts map[string]int
 }
 
+// pick is the fault for the next request: each kind in turn among
+// requests passed whole, so that every kind happens in a short test.
 func (p *faultProxy) pick() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var f string
-	switch n := p.rand.IntN(10); {
-	case n == 0:
-		f = "drop request"
-	case n == 1:
-		f = "drop answer"
-	case n == 2:
-		f = "repeat"
-	case n < 5:
-		f = "delay"
-	}
+	schedule := []string{"", "drop request", "", "delay", "drop answer", "", "repeat", "delay", ""}
+	f := schedule[p.n%len(schedule)]
+	p.n++
 	p.counts[f]++
 	return f
 }
@@ -231,12 +226,12 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestPollFaults(t *testing.T) {
 	hs, accepted := listen(t, NewServer(ServerConfig{Hold: 500 * time.Millisecond}))
 	target, _ := url.Parse(hs.URL)
-	fp := &faultProxy{target: target, client: hs.Client(), rand: rand.New(rand.NewPCG(7, 7)), counts: map[string]int{}}
+	fp := &faultProxy{target: target, client: hs.Client(), counts: map[string]int{}}
 	ps := httptest.NewServer(fp)
 	t.Cleanup(ps.Close)
 	c := dial(t, ps.URL, Poll, ps.Client())
 	sc := <-accepted
-	exchange(t, c, sc, 32<<20)
+	exchange(t, c, sc, 8<<20)
 	fp.mu.Lock()
 	defer fp.mu.Unlock()
 	for _, f := range []string{"drop request", "drop answer", "repeat", "delay"} {
@@ -308,4 +303,40 @@ func (t *transport) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return fmt.Sprintf("closed %v err %v sent %d outBase %d outEnd %d inEnd %d inflight %d sending %v finSent %v", t.closed, t.err, t.sent, t.outBase, t.outEnd(), t.inEnd, t.inflight, t.sending, t.finSent)
+}
+
+// TestWindowBounds: a writer whose peer does not read gets no further
+// than the window each end holds, and waits there.
+func TestWindowBounds(t *testing.T) {
+	const window = 256 << 10
+	for _, mode := range modes {
+		t.Run(string(mode), func(t *testing.T) {
+			hs, accepted := listen(t, NewServer(ServerConfig{Window: window, Hold: 200 * time.Millisecond}))
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, _, err := Dial(ctx, hs.URL, mode, &DialOptions{HTTPClient: hs.Client(), Window: window})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			sc := <-accepted
+			defer sc.Close()
+			for _, w := range []struct {
+				name string
+				conn net.Conn
+			}{{"server to client", sc}, {"client to server", c}} {
+				// A stream also fills the TCP connections' buffers, which
+				// the kernel bounds; polls hold nothing outside the ends.
+				total, bound := 8*window, 2*window+MaxBody
+				if mode == Stream {
+					total, bound = 64<<20, 64<<20-1
+				}
+				w.conn.SetWriteDeadline(time.Now().Add(time.Second))
+				n, err := w.conn.Write(make([]byte, total))
+				if !errors.Is(err, os.ErrDeadlineExceeded) || n > bound {
+					t.Errorf("%s: wrote %d bytes (window %d) before %v; want at most %d, then the deadline", w.name, n, window, err, bound)
+				}
+			}
+		})
+	}
 }

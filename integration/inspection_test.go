@@ -144,8 +144,9 @@ var inspectionLine = regexp.MustCompile(`msg="TLS inspection: a proxy on the way
 // found. --inspection refuse exits naming squid's CA; --inspection allow
 // trusts squid, whose CA the system's roots hold here, and says it reads
 // the tunnel. Through squid's default configuration, which removes
-// WebSocket upgrades, clients say that a proxy removed the upgrade,
-// naming it, instead of blaming the URL.
+// WebSocket upgrades, the client says so once, naming squid, and goes on
+// over HTTP streaming, end to end as before; told to keep to WebSocket,
+// it exits saying what squid did and which flag gets through.
 func TestThroughInspectingSquid(t *testing.T) {
 	t.Parallel()
 	extProgram(t, "squid")
@@ -262,19 +263,67 @@ func TestThroughInspectingSquid(t *testing.T) {
 		}
 	})
 
+	// Squid's default configuration removes the upgrade: the client
+	// says so once and tunnels over HTTP streaming, end to end still.
+	fellBack := regexp.MustCompile(`msg="a proxy between here and the server removed the WebSocket upgrade \(Via: [^)]*squid/[^)]*\)\); using HTTP streaming" transport=stream`)
+	t.Run("upgrade removed, pinned", func(t *testing.T) {
+		t.Parallel()
+		p, locals := startClientEnv(t, "client", env, srv.URL, append(through(stripping), pin...), "127.0.0.1:0:"+echo)
+		checkEchoIntact(t, locals[0], uint64(time.Now().UnixNano()), 64<<20)
+		concurrentEchoes(t, locals[0], 20, 1<<20)
+		stopClientCleanly(t, p)
+		if n := p.CountLog(fellBack); n != 1 {
+			t.Errorf("the client logged the fallback to streaming %d times, want once:\n%s", n, p.Stderr.String())
+		}
+		if n := p.CountLog(regexp.MustCompile(`msg=connected .*transport=stream`)); n == 0 {
+			t.Errorf("the client did not connect over streaming:\n%s", p.Stderr.String())
+		}
+		if p.CountLog(inspectionLine) == 0 {
+			t.Errorf("the client did not log the inspection:\n%s", p.Stderr.String())
+		}
+	})
+
+	t.Run("upgrade removed, proxy trusted", func(t *testing.T) {
+		t.Parallel()
+		roots := append(append([]string{}, env...), systemRoots(t, public, ca)...)
+		p, locals := startClientEnv(t, "client", roots, pubSrv.URL, through(stripping), "127.0.0.1:0:"+echo)
+		checkEchoIntact(t, locals[0], uint64(time.Now().UnixNano()), 4<<20)
+		stopClientCleanly(t, p)
+		if p.CountLog(fellBack) != 1 || p.CountLog(inspectionLine) == 0 {
+			t.Errorf("the client did not log the fallback and the inspection once each:\n%s", p.Stderr.String())
+		}
+	})
+
+	t.Run("upgrade removed, send and fetch", func(t *testing.T) {
+		t.Parallel()
+		tree := filepath.Join(t.TempDir(), "tree")
+		if err := os.Mkdir(tree, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		makeSmallTree(t, tree, 40)
+		want := snapshotTree(t, tree)
+		fsrv.transfer(t, "send", append(through(stripping), "--to", "streamed"), tree)
+		back := t.TempDir()
+		fsrv.transfer(t, "fetch", append(through(stripping), "--to", back), "streamed/tree")
+		compareTrees(t, "sent through squid over HTTP", want, snapshotTree(t, filepath.Join(fsrv.root, "streamed", "tree")))
+		compareTrees(t, "fetched back through squid over HTTP", want, snapshotTree(t, filepath.Join(back, "tree")))
+	})
+
+	// Told to use WebSocket only, the client says what the proxy did and
+	// which flag gets through it.
 	for _, tc := range []struct{ name, flag, value string }{
-		{"upgrade removed, pinned", "--fingerprint", srv.Cert.Fingerprint},
-		{"upgrade removed, proxy trusted", "--ca", ca.certFile},
+		{"websocket only, pinned", "--fingerprint", srv.Cert.Fingerprint},
+		{"websocket only, proxy trusted", "--ca", ca.certFile},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			start := time.Now()
-			args := append(append([]string{"client"}, through(stripping)...), tc.flag, tc.value, srv.URL, "127.0.0.1:0:"+echo)
+			args := append(append([]string{"client", "--transport", "websocket"}, through(stripping)...), tc.flag, tc.value, srv.URL, "127.0.0.1:0:"+echo)
 			p, line := runFailing(t, env, args...)
 			if took := time.Since(start); took > 5*time.Second {
 				t.Errorf("the client took %v to give up", took.Round(time.Millisecond))
 			}
-			for _, want := range []string{"a proxy between here and " + srv.URL + " removed the WebSocket upgrade", "squid/", "allowed"} {
+			for _, want := range []string{"a proxy between here and the server removed the WebSocket upgrade", "squid/", srv.URL, "--transport auto", "allowed"} {
 				if !strings.Contains(line, want) {
 					t.Errorf("error line %q does not contain %q", line, want)
 				}
