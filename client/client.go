@@ -41,6 +41,11 @@ type Config struct {
 	Inspection Inspection
 	// Transport is what the session travels in. Default TransportAuto.
 	Transport Transport
+	// TransportMemory, when set, is the file where TransportAuto records,
+	// per server and proxy, a transport other than WebSocket that got
+	// through, so that the next process on the same path does not probe
+	// again (for a day). It holds no secrets.
+	TransportMemory string
 	// Header is added to the upgrade request; a Host entry replaces the
 	// Host header.
 	Header http.Header

@@ -86,14 +86,22 @@ func (c *Client) connect(ctx context.Context) (*mux.Session, error) {
 	t := c.worked
 	c.mu.Unlock()
 	if t == TransportAuto {
-		t = TransportWebSocket
+		if t = c.remembered(); t != TransportAuto {
+			c.log.Info("using "+t.describe()+", as the last connection on this path did", "transport", t.String(), "recorded", c.cfg.TransportMemory)
+		} else {
+			t = TransportWebSocket
+		}
 	}
+	known := t
 	for {
 		sess, err := c.connectOver(ctx, t)
 		if err == nil {
 			c.mu.Lock()
 			c.worked = t
 			c.mu.Unlock()
+			if t != known {
+				c.remember(t)
+			}
 			return sess, nil
 		}
 		why := fallback(t, err)

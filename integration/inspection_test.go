@@ -268,7 +268,9 @@ func TestThroughInspectingSquid(t *testing.T) {
 	fellBack := regexp.MustCompile(`msg="a proxy between here and the server removed the WebSocket upgrade \(Via: [^)]*squid/[^)]*\)\); using HTTP streaming" transport=stream`)
 	t.Run("upgrade removed, pinned", func(t *testing.T) {
 		t.Parallel()
-		p, locals := startClientEnv(t, "client", env, srv.URL, append(through(stripping), pin...), "127.0.0.1:0:"+echo)
+		// A cache of its own: it probes, whatever the others found.
+		fresh := append(append([]string{}, env...), "XDG_CACHE_HOME="+t.TempDir())
+		p, locals := startClientEnv(t, "client", fresh, srv.URL, append(through(stripping), pin...), "127.0.0.1:0:"+echo)
 		checkEchoIntact(t, locals[0], uint64(time.Now().UnixNano()), 64<<20)
 		concurrentEchoes(t, locals[0], 20, 1<<20)
 		stopClientCleanly(t, p)
@@ -286,6 +288,7 @@ func TestThroughInspectingSquid(t *testing.T) {
 	t.Run("upgrade removed, proxy trusted", func(t *testing.T) {
 		t.Parallel()
 		roots := append(append([]string{}, env...), systemRoots(t, public, ca)...)
+		roots = append(roots, "XDG_CACHE_HOME="+t.TempDir())
 		p, locals := startClientEnv(t, "client", roots, pubSrv.URL, through(stripping), "127.0.0.1:0:"+echo)
 		checkEchoIntact(t, locals[0], uint64(time.Now().UnixNano()), 4<<20)
 		stopClientCleanly(t, p)
@@ -304,7 +307,14 @@ func TestThroughInspectingSquid(t *testing.T) {
 		want := snapshotTree(t, tree)
 		fsrv.transfer(t, "send", append(through(stripping), "--to", "streamed"), tree)
 		back := t.TempDir()
-		fsrv.transfer(t, "fetch", append(through(stripping), "--to", back), "streamed/tree")
+		// The next process on the same path starts with what got through.
+		p := fsrv.startTransfer(t, "fetch", append(through(stripping), "--to", back), "streamed/tree")
+		if code := p.WaitExit(t, transferTimeout); code != 0 {
+			t.Fatalf("fetch: exit %d\n%s", code, p.Stderr.String())
+		}
+		if p.CountLog(regexp.MustCompile(`msg="using HTTP streaming, as the last connection on this path did"`)) != 1 || p.CountLog(fellBack) != 0 {
+			t.Errorf("the second process probed again:\n%s", p.Stderr.String())
+		}
 		compareTrees(t, "sent through squid over HTTP", want, snapshotTree(t, filepath.Join(fsrv.root, "streamed", "tree")))
 		compareTrees(t, "fetched back through squid over HTTP", want, snapshotTree(t, filepath.Join(back, "tree")))
 	})

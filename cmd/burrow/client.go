@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -193,6 +194,9 @@ func connectionConfig(c *cli.Context, serverURL string, log *slog.Logger) (clien
 	}
 	if cfg.Transport, err = client.ParseTransport(c.String("transport")); err != nil {
 		return cfg, err
+	}
+	if dir, err := os.UserCacheDir(); err == nil {
+		cfg.TransportMemory = filepath.Join(dir, "burrow", "transports")
 	}
 	opts := certs.ClientOptions{
 		CAFile:      c.String("ca"),

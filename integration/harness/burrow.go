@@ -42,6 +42,9 @@ func Main(m *testing.M, bin *Burrow) int {
 	// The binaries keep the user's known servers under the configuration
 	// directory: theirs start empty and are thrown away.
 	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	// And the transports that got through, per server and proxy, under
+	// the cache directory.
+	os.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
 	return m.Run()
 }
 
