@@ -153,6 +153,7 @@ type transport struct {
 	finSent       bool      // the last poll, with CloseHeader, is out or answered
 	finDone       bool      // the last poll is answered
 	closeFailures int       // polls failed since Close
+	early         []segment // answers that came before those they follow
 	lastHeard     time.Time // when an exchange last succeeded
 }
 
@@ -340,20 +341,52 @@ func (t *transport) exchange(from int64, data []byte, ack int64, rewind, fin boo
 	if received < from+int64(len(data)) {
 		t.sent = max(t.outBase, min(t.sent, received)) // not all taken: send the rest again
 	}
-	if down > t.inEnd {
-		t.rewind = true // an answer went missing: ask for its bytes again
-	} else {
-		t.take(down, body)
-		if t.inEnd < down+int64(len(body)) {
-			t.rewind = true
-		}
+	last := resp.Header.Get(CloseHeader) != ""
+	if len(body) > 0 || last {
+		t.early = append(t.early, segment{down, body, last})
+	}
+	t.join()
+	// An answer that came before the one it follows waits for it, while
+	// another poll is out that may bring it; else it went missing (a
+	// proxy answered one of two copies of a poll, say): ask again.
+	if len(t.early) > 0 && (t.inflight <= 1 || len(t.early) > 2) {
+		t.early, t.rewind = nil, true
 	}
 	t.flowing = len(body) > 0
-	if resp.Header.Get(CloseHeader) != "" && t.inEnd == down+int64(len(body)) {
-		t.inEOF = true
-	}
 	t.broadcast()
 	return nil
+}
+
+// segment is an answer's bytes, from offset off; fin if they end the
+// server's bytes.
+type segment struct {
+	off  int64
+	data []byte
+	fin  bool
+}
+
+// join takes the answers that now follow what the connection has.
+// Called with mu held.
+func (t *transport) join() {
+	for progress := true; progress; {
+		progress = false
+		for i, sg := range t.early {
+			if sg.off > t.inEnd {
+				continue
+			}
+			end := sg.off + int64(len(sg.data))
+			t.take(sg.off, sg.data)
+			switch {
+			case t.inEnd < end:
+				t.rewind = true // the window took only part: the rest comes again
+			case sg.fin && t.inEnd == end:
+				t.inEOF = true
+			}
+			t.early = append(t.early[:i], t.early[i+1:]...)
+			progress = true
+			break
+		}
+	}
 }
 
 // startStream opens the two streams and waits for their marks, each

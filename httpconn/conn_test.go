@@ -156,11 +156,14 @@ func exchange(t *testing.T, a, b net.Conn, size int) {
 // arrive, drops the answers of others, sends some twice (answering with
 // one of the two) and delays some.
 type faultProxy struct {
-	target *url.URL
-	client *http.Client
-	mu     sync.Mutex
-	n      int
-	counts map[string]int
+	target  *url.URL
+	client  *http.Client
+	mu      sync.Mutex
+	n       int
+	counts  map[string]int
+	none    bool  // pass everything
+	carried int64 // bytes of the answers' bodies
+
 }
 
 // pick is the fault for the next request: each kind in turn among
@@ -169,6 +172,9 @@ func (p *faultProxy) pick() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	schedule := []string{"", "drop request", "", "delay", "drop answer", "", "repeat", "delay", ""}
+	if p.none {
+		schedule = []string{""}
+	}
 	f := schedule[p.n%len(schedule)]
 	p.n++
 	p.counts[f]++
@@ -217,8 +223,30 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for k, v := range resp.Header {
 		w.Header()[k] = v
 	}
+	p.mu.Lock()
+	p.carried += int64(len(b))
+	p.mu.Unlock()
 	w.WriteHeader(resp.StatusCode)
 	w.Write(b)
+}
+
+// TestPollNoWaste: with nothing lost, polling carries each byte once,
+// though its answers pass each other on the way.
+func TestPollNoWaste(t *testing.T) {
+	hs, accepted := listen(t, NewServer(ServerConfig{}))
+	target, _ := url.Parse(hs.URL)
+	fp := &faultProxy{target: target, client: hs.Client(), counts: map[string]int{}, none: true}
+	ps := httptest.NewServer(fp)
+	t.Cleanup(ps.Close)
+	c := dial(t, ps.URL, Poll, ps.Client())
+	sc := <-accepted
+	const size = 16 << 20
+	exchange(t, c, sc, size)
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	if fp.carried > size*21/20 {
+		t.Errorf("%d bytes sent down for %d: answers were sent again though none was lost", fp.carried, size)
+	}
 }
 
 // TestPollFaults runs a polling connection through a proxy that drops,

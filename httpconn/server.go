@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -56,6 +57,7 @@ type serverConn struct {
 	down, up bool      // stream: the down and up requests arrived
 	upReady  bool      // stream: the up stream's mark arrived
 	peerGone bool      // poll: the client said it sent all
+	reached  bool      // the client came back: a poll, or both streams
 }
 
 // NewServer returns a Server for cfg. Close stops it.
@@ -166,6 +168,10 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request) bool {
 	h.Set("Content-Type", "application/octet-stream")
 	switch {
 	case c.mode == Poll:
+		c.mu.Lock()
+		c.reached = true
+		c.broadcast()
+		c.mu.Unlock()
 		c.poll(w, r)
 	case r.Header.Get(StreamHeader) == "down":
 		c.streamDown(w, r)
@@ -175,6 +181,30 @@ func (s *Server) Serve(w http.ResponseWriter, r *http.Request) bool {
 		http.Error(w, "a stream request names no direction", http.StatusBadRequest)
 	}
 	return true
+}
+
+// Established waits until the client of conn, a connection Accept
+// returned, has come back to it (its first poll, or both its streams), so
+// that an opening it gave up (a stream whose bodies a proxy held, say)
+// starts no session. It returns at once for any other connection.
+func Established(ctx context.Context, conn net.Conn) error {
+	c, ok := conn.(*serverConn)
+	if !ok {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for !c.reached {
+		switch {
+		case c.err != nil:
+			return c.err
+		case c.closed:
+			return net.ErrClosed
+		case !c.wait(ctx):
+			return fmt.Errorf("the client did not come back to its connection: %w", ctx.Err())
+		}
+	}
+	return nil
 }
 
 // Len returns the number of connections open.
@@ -413,7 +443,7 @@ func (c *serverConn) streamUp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.mu.Lock()
-	c.upReady = true
+	c.upReady, c.reached = true, true
 	c.broadcast()
 	c.mu.Unlock()
 	buf := make([]byte, 32<<10)

@@ -158,6 +158,10 @@ func TestPollingThroughBufferingNginx(t *testing.T) {
 	if n := srv.CountLog(sessionOverPoll); n != 1 {
 		t.Errorf("the server opened %d polling sessions, want 1", n)
 	}
+	// The stream nginx held never became a session.
+	if n := srv.CountLog(regexp.MustCompile(`msg="session opened"`)); n != 1 {
+		t.Errorf("the server opened %d sessions, want only the polling one", n)
+	}
 }
 
 // The faults pollFaultProxy makes, on the requests of a polling connection.

@@ -311,6 +311,15 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, start time.Time, c
 		return
 	}
 	car.then(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HeaderTimeout)
+		err := httpconn.Established(ctx, conn)
+		cancel()
+		if err != nil {
+			s.unreserve(user.Name)
+			conn.Close()
+			s.log.Debug("the client left its connection before the session started", "user", user.Name, "source", source, "transport", car.name, "err", err)
+			return
+		}
 		ysess, err := mux.Server(conn, s.cfg.Mux)
 		if err != nil {
 			s.unreserve(user.Name)
