@@ -52,4 +52,3 @@ func TestTransportMemory(t *testing.T) {
 		t.Errorf("an entry older than a day: remembered %v", got)
 	}
 }
-
