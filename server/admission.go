@@ -14,11 +14,13 @@ const (
 	verifyRest = 3
 	// verifyQueuePerSlot is how many logins may wait per slot by default.
 	verifyQueuePerSlot = 4
-	// maxVerifyWait bounds how long one login waits for a slot.
-	maxVerifyWait = 5 * time.Second
 	// maxVerifyCost caps the duration a slot's rest is computed from, so that one verification that
 	// was stalled by the machine cannot stop logins for long.
 	maxVerifyCost = 2 * time.Second
+	// maxVerifyWait bounds how long one login waits for a slot: the longest a verification and its
+	// rest can take, and a second, so that a login behind one other always gets its turn, however
+	// slow the machine is (a loaded one, or the race detector, makes a hash take seconds).
+	maxVerifyWait = maxVerifyCost*(1+verifyRest) + time.Second
 )
 
 // defaultMaxVerifying is Config.MaxVerifying's default: a quarter of the CPUs Go may use, at least one.
