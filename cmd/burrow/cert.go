@@ -57,7 +57,7 @@ func certCommand() *cli.Command {
 					if err != nil {
 						return fmt.Errorf("%s: %w", c.Args().First(), err)
 					}
-					fmt.Fprintf(c.App.Writer, "fingerprint: %s\n", fp)
+					fmt.Fprintln(c.App.Writer, fp) // bare, for --fingerprint "$(burrow cert fingerprint cert.pem)"
 					return nil
 				},
 			},

@@ -46,7 +46,7 @@ func clientCommand() *cli.Command {
 // server: client, send, fetch and ls take them all.
 func connectionFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "auth-file", Usage: "read USER:PASSWORD from the first line of `FILE` (keeps it out of argv and the environment)", EnvVars: []string{"BURROW_AUTH_FILE"}},
+		&cli.StringFlag{Name: "auth-file", Aliases: []string{"authfile"}, Usage: "read USER:PASSWORD from the first line of `FILE` (keeps it out of argv and the environment)", EnvVars: []string{"BURROW_AUTH_FILE"}},
 		&cli.StringFlag{Name: "auth", Usage: "credentials as `USER:PASSWORD` (prefer the BURROW_AUTH variable: argv is visible to other users)", EnvVars: []string{"BURROW_AUTH"}},
 		&cli.StringFlag{Name: "fingerprint", Usage: "trust the server whose certificate key has this SHA-256 (from 'burrow cert')", EnvVars: []string{"BURROW_FINGERPRINT"}},
 		&cli.StringFlag{Name: "ca", Usage: "trust server certificates signed by the CAs in `FILE` instead of the system roots", EnvVars: []string{"BURROW_CA"}},

@@ -40,16 +40,22 @@ compdef _burrow burrow
 func completionCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "completion",
-		Usage:     "print a shell completion script (bash or zsh)",
-		ArgsUsage: "bash|zsh",
+		Usage:     "print a shell completion script (bash, zsh or fish)",
+		ArgsUsage: "bash|zsh|fish",
 		Action: func(c *cli.Context) error {
 			switch c.Args().First() {
 			case "bash":
 				fmt.Fprint(c.App.Writer, bashCompletion)
 			case "zsh":
 				fmt.Fprint(c.App.Writer, zshCompletion)
+			case "fish":
+				script, err := c.App.ToFishCompletion()
+				if err != nil {
+					return err
+				}
+				fmt.Fprint(c.App.Writer, script)
 			default:
-				return fmt.Errorf("completion takes bash or zsh, got %q", c.Args().First())
+				return fmt.Errorf("completion takes bash, zsh or fish, got %q", c.Args().First())
 			}
 			return nil
 		},

@@ -39,6 +39,15 @@ func newApp(stdin io.Reader, stdout, stderr io.Writer) *cli.App {
 		// Errors are printed once, by main.
 		ExitErrHandler:       func(*cli.Context, error) {},
 		EnableBashCompletion: true,
+		// Without a command there is nothing to do: the help, and a
+		// failure, so that a script that forgot its command notices.
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return cli.Exit(fmt.Sprintf("unknown command %q; run 'burrow help' for the commands", c.Args().First()), 2)
+			}
+			cli.ShowAppHelp(c)
+			return cli.Exit("no command given; run 'burrow help' for the commands", 2)
+		},
 		Commands: []*cli.Command{
 			serverCommand(),
 			clientCommand(),

@@ -31,7 +31,7 @@ func serverCommand() *cli.Command {
 			&cli.StringFlag{Name: "acme-ca", Usage: "PEM `FILE` of roots that verify the ACME directory's HTTPS (a private CA)", EnvVars: []string{"BURROW_ACME_CA"}},
 			&cli.StringFlag{Name: "tls-client-ca", Usage: "require client certificates signed by the CAs in `FILE` (mutual TLS)", EnvVars: []string{"BURROW_TLS_CLIENT_CA"}},
 			&cli.StringFlag{Name: "state-dir", Value: defaultStateDir(), Usage: "`DIR` for generated and ACME certificates", EnvVars: []string{"BURROW_STATE_DIR"}},
-			&cli.StringFlag{Name: "authfile", Usage: "users `FILE` written by 'burrow user add'", EnvVars: []string{"BURROW_AUTHFILE"}},
+			&cli.StringFlag{Name: "authfile", Aliases: []string{"auth-file"}, Usage: "users `FILE` written by 'burrow user add'", EnvVars: []string{"BURROW_AUTHFILE"}},
 			&cli.StringFlag{Name: "path", Value: "/", Usage: "URL path of the tunnel endpoint", EnvVars: []string{"BURROW_PATH"}},
 			&cli.StringFlag{Name: "tls", Value: "on", Usage: "on, or off behind a TLS-terminating proxy (only with a loopback --listen or --trusted-proxy)", EnvVars: []string{"BURROW_TLS"}},
 			&cli.StringSliceFlag{Name: "trusted-proxy", Usage: "`CIDR` of reverse proxies whose X-Forwarded-For names the client (repeatable)", EnvVars: []string{"BURROW_TRUSTED_PROXY"}},

@@ -14,7 +14,7 @@ import (
 )
 
 func userCommand() *cli.Command {
-	authfile := &cli.StringFlag{Name: "authfile", Usage: "users `FILE`", Required: true, EnvVars: []string{"BURROW_AUTHFILE"}}
+	authfile := &cli.StringFlag{Name: "authfile", Aliases: []string{"auth-file"}, Usage: "users `FILE`", Required: true, EnvVars: []string{"BURROW_AUTHFILE"}}
 	return &cli.Command{
 		Name:  "user",
 		Usage: "manage the users file",

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+)
+
+// run runs the app with args and returns its output and error.
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	app := newApp(strings.NewReader(""), &out, &errOut)
+	err := app.Run(append([]string{"burrow"}, args...))
+	return out.String(), err
+}
+
+// TestNoCommand: without a command, or with one that does not exist, the
+// help or a hint, and a failure a script notices.
+func TestNoCommand(t *testing.T) {
+	for _, args := range [][]string{nil, {"frob"}} {
+		out, err := run(t, args...)
+		var ec cli.ExitCoder
+		if !errors.As(err, &ec) || ec.ExitCode() != 2 || !strings.Contains(err.Error(), "burrow help") {
+			t.Errorf("burrow %v: %v, want exit 2 pointing at 'burrow help'", args, err)
+		}
+		if args == nil && !strings.Contains(out, "COMMANDS") {
+			t.Errorf("burrow with no arguments printed no help:\n%s", out)
+		}
+	}
+}
+
+// TestCertFingerprintIsBare: what 'burrow cert fingerprint' prints is
+// what --fingerprint takes, so $(...) works.
+func TestCertFingerprintIsBare(t *testing.T) {
+	dir := t.TempDir()
+	made, err := run(t, "cert", "self-signed", "--out", dir, "--host", "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := regexp.MustCompile(`(?m)^fingerprint: ([0-9a-f]{64})$`).FindStringSubmatch(made)
+	if want == nil {
+		t.Fatalf("cert self-signed printed no fingerprint:\n%s", made)
+	}
+	out, err := run(t, "cert", "fingerprint", filepath.Join(dir, "cert.pem"))
+	if err != nil || out != want[1]+"\n" {
+		t.Fatalf("cert fingerprint printed %q (%v), want %q", out, err, want[1]+"\n")
+	}
+}
+
+// TestCompletionFish: fish is offered beside bash and zsh.
+func TestCompletionFish(t *testing.T) {
+	out, err := run(t, "completion", "fish")
+	if err != nil || !strings.Contains(out, "complete -c burrow") || !strings.Contains(out, "send") {
+		t.Fatalf("completion fish: %v\n%s", err, out)
+	}
+}
+
+// TestAuthFileSpellings: the users file and the credentials file answer
+// to both spellings, one hyphen apart, on every command that takes one.
+func TestAuthFileSpellings(t *testing.T) {
+	app := newApp(strings.NewReader(""), &bytes.Buffer{}, &bytes.Buffer{})
+	for _, c := range app.Commands {
+		for _, f := range flagsOf(c) {
+			names := strings.Join(f.Names(), " ")
+			if strings.Contains(names, "authfile") != strings.Contains(names, "auth-file") {
+				t.Errorf("burrow %s: flag %q lacks its other spelling", c.Name, names)
+			}
+		}
+	}
+}
+
+func flagsOf(c *cli.Command) []cli.Flag {
+	flags := append([]cli.Flag{}, c.Flags...)
+	for _, sub := range c.Subcommands {
+		flags = append(flags, flagsOf(sub)...)
+	}
+	return flags
+}
