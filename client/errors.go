@@ -1,10 +1,14 @@
 package client
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"os"
+	"syscall"
 
 	"github.com/burrowtun/burrow/certs"
 	"github.com/burrowtun/burrow/mux"
@@ -55,6 +59,35 @@ func (c *Client) explain(err error) error {
 	}
 	if explained := certs.Explain(err); explained != err {
 		return &permanentError{fmt.Errorf("cannot connect to %s: %w", c.cfg.URL, explained)}
+	}
+	return c.explainNetwork(err)
+}
+
+// explainNetwork says in one line why the server (or the proxy) could not
+// be reached, when err is a failure to reach it; otherwise it returns err.
+// These are worth retrying: a server restarting refuses for a moment.
+func (c *Client) explainNetwork(err error) error {
+	via := ""
+	if c.cfg.Proxy != nil {
+		via = " through proxy " + c.cfg.Proxy.Redacted()
+	}
+	var dns *net.DNSError
+	var op *net.OpError
+	switch {
+	case errors.As(err, &dns):
+		what := "does not exist"
+		if !dns.IsNotFound {
+			what = "could not be resolved (" + dns.Err + ")"
+		}
+		return fmt.Errorf("the host name %q %s; check the server URL %s%s", dns.Name, what, c.cfg.URL, via)
+	case errors.Is(err, syscall.ECONNREFUSED) && errors.As(err, &op):
+		return fmt.Errorf("nothing listens at %s (connection refused); is the server running, and are the host and port of %s right?", op.Addr, c.cfg.URL)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("connection refused%s to %s; is the server running, and is the port right?", via, c.cfg.URL)
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return fmt.Errorf("no route to %s%s; check the host, and the network this machine is on", c.cfg.URL, via)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("no answer from %s%s within %s; check the host and port, and any firewall or proxy in the way", c.cfg.URL, via, c.cfg.DialTimeout)
 	}
 	return err
 }

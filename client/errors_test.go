@@ -1,11 +1,16 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/burrowtun/burrow/mux"
 )
@@ -45,5 +50,31 @@ func TestExplainHandshake(t *testing.T) {
 	}
 	if !errors.Is(c.explain(&mux.HandshakeError{StatusCode: http.StatusUnauthorized}), ErrUnauthorized) {
 		t.Error("a 401 does not wrap ErrUnauthorized")
+	}
+}
+
+// TestExplainNetwork: a server that cannot be reached is said so in the
+// user's words, naming what to check, and is retried.
+func TestExplainNetwork(t *testing.T) {
+	c := &Client{cfg: Config{URL: "wss://tunnel.example:443", DialTimeout: 30 * time.Second}}
+	refused := &net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 443},
+		Err: &os.SyscallError{Syscall: "connect", Err: syscall.ECONNREFUSED}}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"refused", refused, "nothing listens at 192.0.2.1:443 (connection refused); is the server running, and are the host and port of wss://tunnel.example:443 right?"},
+		{"no such host", &net.DNSError{Name: "tunnel.example", Err: "no such host", IsNotFound: true},
+			`the host name "tunnel.example" does not exist; check the server URL wss://tunnel.example:443`},
+		{"resolver down", &net.DNSError{Name: "tunnel.example", Err: "server misbehaving"},
+			`the host name "tunnel.example" could not be resolved (server misbehaving); check the server URL wss://tunnel.example:443`},
+		{"timeout", fmt.Errorf("dial: %w", context.DeadlineExceeded),
+			"no answer from wss://tunnel.example:443 within 30s; check the host and port, and any firewall or proxy in the way"},
+	} {
+		got := c.explain(fmt.Errorf("dial tcp: %w", tc.err))
+		if got.Error() != tc.want || permanent(got) {
+			t.Errorf("%s: explain = %q (permanent %v), want %q, retried", tc.name, got, permanent(got), tc.want)
+		}
 	}
 }
