@@ -154,6 +154,8 @@ type transport struct {
 	finDone       bool      // the last poll is answered
 	closeFailures int       // polls failed since Close
 	early         []segment // answers that came before those they follow
+	earlyBytes    int       // their bytes
+	promised      int       // room for answers given to the polls out
 	lastHeard     time.Time // when an exchange last succeeded
 }
 
@@ -223,6 +225,8 @@ func (t *transport) pollLoop() {
 		} else {
 			t.listening++
 		}
+		room := max(0, min(MaxBody, t.free()))
+		t.promised += room
 		ack, rewind := t.inEnd, t.rewind
 		t.rewind = false
 		fin := t.closed && t.sent == t.outEnd()
@@ -233,10 +237,11 @@ func (t *transport) pollLoop() {
 		t.wg.Add(1)
 		go func() {
 			defer t.wg.Done()
-			err := t.exchange(from, data, ack, rewind, fin)
+			err := t.exchange(from, data, ack, room, rewind, fin)
 			t.mu.Lock()
 			defer t.mu.Unlock()
 			t.inflight--
+			t.promised -= room
 			if len(data) > 0 {
 				t.sending = false
 			} else {
@@ -299,16 +304,23 @@ func (t *transport) due() bool {
 	if t.flowing {
 		limit = 2
 	}
-	return len(t.in) < t.window && t.listening < limit
+	return t.free() >= minRoom && t.listening < limit
+}
+
+// free is the room for the server's bytes beside those read, those come
+// early and those the polls out may bring. Called with mu held.
+func (t *transport) free() int {
+	return t.window - len(t.in) - t.earlyBytes - t.promised
 }
 
 // exchange sends one poll and takes its answer.
-func (t *transport) exchange(from int64, data []byte, ack int64, rewind, fin bool) error {
+func (t *transport) exchange(from int64, data []byte, ack int64, room int, rewind, fin bool) error {
 	ctx, cancel := context.WithTimeout(t.ctx, t.hold+20*time.Second)
 	defer cancel()
 	req := t.request(ctx, data)
 	req.Header.Set(UpHeader, strconv.FormatInt(from, 10))
 	req.Header.Set(AckHeader, strconv.FormatInt(ack, 10))
+	req.Header.Set(RoomHeader, strconv.Itoa(room))
 	if rewind {
 		req.Header.Set(RewindHeader, "1")
 	}
@@ -338,19 +350,21 @@ func (t *transport) exchange(from int64, data []byte, ack int64, rewind, fin boo
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.ack(received)
-	if received < from+int64(len(data)) {
+	if len(data) > 0 && received < from+int64(len(data)) {
 		t.sent = max(t.outBase, min(t.sent, received)) // not all taken: send the rest again
 	}
 	last := resp.Header.Get(CloseHeader) != ""
 	if len(body) > 0 || last {
 		t.early = append(t.early, segment{down, body, last})
+		t.earlyBytes += len(body)
 	}
 	t.join()
-	// An answer that came before the one it follows waits for it, while
-	// another poll is out that may bring it; else it went missing (a
-	// proxy answered one of two copies of a poll, say): ask again.
-	if len(t.early) > 0 && (t.inflight <= 1 || len(t.early) > 2) {
-		t.early, t.rewind = nil, true
+	// An answer that came before the one it follows waits for it (in the
+	// room the window keeps for answers), while another poll is out that
+	// may bring it; else it went missing (a proxy answered one of two
+	// copies of a poll, say): ask again.
+	if len(t.early) > 0 && t.inflight <= 1 {
+		t.early, t.earlyBytes, t.rewind = nil, 0, true
 	}
 	t.flowing = len(body) > 0
 	t.broadcast()
@@ -383,6 +397,7 @@ func (t *transport) join() {
 				t.inEOF = true
 			}
 			t.early = append(t.early[:i], t.early[i+1:]...)
+			t.earlyBytes -= len(sg.data)
 			progress = true
 			break
 		}

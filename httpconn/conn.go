@@ -30,6 +30,7 @@ const (
 	StreamHeader    = "Burrow-Stream"
 	UpHeader        = "Burrow-Up"
 	AckHeader       = "Burrow-Ack"
+	RoomHeader      = "Burrow-Room"
 	RewindHeader    = "Burrow-Rewind"
 	CloseHeader     = "Burrow-Close"
 	DownHeader      = "Burrow-Down"
@@ -39,6 +40,9 @@ const (
 const (
 	// MaxBody bounds the body of one poll and of its response.
 	MaxBody = 1 << 20
+	// minRoom is the least room for the server's bytes worth a poll that
+	// brings none.
+	minRoom = 64 << 10
 	// DefaultWindow is how many bytes an end holds in each direction.
 	DefaultWindow = 4 << 20
 	// DefaultHold is how long the server holds a poll that brought

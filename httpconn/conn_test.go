@@ -163,6 +163,7 @@ type faultProxy struct {
 	counts  map[string]int
 	none    bool  // pass everything
 	carried int64 // bytes of the answers' bodies
+	brought int64 // bytes of the requests' bodies
 
 }
 
@@ -186,6 +187,9 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
+	p.mu.Lock()
+	p.brought += int64(len(body))
+	p.mu.Unlock()
 	fault := ""
 	if Following(r) {
 		fault = p.pick()
@@ -244,8 +248,8 @@ func TestPollNoWaste(t *testing.T) {
 	exchange(t, c, sc, size)
 	fp.mu.Lock()
 	defer fp.mu.Unlock()
-	if fp.carried > size*21/20 {
-		t.Errorf("%d bytes sent down for %d: answers were sent again though none was lost", fp.carried, size)
+	if fp.carried > size*21/20 || fp.brought > size*21/20 {
+		t.Errorf("%d bytes sent down and %d up for %d each way: bytes were sent again though none was lost", fp.carried, fp.brought, size)
 	}
 }
 

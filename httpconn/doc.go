@@ -38,6 +38,7 @@
 //
 //	Burrow-Up: <offset of the body in the client's bytes>
 //	Burrow-Ack: <how many of the server's bytes the client has>
+//	Burrow-Room: <how many of the server's bytes the answer may bring>
 //	Burrow-Rewind: 1, when a response was lost (resend from the ack)
 //	Burrow-Close: 1, when the client has sent all it will
 //

@@ -299,11 +299,16 @@ func (c *serverConn) poll(w http.ResponseWriter, r *http.Request) {
 	}
 	up, err1 := offset(r.Header.Get(UpHeader))
 	ack, err2 := offset(r.Header.Get(AckHeader))
+	room := int64(MaxBody)
+	if s := r.Header.Get(RoomHeader); s != "" {
+		n, err := offset(s)
+		room, err1 = min(n, MaxBody), errors.Join(err1, err)
+	}
 	if err1 != nil || err2 != nil {
 		http.Error(w, "bad poll offsets", http.StatusBadRequest)
 		return
 	}
-	a, ok := c.exchange(r.Context(), up, body, ack, r.Header.Get(RewindHeader) != "", r.Header.Get(CloseHeader) != "", time.Now().Add(hold))
+	a, ok := c.exchange(r.Context(), up, body, ack, int(room), r.Header.Get(RewindHeader) != "", r.Header.Get(CloseHeader) != "", time.Now().Add(hold))
 	if !ok {
 		http.NotFound(w, r)
 		return
@@ -332,10 +337,11 @@ type answer struct {
 }
 
 // exchange takes a poll's bytes (body at offset up), its acknowledgement
-// of the server's bytes (ack) and its flags, and returns the answer, once
+// of the server's bytes (ack), the room it has for them, and its flags,
+// and returns the answer, once
 // there is something to say or until hold. It reports false for a
 // connection that expired or was closed by the server's end.
-func (c *serverConn) exchange(ctx context.Context, up int64, body []byte, ack int64, rewind, fin bool, hold time.Time) (answer, bool) {
+func (c *serverConn) exchange(ctx context.Context, up int64, body []byte, ack int64, room int, rewind, fin bool, hold time.Time) (answer, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.ack(ack)
@@ -356,7 +362,7 @@ func (c *serverConn) exchange(ctx context.Context, up int64, body []byte, ack in
 		c.broadcast()
 	}
 	// Held while there is nothing to say, unless two newer polls wait too.
-	if len(body) == 0 && !fin {
+	if len(body) == 0 && !fin && room > 0 {
 		c.holds++
 		mine := c.holds
 		for c.sent == c.outEnd() && !c.closed && c.err == nil && c.holds-mine < 2 && c.waitUntil(ctx, hold) {
@@ -366,7 +372,7 @@ func (c *serverConn) exchange(ctx context.Context, up int64, body []byte, ack in
 		return answer{}, false
 	}
 	a := answer{from: c.sent, received: c.inEnd}
-	a.data = c.pending(MaxBody)
+	a.data = c.pending(room)
 	c.sent += int64(len(a.data))
 	a.fin = (c.closed || c.err != nil) && c.sent == c.outEnd()
 	a.done = c.closed && c.peerGone && c.outBase == c.outEnd()
