@@ -217,7 +217,7 @@ func (t *transport) pollLoop() {
 		from := t.sent
 		var data []byte
 		if !t.sending {
-			data = t.pending(MaxBody)
+			data = t.pending(nil, MaxBody)
 		}
 		if len(data) > 0 {
 			t.sending = true
@@ -310,7 +310,7 @@ func (t *transport) due() bool {
 // free is the room for the server's bytes beside those read, those come
 // early and those the polls out may bring. Called with mu held.
 func (t *transport) free() int {
-	return t.window - len(t.in) - t.earlyBytes - t.promised
+	return t.window - t.in.n - t.earlyBytes - t.promised
 }
 
 // exchange sends one poll and takes its answer.
@@ -535,9 +535,9 @@ func (t *transport) readDown(body io.ReadCloser) {
 	buf := make([]byte, 32<<10)
 	for {
 		t.mu.Lock()
-		for len(t.in) >= t.window && !t.over() && t.wait(t.ctx) {
+		for t.in.n >= t.window && !t.over() && t.wait(t.ctx) {
 		}
-		room := t.window - len(t.in)
+		room := t.window - t.in.n
 		stop := t.err != nil || t.ctx.Err() != nil
 		t.mu.Unlock()
 		if stop {
@@ -563,11 +563,12 @@ func (t *transport) readDown(body io.ReadCloser) {
 // writeUp sends the client's bytes on the up stream, and ends it once the
 // connection is closed and all is sent.
 func (t *transport) writeUp(pw *io.PipeWriter) {
+	buf := make([]byte, 32<<10)
 	for {
 		t.mu.Lock()
 		for t.sent == t.outEnd() && !t.closed && t.err == nil && t.wait(t.ctx) {
 		}
-		data := t.pending(32 << 10)
+		data := t.pending(buf, len(buf))
 		stop := t.err != nil || t.ctx.Err() != nil
 		t.mu.Unlock()
 		if stop {

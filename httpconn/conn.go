@@ -71,13 +71,13 @@ type conn struct {
 	wake   chan struct{} // closed and replaced on every change
 	window int
 
-	in    []byte // received, not yet read
-	inEnd int64  // bytes received in all: the offset of in's end
-	inEOF bool   // the peer sent all it will: Read returns io.EOF once in is empty
+	in    queue // received, not yet read
+	inEnd int64 // bytes received in all: the offset of in's end
+	inEOF bool  // the peer sent all it will: Read returns io.EOF once in is empty
 
-	out     []byte // written, not yet acknowledged
-	outBase int64  // the offset of out[0]
-	sent    int64  // the offset of the next byte to send, from outBase to outEnd
+	out     queue // written, not yet acknowledged
+	outBase int64 // the offset of out[0]
+	sent    int64 // the offset of the next byte to send, from outBase to outEnd
 
 	closed bool  // Close was called
 	err    error // the transport failed
@@ -134,19 +134,16 @@ func (c *conn) waitUntil(ctx context.Context, t time.Time) bool {
 	return time.Now().Before(t)
 }
 
-func (c *conn) outEnd() int64 { return c.outBase + int64(len(c.out)) }
+func (c *conn) outEnd() int64 { return c.outBase + int64(c.out.n) }
 
 func (c *conn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {
 		switch {
-		case len(c.in) > 0:
-			n := copy(p, c.in)
-			c.in = c.in[n:]
-			if len(c.in) == 0 {
-				c.in = nil // the memory goes with the bytes
-			}
+		case c.in.n > 0:
+			n := c.in.copyAt(p, 0)
+			c.in.drop(n)
 			c.broadcast()
 			return n, nil
 		case c.closed:
@@ -175,9 +172,9 @@ func (c *conn) Write(p []byte) (int, error) {
 		case !c.wdl.IsZero() && !time.Now().Before(c.wdl):
 			return written, os.ErrDeadlineExceeded
 		}
-		if room := c.window - len(c.out); room > 0 {
+		if room := c.window - c.out.n; room > 0 {
 			n := min(room, len(p)-written)
-			c.out = append(c.out, p[written:written+n]...)
+			c.out.push(p[written : written+n])
 			written += n
 			c.broadcast()
 			continue
@@ -236,11 +233,11 @@ func (c *conn) take(off int64, p []byte) {
 		return
 	}
 	p = p[skip:]
-	n := min(len(p), c.window-len(c.in))
+	n := min(len(p), c.window-c.in.n)
 	if n <= 0 {
 		return
 	}
-	c.in = append(c.in, p[:n]...)
+	c.in.push(p[:n])
 	c.inEnd += int64(n)
 	c.broadcast()
 }
@@ -250,21 +247,77 @@ func (c *conn) ack(off int64) {
 	if off <= c.outBase || off > c.outEnd() {
 		return
 	}
-	c.out = c.out[off-c.outBase:]
-	if len(c.out) == 0 {
-		c.out = nil
-	}
+	c.out.drop(int(off - c.outBase))
 	c.outBase = off
 	c.sent = max(c.sent, off)
 	c.broadcast()
 }
 
-// pending returns up to limit bytes from sent on, without moving sent.
-// The slice stays valid: out is only appended to and cut from the front.
-// Called with mu held.
-func (c *conn) pending(limit int) []byte {
-	p := c.out[c.sent-c.outBase:]
-	return p[:min(len(p), limit)]
+// pending copies up to limit bytes from sent on into dst's array (grown
+// if it is short) and returns them, without moving sent. Called with mu
+// held.
+func (c *conn) pending(dst []byte, limit int) []byte {
+	k := int(min(int64(limit), c.outEnd()-c.sent))
+	if cap(dst) < k {
+		dst = make([]byte, k)
+	}
+	dst = dst[:k]
+	c.out.copyAt(dst, int(c.sent-c.outBase))
+	return dst
+}
+
+// chunkSize is the size of a queue's chunks.
+const chunkSize = 64 << 10
+
+// chunks are the queues' chunks, shared by all connections.
+var chunks = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+
+// queue holds bytes in chunks from a pool, appended at the end and
+// dropped from the front: what it holds is never copied to make room, and
+// an empty queue holds no memory.
+type queue struct {
+	chunks []*[]byte
+	head   int // the offset of the first byte in chunks[0]
+	n      int // bytes held
+}
+
+func (q *queue) push(p []byte) {
+	for len(p) > 0 {
+		end := q.head + q.n
+		if end == len(q.chunks)*chunkSize {
+			q.chunks = append(q.chunks, chunks.Get().(*[]byte))
+		}
+		c := copy((*q.chunks[end/chunkSize])[end%chunkSize:], p)
+		p = p[c:]
+		q.n += c
+	}
+}
+
+// copyAt copies the bytes from offset from on into dst and returns how
+// many it copied.
+func (q *queue) copyAt(dst []byte, from int) int {
+	done := 0
+	for done < len(dst) && from+done < q.n {
+		at := q.head + from + done
+		chunk := (*q.chunks[at/chunkSize])[at%chunkSize:]
+		done += copy(dst[done:], chunk[:min(len(chunk), q.n-from-done)])
+	}
+	return done
+}
+
+// drop drops the first k bytes.
+func (q *queue) drop(k int) {
+	q.head += k
+	q.n -= k
+	for q.head >= chunkSize || q.n == 0 && len(q.chunks) > 0 {
+		chunks.Put(q.chunks[0])
+		q.chunks[0] = nil
+		q.chunks = q.chunks[1:]
+		q.head = max(0, q.head-chunkSize)
+	}
+	if q.n == 0 {
+		q.head, q.chunks = 0, nil
+	}
 }
 
 func (c *conn) LocalAddr() net.Addr  { return c.local }

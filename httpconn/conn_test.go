@@ -372,3 +372,74 @@ func TestWindowBounds(t *testing.T) {
 		})
 	}
 }
+
+// TestQueue checks the chunked queue against a plain slice, across
+// chunk boundaries, in random pushes and drops.
+func TestQueue(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	var q queue
+	var want []byte
+	next := byte(0)
+	for range 2000 {
+		if r.IntN(2) == 0 {
+			p := make([]byte, r.IntN(3*chunkSize))
+			for i := range p {
+				p[i] = next
+				next++
+			}
+			q.push(p)
+			want = append(want, p...)
+		} else if len(want) > 0 {
+			k := r.IntN(len(want) + 1)
+			q.drop(k)
+			want = want[k:]
+		}
+		if q.n != len(want) {
+			t.Fatalf("queue holds %d bytes, want %d", q.n, len(want))
+		}
+		if len(want) > 0 {
+			from := r.IntN(len(want))
+			got := make([]byte, r.IntN(len(want)-from)+1)
+			if n := q.copyAt(got, from); n != len(got) || !bytes.Equal(got, want[from:from+n]) {
+				t.Fatalf("copyAt(%d) copied %d bytes, not the ones pushed", from, n)
+			}
+		}
+	}
+	q.drop(q.n)
+	if len(q.chunks) != 0 {
+		t.Fatalf("an empty queue holds %d chunks", len(q.chunks))
+	}
+}
+
+// BenchmarkTransports moves bytes one way over each transport on
+// loopback (b.SetBytes: MB/s).
+func BenchmarkTransports(b *testing.B) {
+	for _, mode := range modes {
+		b.Run(string(mode), func(b *testing.B) {
+			s := NewServer(ServerConfig{})
+			accepted := make(chan net.Conn, 1)
+			hs := httptest.NewServer(handler(s, accepted))
+			defer hs.Close()
+			defer s.Close()
+			c, _, err := Dial(context.Background(), hs.URL, mode, &DialOptions{HTTPClient: hs.Client()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			sc := <-accepted
+			defer sc.Close()
+			buf := make([]byte, 256<<10)
+			done := make(chan int64)
+			go func() {
+				n, _ := io.CopyN(io.Discard, sc, int64(b.N)*int64(len(buf)))
+				done <- n
+			}()
+			b.SetBytes(int64(len(buf)))
+			b.ResetTimer()
+			for range b.N {
+				c.Write(buf)
+			}
+			<-done
+		})
+	}
+}

@@ -372,7 +372,7 @@ func (c *serverConn) exchange(ctx context.Context, up int64, body []byte, ack in
 		return answer{}, false
 	}
 	a := answer{from: c.sent, received: c.inEnd}
-	a.data = c.pending(room)
+	a.data = c.pending(nil, room)
 	c.sent += int64(len(a.data))
 	a.fin = (c.closed || c.err != nil) && c.sent == c.outEnd()
 	a.done = c.closed && c.peerGone && c.outBase == c.outEnd()
@@ -393,6 +393,7 @@ func (c *serverConn) streamDown(w http.ResponseWriter, r *http.Request) {
 	rc.SetWriteDeadline(time.Time{})
 	w.Header().Set("X-Accel-Buffering", "no") // nginx: pass it on as it comes
 	ctx := r.Context()
+	buf := make([]byte, 32<<10)
 	send := func(p []byte) bool {
 		c.mu.Unlock()
 		defer c.mu.Lock()
@@ -418,7 +419,7 @@ func (c *serverConn) streamDown(w http.ResponseWriter, r *http.Request) {
 			c.failLocked(errors.New("the down stream was cut"))
 			return
 		}
-		data := c.pending(32 << 10)
+		data := c.pending(buf, len(buf))
 		if len(data) == 0 {
 			return // closed, and all sent: the end of the body is the end of the stream
 		}
@@ -456,9 +457,9 @@ func (c *serverConn) streamUp(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	for {
 		c.mu.Lock()
-		for len(c.in) >= c.window && c.err == nil && !c.closed && c.wait(ctx) {
+		for c.in.n >= c.window && c.err == nil && !c.closed && c.wait(ctx) {
 		}
-		room := c.window - len(c.in)
+		room := c.window - c.in.n
 		stop := c.err != nil || c.closed || ctx.Err() != nil
 		c.mu.Unlock()
 		if stop {
