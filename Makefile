@@ -48,7 +48,7 @@ demo: build
 # docs/benchmarks.md and docs/benchmarks.svg in about seven minutes.
 # BENCH_REPEAT, BENCH_SECONDS, BENCH_ONLY and others tune it (see its doc.go).
 bench: deps
-	$(GO) test -tags bench -run '^TestBenchSuite$$' -count=1 -timeout 15m -v ./integration/bench/
+	$(GO) test -tags bench -run '^TestBenchSuite$$' -count=1 -timeout 25m -v ./integration/bench/
 
 # A duration (30s) or an execution count (3000x). make test uses a count:
 # on a loaded machine a short time limit can end a worker mid-input and
