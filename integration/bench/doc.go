@@ -26,12 +26,12 @@
 // Knobs (environment): BENCH_REPEAT (3), BENCH_SECONDS per iperf3 run (2),
 // BENCH_LINK (auto: netem in network namespaces when the kernel has it,
 // else a delay proxy; or proxy), BENCH_LINK_QDISC (tc arguments for the
-// namespaces' veths), BENCH_BUDGET (18m: sections that would start too late
+// namespaces' veths), BENCH_BUDGET (20m: sections that would start too late
 // are skipped and repetitions cut, and the document says so), BENCH_OUT
 // (../../docs: the repository's docs, from this folder), BENCH_PROFILES (a
 // directory to keep the profiles in), BENCH_CHART=png (a PNG chart instead of SVG), BENCH_ONLY (sections to
 // run, comma-separated: throughput, latency, go benchmarks, profile,
-// scale, long link, transports, idle sessions, transfers).
+// scale, long link, transports, transfers, idle sessions).
 //
 // The Go benchmarks BenchmarkForwardThroughput and BenchmarkDirectThroughput
 // are the same transfer through the real binaries and over plain loopback:

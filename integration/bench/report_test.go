@@ -501,7 +501,7 @@ func (s *suite) write() error {
 	p("## Commands\n\n")
 	p("```sh\nmake bench   # = bash .ci/deps.sh, then:\ngo test -tags bench -run '^TestBenchSuite$' -count=1 -timeout 25m -v ./integration/bench/\n```\n\n")
 	p("Environment: `BENCH_REPEAT` (default 3), `BENCH_SECONDS` per iperf3 run (2), `BENCH_LINK=proxy`\n")
-	p("(skip the network namespaces), `BENCH_LINK_QDISC`, `BENCH_BUDGET` (18m), `BENCH_OUT`, `BENCH_ONLY`,\n")
+	p("(skip the network namespaces), `BENCH_LINK_QDISC`, `BENCH_BUDGET` (20m), `BENCH_OUT`, `BENCH_ONLY`,\n")
 	p("`BENCH_PROFILES=DIR` to keep the profiles, `BENCH_CHART=png`. What the harness ran (ports\nare random, `$TMP` is a temporary directory):\n\n```sh\n")
 	for _, c := range s.commands {
 		p("%s\n", c)

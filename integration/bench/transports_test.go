@@ -126,7 +126,7 @@ func (s *suite) profileTransport(srv *benchServer, tr, iperfAddr string) []*prof
 	var works []*profWork
 	for _, sc := range tpScenarios[:2] {
 		dir := map[bool]string{false: "upload", true: "download"}[sc.reverse]
-		works = append(works, s.profileWork(srv, trProfileSecs, tr+"-", tr+" "+dir, transportLabels[tr]+", "+sc.label, func() (string, error) {
+		works = append(works, s.profileWork(srv, trProfileSecs, tr+" "+dir, transportLabels[tr]+", "+sc.label, func() (string, error) {
 			r, err := runIperf("", host, port, 1, sc.reverse, trProfileSecs, 0)
 			return fmt.Sprintf("%.0f Mbit/s", r.bps/1e6), err
 		}))
@@ -477,8 +477,32 @@ func (s *suite) writeTransportGap(b *strings.Builder) {
 		p("client and server together used %.2f CPU-seconds per GiB over HTTP streaming and %.2f over\n", cpuPerGiB(e.tp["1up"]["stream"]), cpuPerGiB(e.tp["1up"]["poll"]))
 		p("HTTP polling against %.2f over WebSocket (1 stream, client → target).", ws)
 	}
-	for _, w := range r.prof {
-		p(" %s, the functions with the most samples of their own: server %s; client %s.", w.label, topFlat(w.server, 4), topFlat(w.client, 4))
+	if len(r.prof) > 0 {
+		p(" In the profiles of [Transports](#transports), the share of\n")
+		p("samples (cumulative) under the growing of slices, and under the functions that grow them:\n\n")
+		p("| profile | end | `runtime.growslice` | `httpconn.(*conn).Write` | `httpconn.(*conn).take` | `io.ReadAll` | most samples of their own |\n|---|---|---|---|---|---|---|\n")
+		grown := 0.0
+		for _, w := range r.prof {
+			for _, side := range []struct {
+				name string
+				top  profileTop
+			}{{"server", w.server}, {"client", w.client}} {
+				g := side.top.cumOf("runtime.growslice")
+				grown = max(grown, g)
+				p("| %s | %s | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %s |\n", w.label, side.name, g,
+					side.top.cumOf("github.com/burrowtun/burrow/httpconn.(*conn).Write"), side.top.cumOf("github.com/burrowtun/burrow/httpconn.(*conn).take"),
+					side.top.cumOf("io.ReadAll"), topFlat(side.top, 3))
+			}
+		}
+		p("\n")
+		if grown >= 10 {
+			p("`httpconn.(*conn).Write` and `take` append to the connection's buffers of bytes out and in\n")
+			p("(`out`, `in` in httpconn/conn.go), which are cut from the front as the bytes leave: once\n")
+			p("a buffer's capacity is used up, or it emptied and was dropped, the next append allocates a\n")
+			p("new array, clears it and copies what is left into it (`runtime.memclrNoHeapPointers`,\n")
+			p("`runtime.memmove`, and `runtime.madvise` as the garbage goes back). `io.ReadAll` reads each\n")
+			p("poll's body whole into a slice grown as it comes.")
+		}
 	}
 	p("\nThe transports are package `httpconn` and the client's and server's use of it; this harness\n")
 	p("measures them and changes nothing in them.\n\n")
