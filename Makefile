@@ -44,11 +44,13 @@ demo: build
 # The benchmark harness (integration/bench, build tag bench): burrow against direct
 # loopback and ssh -L (iperf3 throughput, latency, CPU per GiB, memory),
 # the Go benchmarks with -benchmem, CPU profiles, idle sessions and streams,
-# a simulated long link, and burrow send against scp and rsync; it writes
-# docs/benchmarks.md and docs/benchmarks.svg in about seven minutes.
+# a simulated long link, HTTP streaming and polling against WebSocket (and
+# 1,000 idle sessions over each from burrow client processes), and burrow
+# send against scp and rsync; it writes docs/benchmarks.md and
+# docs/benchmarks.svg in about a quarter of an hour.
 # BENCH_REPEAT, BENCH_SECONDS, BENCH_ONLY and others tune it (see its doc.go).
 bench: deps
-	$(GO) test -tags bench -run '^TestBenchSuite$$' -count=1 -timeout 15m -v ./integration/bench/
+	$(GO) test -tags bench -run '^TestBenchSuite$$' -count=1 -timeout 25m -v ./integration/bench/
 
 # A duration (30s) or an execution count (3000x). make test uses a count:
 # on a loaded machine a short time limit can end a worker mid-input and

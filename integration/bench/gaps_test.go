@@ -200,6 +200,9 @@ func (s *suite) writeGaps(b *strings.Builder, rows []targetRow) {
 		p("and %.0f%% (target → client) of the direct path. The rows with other windows in\n", 100*medianOf(l.series["burrow ←"])/medianOf(l.series["direct ←"]))
 		p("[A long link](#a-long-link) show how the window bounds one stream there.\n\n")
 	}
+	if missed["transports"] && s.trans != nil {
+		s.writeTransportGap(b)
+	}
 	if missed["transfer"] && s.xfer != nil {
 		s.writeTransferGap(b, false)
 	}

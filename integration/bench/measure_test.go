@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -26,6 +27,7 @@ import (
 	"github.com/burrowtun/burrow/certs"
 	"github.com/burrowtun/burrow/client"
 	"github.com/burrowtun/burrow/integration/harness"
+	"golang.org/x/sys/unix"
 )
 
 // ---- iperf3 ----
@@ -517,13 +519,41 @@ func setupLinkNS(tb testing.TB, qdisc []string) (*linkNS, error) {
 	return l, nil
 }
 
+// inNetNS runs fn on a thread that has entered network namespace ns
+// (one that ip netns add made), so that the sockets fn opens live there
+// and this process can reach the namespace's loopback without a helper
+// process; when ns is "", fn runs as it is.
+func inNetNS(ns string, fn func() error) error {
+	if ns == "" {
+		return fn()
+	}
+	done := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread, moved to another namespace, ends
+		// with this goroutine instead of going back to the scheduler.
+		runtime.LockOSThread()
+		f, err := os.Open(filepath.Join("/run/netns", ns))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("entering network namespace %s: %w", ns, err)
+			return
+		}
+		done <- fn()
+	}()
+	return <-done
+}
+
 // ---- profiles ----
 
 // inProcessClient runs the client package (what burrow client runs) in
 // this process, so that runtime/pprof can profile it: the binary's client
 // has no profiling listener. It returns the local address of each remote
 // and a function that stops the client and waits for it.
-func inProcessClient(ctx context.Context, srv *benchServer, remotes ...string) ([]string, func(), error) {
+func inProcessClient(ctx context.Context, srv *benchServer, tr client.Transport, remotes ...string) ([]string, func(), error) {
 	tlsConfig, err := certs.ClientConfig(certs.ClientOptions{Fingerprint: srv.creds.fingerprint})
 	if err != nil {
 		return nil, nil, err
@@ -535,7 +565,7 @@ func inProcessClient(ctx context.Context, srv *benchServer, remotes ...string) (
 	listening := make(chan string, len(remotes))
 	connected := make(chan struct{}, 1)
 	cl, err := client.New(client.Config{
-		URL: srv.url(), Username: benchUser, Password: benchPass, TLS: tlsConfig, Remotes: parsed,
+		URL: srv.url(), Username: benchUser, Password: benchPass, TLS: tlsConfig, Remotes: parsed, Transport: tr,
 		Listening: func(_ client.Remote, a net.Addr) { listening <- a.String() },
 		Connected: func() {
 			select {

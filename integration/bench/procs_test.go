@@ -251,6 +251,12 @@ func procStatusKiB(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("/proc/%d/status has no %s", pid, field)
 }
 
+// openFiles counts a process's open file descriptors.
+func openFiles(pid int) int {
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	return len(fds)
+}
+
 // procPPID returns the parent of a process.
 func procPPID(pid int) (int, error) {
 	f, err := procStat(pid, 2)
@@ -421,16 +427,30 @@ func (s *benchServer) metrics() (map[string]float64, error) {
 // fingerprint, and returns the local address of each remote.
 func startBenchClient(tb testing.TB, name, ns, url string, creds benchCreds, extra []string, remotes ...string) (*bproc, []string) {
 	tb.Helper()
+	p := launchBenchClient(tb, name, ns, url, creds, extra, remotes...)
+	return p, p.clientReady(tb, len(remotes))
+}
+
+// launchBenchClient is startBenchClient without the wait, so that many
+// clients can connect at once.
+func launchBenchClient(tb testing.TB, name, ns, url string, creds benchCreds, extra []string, remotes ...string) *bproc {
+	tb.Helper()
 	args := append([]string{burrow.Path(), "client", "--fingerprint", creds.fingerprint}, extra...)
 	args = append(append(args, url), remotes...)
-	p := startBench(tb, name, ns, []string{"BURROW_AUTH=" + benchUser + ":" + benchPass}, args...)
-	lines := p.waitOutput(tb, harness.ForwardLine, len(remotes), harness.StartTimeout)
+	return startBench(tb, name, ns, []string{"BURROW_AUTH=" + benchUser + ":" + benchPass}, args...)
+}
+
+// clientReady waits until a client listens on its n forwards and is
+// connected, and returns the local address of each forward.
+func (p *bproc) clientReady(tb testing.TB, n int) []string {
+	tb.Helper()
+	lines := p.waitOutput(tb, harness.ForwardLine, n, harness.StartTimeout)
 	p.waitOutput(tb, harness.ConnectedLine, 1, harness.StartTimeout)
 	locals := make([]string, len(lines))
 	for i, m := range lines {
 		locals[i] = m[1]
 	}
-	return p, locals
+	return locals
 }
 
 // ---- iperf3 ----
@@ -720,9 +740,19 @@ func startHolder(tb testing.TB) (*bproc, string) {
 	return p, p.waitOutput(tb, holdLine, 1, harness.StartTimeout)[0][1]
 }
 
-// startBenchEcho echoes whatever it reads.
-func startBenchEcho(tb testing.TB) string {
-	return harness.StartTarget(tb, func(c *net.TCPConn) {
+// startBenchEcho echoes whatever it reads, on the loopback of network
+// namespace ns (of this process when "").
+func startBenchEcho(tb testing.TB, ns string) string {
+	tb.Helper()
+	var ln net.Listener
+	err := inNetNS(ns, func() (err error) {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		return err
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return harness.ServeTarget(tb, ln, func(c *net.TCPConn) {
 		buf := make([]byte, 16<<10)
 		io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, buf)
 	})

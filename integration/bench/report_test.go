@@ -201,6 +201,7 @@ func (s *suite) targets() []targetRow {
 				fmt.Sprintf("%.0f%% (%.0f vs %.0f Mbit/s)", 100*r, medianOf(s.link.series["burrow "+dir])/1e6, medianOf(s.link.series["direct "+dir])/1e6), r >= 0.8, "link"})
 		}
 	}
+	rows = append(rows, s.transportTargets()...)
 	return append(rows, s.transferTargets()...)
 }
 
@@ -456,6 +457,10 @@ func (s *suite) write() error {
 		p("\nHow the link was made:\n\n```sh\n%s\n```\n\n", strings.Join(l.setup, "\n"))
 	}
 
+	if s.trans != nil || len(s.idle) > 0 {
+		s.writeTransports(&b)
+	}
+
 	if s.xfer != nil {
 		s.writeTransfers(&b)
 	}
@@ -494,9 +499,9 @@ func (s *suite) write() error {
 	}
 
 	p("## Commands\n\n")
-	p("```sh\nmake bench   # = bash .ci/deps.sh, then:\ngo test -tags bench -run '^TestBenchSuite$' -count=1 -timeout 15m -v ./integration/bench/\n```\n\n")
+	p("```sh\nmake bench   # = bash .ci/deps.sh, then:\ngo test -tags bench -run '^TestBenchSuite$' -count=1 -timeout 25m -v ./integration/bench/\n```\n\n")
 	p("Environment: `BENCH_REPEAT` (default 3), `BENCH_SECONDS` per iperf3 run (2), `BENCH_LINK=proxy`\n")
-	p("(skip the network namespaces), `BENCH_LINK_QDISC`, `BENCH_BUDGET` (8m), `BENCH_OUT`, `BENCH_ONLY`,\n")
+	p("(skip the network namespaces), `BENCH_LINK_QDISC`, `BENCH_BUDGET` (20m), `BENCH_OUT`, `BENCH_ONLY`,\n")
 	p("`BENCH_PROFILES=DIR` to keep the profiles, `BENCH_CHART=png`. What the harness ran (ports\nare random, `$TMP` is a temporary directory):\n\n```sh\n")
 	for _, c := range s.commands {
 		p("%s\n", c)
@@ -518,7 +523,6 @@ func (s *suite) write() error {
 func (s *suite) writeScale(b *strings.Builder) {
 	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
 	ss, st := s.scale.sessions, s.scale.streams
-	mib := func(kib int64) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
 	p("## Scale\n\n")
 	p("Fresh servers (users file with a bcrypt hash: one argon2id check allocates 19 MiB, which the\n")
 	p("heap would keep and reuse for sessions and streams, hiding their cost). Ten items are opened\n")
@@ -540,45 +544,18 @@ func (s *suite) writeScale(b *strings.Builder) {
 		p("The server parks a stream's directions once they have been idle for 200 ms: no goroutine\n")
 		p("waits for an idle stream (`relay.Parking`).\n\n")
 	}
-	p("| | VmRSS before | right after opening | per item | after a GC | **per item** |\n|---|---|---|---|---|---|\n")
+	p(idleRSSHeader)
 	if ss.n > 0 {
-		p("| server, %d idle sessions | %s | %s | %.1f KiB | %s | **%.1f KiB** |\n", ss.n, mib(ss.srvRSS[0]), mib(ss.srvRSS[1]), ss.perItem(ss.srvRSS[:], 1), mib(ss.srvRSS[2]), ss.perItem(ss.srvRSS[:], 2))
+		p("%s", ss.rssRow(fmt.Sprintf("server, %d idle sessions", ss.n)))
 	}
 	if st.n > 0 {
-		p("| server, %d idle streams | %s | %s | %.1f KiB | %s | **%.1f KiB** |\n", st.n, mib(st.srvRSS[0]), mib(st.srvRSS[1]), st.perItem(st.srvRSS[:], 1), mib(st.srvRSS[2]), st.perItem(st.srvRSS[:], 2))
+		p("%s", st.rssRow(fmt.Sprintf("server, %d idle streams", st.n)))
 		p("| client, %d idle streams | %s | %s | %.1f KiB | | |\n", st.n, mib(st.cliRSS[0]), mib(st.cliRSS[1]), st.perItem(st.cliRSS[:], 1))
 	}
 	p("\nWhere the server's memory goes, from its Go metrics (`/metrics`) after the GC, per item:\n\n")
-	p("| per idle … | goroutines | heap in use | goroutine stacks | heap + stacks | VmRSS |\n|---|---|---|---|---|---|\n")
-	for _, r := range []struct {
-		what string
-		c    idleCost
-	}{{"session", ss}, {"stream", st}} {
-		if r.c.n == 0 || r.c.metrics[2] == nil {
-			continue
-		}
-		d := func(name string) float64 { return (r.c.metrics[2][name] - r.c.metrics[0][name]) / float64(r.c.n) }
-		heap, stack := d("go_memstats_heap_inuse_bytes")/1024, d("go_memstats_stack_inuse_bytes")/1024
-		p("| %s | %.1f | %.1f KiB | %.1f KiB | %.1f KiB | %.1f KiB |\n", r.what, d("go_goroutines"), heap, stack, heap+stack, r.c.perItem(r.c.srvRSS[:], 2))
-	}
-	p("\n")
-	for _, r := range []struct {
-		what string
-		c    idleCost
-	}{{"idle sessions", ss}, {"idle streams", st}} {
-		if len(r.c.heap.lines) == 0 {
-			continue
-		}
-		total := r.c.heap.header
-		if i := strings.LastIndex(total, " of "); i >= 0 {
-			total = total[i+4:]
-		}
-		p("Server heap with %d %s open, after the GC (`/debug/pprof/heap`, in-use space as sampled, %s):\n\n| flat | cum | allocated in |\n|---|---|---|\n", r.c.n, r.what, total)
-		for _, l := range r.c.heap.lines[:min(8, len(r.c.heap.lines))] {
-			p("| %.1f%% | %.1f%% | `%s` |\n", l.flatPct, l.cumPct, l.name)
-		}
-		p("\n")
-	}
+	p(idleMetricsHeader)
+	p("%s%s\n", ss.metricsRow("session"), st.metricsRow("stream"))
+	p("%s%s", ss.heapTable("idle sessions"), st.heapTable("idle streams"))
 	if len(s.scale.tpAlone) > 0 {
 		a, w := medianOf(s.scale.tpAlone), medianOf(s.scale.tpWithOthers)
 		p("**One stream among many.** iperf3, 1 stream, client → target, through the main\n")
@@ -586,6 +563,46 @@ func (s *suite) writeScale(b *strings.Builder) {
 		p("left idle (alternated, %d times each): %s Gbit/s alone, %s Gbit/s beside %d idle\n", s.reps, gbit(a), gbit(w), s.scale.others)
 		p("streams (**%.0f%%**).\n\n", 100*w/a)
 	}
+}
+
+func mib(kib int64) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
+
+const idleRSSHeader = "| | VmRSS before | right after opening | per item | after a GC | **per item** |\n|---|---|---|---|---|---|\n"
+
+// rssRow is the server's line of idleRSSHeader's table.
+func (c idleCost) rssRow(label string) string {
+	return fmt.Sprintf("| %s | %s | %s | %.1f KiB | %s | **%.1f KiB** |\n", label, mib(c.srvRSS[0]), mib(c.srvRSS[1]), c.perItem(c.srvRSS[:], 1), mib(c.srvRSS[2]), c.perItem(c.srvRSS[:], 2))
+}
+
+const idleMetricsHeader = "| per idle … | goroutines | heap in use | goroutine stacks | heap + stacks | VmRSS |\n|---|---|---|---|---|---|\n"
+
+// metricsRow is a line of idleMetricsHeader's table: the server's Go
+// metrics after the GC, per item; "" when they were not read.
+func (c idleCost) metricsRow(what string) string {
+	if c.n == 0 || c.metrics[2] == nil {
+		return ""
+	}
+	heap, stack := c.metricPerItem("go_memstats_heap_inuse_bytes")/1024, c.metricPerItem("go_memstats_stack_inuse_bytes")/1024
+	return fmt.Sprintf("| %s | %.1f | %.1f KiB | %.1f KiB | %.1f KiB | %.1f KiB |\n", what, c.metricPerItem("go_goroutines"), heap, stack, heap+stack, c.perItem(c.srvRSS[:], 2))
+}
+
+// heapTable is the top of the server's heap profile with everything
+// open; "" without one.
+func (c idleCost) heapTable(what string) string {
+	if len(c.heap.lines) == 0 {
+		return ""
+	}
+	total := c.heap.header
+	if i := strings.LastIndex(total, " of "); i >= 0 {
+		total = total[i+4:]
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Server heap with %d %s open, after the GC (`/debug/pprof/heap`, in-use space as sampled, %s):\n\n| flat | cum | allocated in |\n|---|---|---|\n", c.n, what, total)
+	for _, l := range c.heap.lines[:min(8, len(c.heap.lines))] {
+		fmt.Fprintf(&b, "| %.1f%% | %.1f%% | `%s` |\n", l.flatPct, l.cumPct, l.name)
+	}
+	b.WriteString("\n")
+	return b.String()
 }
 
 func (s *suite) writeProfile(b *strings.Builder) {
@@ -603,9 +620,16 @@ func (s *suite) writeProfile(b *strings.Builder) {
 		p(" %s, %s;", w.label, w.figure)
 	}
 	p(" all on the machine's %d cores with iperf3 or the harness's echo target beside them.\n\n", runtime.NumCPU())
+	writeProfileTables(b, pr.works)
+}
+
+// writeProfileTables writes the share of each profile's samples by where
+// they are spent, and the top functions of each.
+func writeProfileTables(b *strings.Builder, works []*profWork) {
+	p := func(format string, a ...any) { fmt.Fprintf(b, format, a...) }
 	p("Share of samples by where they are spent (flat):\n\n| |")
 	var tops []profileTop
-	for _, w := range pr.works {
+	for _, w := range works {
 		p(" %s: server | %s: client |", w.key, w.key)
 		tops = append(tops, w.server, w.client)
 	}
@@ -646,7 +670,7 @@ func (s *suite) writeProfile(b *strings.Builder) {
 		p(" %s |", h)
 	}
 	p("\n\n")
-	for _, w := range pr.works {
+	for _, w := range works {
 		for _, side := range []struct {
 			name string
 			top  profileTop

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/burrowtun/burrow/client"
 	"github.com/burrowtun/burrow/integration/harness"
 	"github.com/burrowtun/burrow/mux"
 )
@@ -55,10 +56,28 @@ var tpScenarios = []scenario{
 // tunnel whose processes are named for CPU and memory accounting.
 type tpath struct {
 	key, label string
+	ns         string // the network namespace iperf3 -c runs in and the echo target is dialed from ("": this one)
 	iperf      string // host:port that iperf3 -c connects to
 	echo       string // host:port of the echo target through this path
 	clientPIDs func() []int
 	serverPIDs func() []int
+}
+
+func (p *tpath) iperfPort() (string, int) {
+	host, port, _ := net.SplitHostPort(p.iperf)
+	n, _ := strconv.Atoi(port)
+	return host, n
+}
+
+// dialEcho connects to the echo target through the path, from its
+// namespace.
+func (p *tpath) dialEcho() (net.Conn, error) {
+	var c net.Conn
+	err := inNetNS(p.ns, func() (err error) {
+		c, err = net.DialTimeout("tcp", p.echo, harness.IOTimeout)
+		return err
+	})
+	return c, err
 }
 
 type tpRun struct {
@@ -167,6 +186,9 @@ type suite struct {
 	prof     *profResult
 	scale    scaleResult
 	link     *linkResult
+	linkEnv  *longLinkEnv
+	trans    *transportResult
+	idle     []idleTransport
 	xfer     *xferResult
 	sections []sectionTime
 	skipped  []string
@@ -185,7 +207,7 @@ func TestBenchSuite(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := &suite{t: t, ctx: ctx, started: time.Now(), reps: envInt("BENCH_REPEAT", 3), secs: envInt("BENCH_SECONDS", 2),
-		out: "../../docs", budget: 8 * time.Minute,
+		out: "../../docs", budget: 20 * time.Minute,
 		tp: map[string]map[string][]tpRun{}, hwm: map[string][2]int64{}, lat: map[string]*latRuns{},
 		gobench: map[string][]float64{}, ciphers: map[string]string{}}
 	if d, err := time.ParseDuration(os.Getenv("BENCH_BUDGET")); err == nil && d > 0 {
@@ -209,7 +231,11 @@ func TestBenchSuite(t *testing.T) {
 	s.section("profile", 25*time.Second, s.profile)
 	s.section("scale", 60*time.Second, s.scaleRun)
 	s.section("long link", 7*5*time.Second, s.longLink)
+	s.section("transports", 4*time.Minute, s.transports)
 	s.section("transfers", 2*time.Minute, s.transfers)
+	// Last: starting a thousand processes lifts the load average for a
+	// minute, which the next section's reading would show.
+	s.section("idle sessions", 2*time.Minute, s.idleSessions)
 	s.loadAvg[1] = loadAvg()
 
 	if err := s.write(); err != nil {
@@ -272,10 +298,11 @@ func cpuOf(pids []int) float64 {
 	return sum
 }
 
-func hwmOf(pids []int) int64 {
+// statusOf sums a "Vm..." line of the processes' /proc/PID/status, KiB.
+func statusOf(pids []int, field string) int64 {
 	var sum int64
 	for _, p := range pids {
-		if k, err := procStatusKiB(p, "VmHWM"); err == nil {
+		if k, err := procStatusKiB(p, field); err == nil {
 			sum += k
 		}
 	}
@@ -296,7 +323,7 @@ func (s *suite) setup() {
 	s.iperf = startIperfServer(t, "", "127.0.0.1")
 	s.record(s.iperf.argv...)
 	iperfAddr := fmt.Sprintf("127.0.0.1:%d", s.iperf.port)
-	s.echo = startBenchEcho(t)
+	s.echo = startBenchEcho(t, "")
 	s.sink = startSink(t)
 	var holder *bproc
 	holder, s.holder = startHolder(t)
@@ -383,36 +410,44 @@ func rotate[T any](list []T, i int) []T {
 }
 
 func (s *suite) throughput() {
-	for _, p := range s.paths { // warm-up, not recorded
-		host, port, _ := net.SplitHostPort(p.iperf)
-		pn, _ := strconv.Atoi(port)
-		if _, err := runIperf("", host, pn, 1, false, 1, 0); err != nil {
+	s.tp = s.measureThroughput("throughput", s.paths, tpScenarios, s.secs, 0)
+	for _, p := range s.paths {
+		s.hwm[p.key] = [2]int64{statusOf(p.clientPIDs(), "VmHWM"), statusOf(p.serverPIDs(), "VmHWM")}
+	}
+}
+
+// measureThroughput runs iperf3 over each path in each scenario, secs
+// seconds after omit, s.reps times with the order of the paths rotated,
+// after a warm-up run per path, and returns the runs by scenario and path
+// with the CPU time of the path's processes during each.
+func (s *suite) measureThroughput(what string, paths []*tpath, scenarios []scenario, secs, omit int) map[string]map[string][]tpRun {
+	out := map[string]map[string][]tpRun{}
+	for _, p := range paths { // warm-up, not recorded
+		host, port := p.iperfPort()
+		if _, err := runIperf(p.ns, host, port, 1, false, 1, 0); err != nil {
 			s.t.Fatalf("%s: %v", p.label, err)
 		}
 	}
 	for rep := range s.reps {
-		if s.outOfTime("throughput", rep, s.reps) {
+		if s.outOfTime(what, rep, s.reps) {
 			break
 		}
-		for _, sc := range tpScenarios {
-			for _, p := range rotate(s.paths, rep) {
+		for _, sc := range scenarios {
+			for _, p := range rotate(paths, rep) {
 				c0, s0 := cpuOf(p.clientPIDs()), cpuOf(p.serverPIDs())
-				host, port, _ := net.SplitHostPort(p.iperf)
-				pn, _ := strconv.Atoi(port)
-				r := s.iperf3(p.label+", "+sc.label, "", host, pn, sc.streams, sc.reverse, s.secs, 0)
+				host, port := p.iperfPort()
+				r := s.iperf3(p.label+", "+sc.label, p.ns, host, port, sc.streams, sc.reverse, secs, omit)
 				run := tpRun{bps: r.bps, bytes: r.bytes, streams: r.streams,
 					cpuClient: cpuOf(p.clientPIDs()) - c0, cpuServer: cpuOf(p.serverPIDs()) - s0}
-				if s.tp[sc.key] == nil {
-					s.tp[sc.key] = map[string][]tpRun{}
+				if out[sc.key] == nil {
+					out[sc.key] = map[string][]tpRun{}
 				}
-				s.tp[sc.key][p.key] = append(s.tp[sc.key][p.key], run)
+				out[sc.key][p.key] = append(out[sc.key][p.key], run)
 				s.t.Logf("rep %d %-12s %-28s %7.2f Gbit/s  cpu %.2fs+%.2fs", rep+1, sc.key, p.key, r.bps/1e9, run.cpuClient, run.cpuServer)
 			}
 		}
 	}
-	for _, p := range s.paths {
-		s.hwm[p.key] = [2]int64{hwmOf(p.clientPIDs()), hwmOf(p.serverPIDs())}
-	}
+	return out
 }
 
 // Latency: each repetition makes latencyRounds rounds over the paths
@@ -423,6 +458,16 @@ func (s *suite) throughput() {
 const latencyRounds, latencyRTTs, latencyConns, latencyWarm = 10, 200, 30, 100
 
 func (s *suite) latency() {
+	s.lat = s.measureLatency(s.paths, latencyRounds, latencyRTTs, latencyConns, latencyWarm)
+}
+
+// measureLatency makes s.reps repetitions of rounds rounds over the paths,
+// each round rtts round trips on one connection per path (opened for the
+// repetition and warmed by warm round trips) and conns new connections
+// (none when 0; they are dialed from this namespace), and returns each
+// path's percentiles per repetition.
+func (s *suite) measureLatency(paths []*tpath, rounds, rtts, conns, warm int) map[string]*latRuns {
+	out := map[string]*latRuns{}
 	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 	for rep := range s.reps {
 		type acc struct {
@@ -431,55 +476,61 @@ func (s *suite) latency() {
 			cpuRTT, cpuConn float64
 		}
 		accs := map[string]*acc{}
-		for _, p := range s.paths {
-			c, err := net.DialTimeout("tcp", p.echo, harness.IOTimeout)
+		for _, p := range paths {
+			c, err := p.dialEcho()
 			if err != nil {
 				s.t.Fatalf("%s: %v", p.label, err)
 			}
 			c.SetDeadline(time.Now().Add(5 * time.Minute))
-			if _, err := rttOn(c, latencyWarm); err != nil {
+			if _, err := rttOn(c, warm); err != nil {
 				s.t.Fatalf("%s: round trips: %v", p.label, err)
 			}
 			accs[p.key] = &acc{conn: c}
 		}
-		for round := range latencyRounds {
-			for _, p := range rotate(s.paths, rep+round) {
+		for round := range rounds {
+			for _, p := range rotate(paths, rep+round) {
 				a := accs[p.key]
 				tunnelCPU := func() float64 { return cpuOf(p.clientPIDs()) + cpuOf(p.serverPIDs()) }
 				c0 := tunnelCPU()
-				rtt, err := rttOn(a.conn, latencyRTTs)
+				rtt, err := rttOn(a.conn, rtts)
 				if err != nil {
 					s.t.Fatalf("%s: round trips: %v", p.label, err)
 				}
 				c1 := tunnelCPU()
-				conn, err := measureConnect(p.echo, latencyConns)
+				a.cpuRTT += c1 - c0
+				a.rtt = append(a.rtt, rtt...)
+				if conns == 0 {
+					continue
+				}
+				conn, err := measureConnect(p.echo, conns)
 				if err != nil {
 					s.t.Fatalf("%s: new connections: %v", p.label, err)
 				}
-				a.cpuRTT += c1 - c0
 				a.cpuConn += tunnelCPU() - c1
-				a.rtt = append(a.rtt, rtt...)
 				a.connect = append(a.connect, conn...)
 			}
 		}
-		for _, p := range s.paths {
+		for _, p := range paths {
 			a := accs[p.key]
 			a.conn.Close()
-			l := s.lat[p.key]
+			l := out[p.key]
 			if l == nil {
 				l = &latRuns{}
-				s.lat[p.key] = l
+				out[p.key] = l
 			}
 			l.rttP50 = append(l.rttP50, us(percentile(a.rtt, 50)))
 			l.rttP99 = append(l.rttP99, us(percentile(a.rtt, 99)))
-			l.connP50 = append(l.connP50, us(percentile(a.connect, 50)))
-			l.connP99 = append(l.connP99, us(percentile(a.connect, 99)))
 			l.cpuRTT = append(l.cpuRTT, a.cpuRTT*1e6/float64(len(a.rtt)))
-			l.cpuConn = append(l.cpuConn, a.cpuConn*1e6/float64(len(a.connect)))
-			s.t.Logf("rep %d %-8s rtt p50 %.0fµs p99 %.0fµs, new conn p50 %.0fµs p99 %.0fµs", rep+1, p.key,
+			if conns > 0 {
+				l.connP50 = append(l.connP50, us(percentile(a.connect, 50)))
+				l.connP99 = append(l.connP99, us(percentile(a.connect, 99)))
+				l.cpuConn = append(l.cpuConn, a.cpuConn*1e6/float64(len(a.connect)))
+			}
+			s.t.Logf("rep %d %-10s rtt p50 %.0fµs p99 %.0fµs, new conn p50 %.0fµs p99 %.0fµs", rep+1, p.key,
 				us(percentile(a.rtt, 50)), us(percentile(a.rtt, 99)), us(percentile(a.connect, 50)), us(percentile(a.connect, 99)))
 		}
 	}
+	return out
 }
 
 func (s *suite) goBenchmarks() {
@@ -559,8 +610,7 @@ func (s *suite) profileDir() string {
 }
 
 func (s *suite) profile() {
-	dir := s.profileDir()
-	locals, stop, err := inProcessClient(s.ctx, s.srv, fmt.Sprintf("127.0.0.1:0:127.0.0.1:%d", s.iperf.port), "127.0.0.1:0:"+s.echo)
+	locals, stop, err := inProcessClient(s.ctx, s.srv, client.TransportAuto, fmt.Sprintf("127.0.0.1:0:127.0.0.1:%d", s.iperf.port), "127.0.0.1:0:"+s.echo)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -569,7 +619,6 @@ func (s *suite) profile() {
 	iperfPort, _ := strconv.Atoi(port)
 	const secs = 5
 	p := &profResult{secs: secs}
-	file := func(name string) string { return filepath.Join(dir, name+".pprof") }
 	iperfWork := func(reverse bool) func() (string, error) {
 		return func() (string, error) {
 			r, err := runIperf("", "127.0.0.1", iperfPort, 1, reverse, secs, 0)
@@ -599,26 +648,36 @@ func (s *suite) profile() {
 		}},
 	}
 	for _, w := range works {
-		pw := &profWork{key: w.key, label: w.label}
-		err := captureProfiles(s.srv, secs, file("client-"+w.key), file("server-"+w.key), func() error {
-			var err error
-			pw.figure, err = w.run()
-			return err
-		})
-		if err != nil {
-			s.t.Fatalf("profiles of %s: %v", w.label, err)
-		}
-		if pw.client, err = readProfile(file("client-" + w.key)); err != nil {
-			s.t.Fatal(err)
-		}
-		if pw.server, err = readProfile(file("server-" + w.key)); err != nil {
-			s.t.Fatal(err)
-		}
-		p.works = append(p.works, pw)
+		p.works = append(p.works, s.profileWork(s.srv, secs, w.key, w.label, w.run))
 	}
 	s.prof = p
 	s.commands = append(s.commands, fmt.Sprintf("# profiles: GET http://ADMIN/debug/pprof/profile?seconds=%d from the server (--admin 127.0.0.1:0 --pprof),", secs),
 		"# runtime/pprof around the client package in the harness, and GET http://ADMIN/debug/pprof/heap for the scale servers")
+}
+
+// profileWork profiles both ends of a tunnel, srv and the in-process
+// client, while run runs (about secs seconds), into files named after
+// key in the profile directory, and reads the profiles.
+func (s *suite) profileWork(srv *benchServer, secs int, key, label string, run func() (string, error)) *profWork {
+	file := func(side string) string {
+		return filepath.Join(s.profileDir(), side+"-"+strings.ReplaceAll(key, " ", "-")+".pprof")
+	}
+	pw := &profWork{key: key, label: label}
+	err := captureProfiles(srv, secs, file("client"), file("server"), func() error {
+		var err error
+		pw.figure, err = run()
+		return err
+	})
+	if err != nil {
+		s.t.Fatalf("profiles of %s: %v", label, err)
+	}
+	if pw.client, err = readProfile(file("client")); err != nil {
+		s.t.Fatal(err)
+	}
+	if pw.server, err = readProfile(file("server")); err != nil {
+		s.t.Fatal(err)
+	}
+	return pw
 }
 
 func (s *suite) scaleRun() {
@@ -776,73 +835,25 @@ const linkSecs, linkOmit = 3, 1
 
 func (s *suite) longLink() {
 	t := s.t
-	const oneWay = 25 * time.Millisecond
-	const rateMbit = 1000
 	const secs, omit = linkSecs, linkOmit
-	l := &linkResult{rtt: 2 * oneWay, rateMbit: rateMbit, series: map[string][]float64{}}
+	e := s.longLinkEnv()
+	l := &linkResult{how: e.how, why: e.why, rtt: e.rtt, rateMbit: e.rateMbit, series: map[string][]float64{}, setup: slices.Clone(e.setup)}
 	s.link = l
-	qdisc := []string{"netem", "delay", "25ms", "rate", "1000mbit", "limit", "100000"}
-	if q := os.Getenv("BENCH_LINK_QDISC"); q != "" {
-		qdisc = strings.Fields(q)
-	}
 	type target struct {
 		ns   string
 		host string
 		port int
 	}
-	var direct target
+	direct := target{e.clientNS(), e.directHost, e.directPort}
 	variants := linkVariants()
 	l.variants = variants
 	tunnels := make([]target, len(variants))
-	var ns *linkNS
-	var nsErr error
-	if os.Getenv("BENCH_LINK") != "proxy" {
-		ns, nsErr = setupLinkNS(t, qdisc)
-	} else {
-		nsErr = fmt.Errorf("BENCH_LINK=proxy")
-	}
-	fwdPort := func(addr string) int {
-		_, p, _ := net.SplitHostPort(addr)
-		n, _ := strconv.Atoi(p)
-		return n
-	}
-	if ns != nil {
-		l.how = fmt.Sprintf("two network namespaces joined by a veth pair, `tc qdisc add dev VETH root %s` on both ends", strings.Join(qdisc, " "))
-		for _, c := range ns.setup {
-			l.setup = append(l.setup, shellLine(c))
-		}
-		creds := newBenchCreds(t, ns.bIP)
-		ip := startIperfServer(t, ns.b, "")
-		l.setup = append(l.setup, shellLine(ip.argv))
-		direct = target{ns.a, ns.bIP, ip.port}
-		for i, v := range variants {
-			srv := startBenchServer(t, "link server "+v.key, ns.b, creds, ns.bIP+":0", v.serverArgs...)
-			cl, locals := startBenchClient(t, "link client "+v.key, ns.a, srv.url(), creds, v.clientArgs, fmt.Sprintf("127.0.0.1:0:127.0.0.1:%d", ip.port))
-			l.setup = append(l.setup, shellLine(srv.argv), shellLine(cl.argv))
-			tunnels[i] = target{ns.a, "127.0.0.1", fwdPort(locals[0])}
-		}
-	} else {
-		l.how = fmt.Sprintf("a delay proxy in the harness on loopback: each direction serialized at %d Mbit/s and delivered %v later, at most one bandwidth-delay product plus 1 MiB held", rateMbit, oneWay)
-		l.why = nsErr.Error()
-		if _, stderr, ok := strings.Cut(l.why, "stderr: "); ok {
-			l.why = "`tc qdisc add … " + strings.Join(qdisc, " ") + "` failed: " + strings.TrimSpace(stderr)
-		}
-		link := linkSpec{oneWay: oneWay, rate: rateMbit * 1e6 / 8, queue: 1 << 20}
-		iperfProxy := startDelayProxy(t, fmt.Sprintf("127.0.0.1:%d", s.iperf.port), link)
-		direct = target{"", "127.0.0.1", fwdPort(iperfProxy)}
-		l.setup = append(l.setup, fmt.Sprintf("# delay proxy %s -> iperf3 -s 127.0.0.1:%d", iperfProxy, s.iperf.port))
-		remote := fmt.Sprintf("127.0.0.1:0:127.0.0.1:%d", s.iperf.port)
-		for i, v := range variants {
-			srv := s.srv
-			if len(v.serverArgs) > 0 {
-				srv = startBenchServer(t, "link server "+v.key, "", s.creds, "127.0.0.1:0", v.serverArgs...)
-				l.setup = append(l.setup, shellLine(srv.argv))
-			}
-			srvProxy := startDelayProxy(t, srv.addr, link)
-			cl, locals := startBenchClient(t, "link client "+v.key, "", "wss://"+srvProxy, s.creds, v.clientArgs, remote)
-			l.setup = append(l.setup, fmt.Sprintf("# delay proxy %s -> burrow server %s", srvProxy, srv.addr), shellLine(cl.argv))
-			tunnels[i] = target{"", "127.0.0.1", fwdPort(locals[0])}
-		}
+	for i, v := range variants {
+		_, _, locals, lines := e.tunnel(t, "link "+v.key, v.serverArgs, v.clientArgs, "127.0.0.1:0:"+e.iperf)
+		l.setup = append(l.setup, lines...)
+		_, port, _ := net.SplitHostPort(locals[0])
+		n, _ := strconv.Atoi(port)
+		tunnels[i] = target{e.clientNS(), "127.0.0.1", n}
 	}
 	type run struct {
 		key     string
@@ -872,4 +883,95 @@ func (s *suite) longLink() {
 		}
 	}
 	l.setup = append(l.setup, strings.Replace(shellLine(iperfArgs("HOST", 0, 1, false, secs, omit)), "-p 0", "-p PORT", 1)+"   # -R for ←; HOST:PORT direct, or the client's forward")
+}
+
+// longLinkEnv is the simulated long link, made on first use and shared
+// by the sections that cross it: two network namespaces joined by a
+// veth pair with netem on both ends when the kernel has them, else a
+// delay proxy on loopback. Behind it (in the server's namespace) are
+// iperf3 -s and an echo target.
+type longLinkEnv struct {
+	ns          *linkNS  // nil: the delay proxy
+	link        linkSpec // the delay proxy's link
+	rtt         time.Duration
+	rateMbit    float64
+	how, why    string
+	setup       []string // how the link and its targets were made
+	creds       benchCreds
+	iperf, echo string // host:port of the targets, as a server behind the link reaches them
+	directHost  string // where iperf3 -c reaches iperf3 -s across the link, without a tunnel
+	directPort  int
+}
+
+func (s *suite) longLinkEnv() *longLinkEnv {
+	if s.linkEnv != nil {
+		return s.linkEnv
+	}
+	t := s.t
+	const oneWay = 25 * time.Millisecond
+	const rateMbit = 1000
+	e := &longLinkEnv{rtt: 2 * oneWay, rateMbit: rateMbit}
+	s.linkEnv = e
+	qdisc := []string{"netem", "delay", "25ms", "rate", "1000mbit", "limit", "100000"}
+	if q := os.Getenv("BENCH_LINK_QDISC"); q != "" {
+		qdisc = strings.Fields(q)
+	}
+	var nsErr error
+	if os.Getenv("BENCH_LINK") != "proxy" {
+		e.ns, nsErr = setupLinkNS(t, qdisc)
+	} else {
+		nsErr = fmt.Errorf("BENCH_LINK=proxy")
+	}
+	if e.ns != nil {
+		e.how = fmt.Sprintf("two network namespaces joined by a veth pair, `tc qdisc add dev VETH root %s` on both ends", strings.Join(qdisc, " "))
+		for _, c := range e.ns.setup {
+			e.setup = append(e.setup, shellLine(c))
+		}
+		e.creds = newBenchCreds(t, e.ns.bIP)
+		ip := startIperfServer(t, e.ns.b, "")
+		e.setup = append(e.setup, shellLine(ip.argv))
+		e.iperf = fmt.Sprintf("127.0.0.1:%d", ip.port)
+		e.directHost, e.directPort = e.ns.bIP, ip.port
+		e.echo = startBenchEcho(t, e.ns.b)
+		e.setup = append(e.setup, "# and an echo target in the harness, listening on 127.0.0.1 in "+e.ns.b)
+		return e
+	}
+	e.how = fmt.Sprintf("a delay proxy in the harness on loopback: each direction serialized at %d Mbit/s and delivered %v later, at most one bandwidth-delay product plus 1 MiB held", rateMbit, oneWay)
+	e.why = nsErr.Error()
+	if _, stderr, ok := strings.Cut(e.why, "stderr: "); ok {
+		e.why = "`tc qdisc add … " + strings.Join(qdisc, " ") + "` failed: " + strings.TrimSpace(stderr)
+	}
+	e.link = linkSpec{oneWay: oneWay, rate: rateMbit * 1e6 / 8, queue: 1 << 20}
+	e.creds = s.creds
+	e.iperf, e.echo = fmt.Sprintf("127.0.0.1:%d", s.iperf.port), s.echo
+	iperfProxy := startDelayProxy(t, e.iperf, e.link)
+	e.setup = append(e.setup, fmt.Sprintf("# delay proxy %s -> iperf3 -s %s", iperfProxy, e.iperf))
+	host, port, _ := net.SplitHostPort(iperfProxy)
+	e.directHost = host
+	e.directPort, _ = strconv.Atoi(port)
+	return e
+}
+
+// clientNS is the namespace on the near side of the link, where the
+// clients and iperf3 -c run ("" with the delay proxy).
+func (e *longLinkEnv) clientNS() string {
+	if e.ns == nil {
+		return ""
+	}
+	return e.ns.a
+}
+
+// tunnel starts a burrow server behind the link and a client on the near
+// side whose session crosses it, with a forward to each remote; it
+// returns the client's local addresses and the commands, for the report.
+func (e *longLinkEnv) tunnel(t *testing.T, name string, serverArgs, clientArgs []string, remotes ...string) (*benchServer, *bproc, []string, []string) {
+	if e.ns != nil {
+		srv := startBenchServer(t, name+" server", e.ns.b, e.creds, e.ns.bIP+":0", serverArgs...)
+		cl, locals := startBenchClient(t, name+" client", e.ns.a, srv.url(), e.creds, clientArgs, remotes...)
+		return srv, cl, locals, []string{shellLine(srv.argv), shellLine(cl.argv)}
+	}
+	srv := startBenchServer(t, name+" server", "", e.creds, "127.0.0.1:0", serverArgs...)
+	proxy := startDelayProxy(t, srv.addr, e.link)
+	cl, locals := startBenchClient(t, name+" client", "", "wss://"+proxy, e.creds, clientArgs, remotes...)
+	return srv, cl, locals, []string{shellLine(srv.argv), fmt.Sprintf("# delay proxy %s -> burrow server %s", proxy, srv.addr), shellLine(cl.argv)}
 }

@@ -19,6 +19,12 @@ func StartTarget(tb testing.TB, handle func(*net.TCPConn)) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return ServeTarget(tb, ln, handle)
+}
+
+// ServeTarget is StartTarget on a listener the caller made (in another
+// network namespace, say), which it owns from then on.
+func ServeTarget(tb testing.TB, ln net.Listener, handle func(*net.TCPConn)) string {
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
