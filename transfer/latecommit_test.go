@@ -6,7 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 )
 
 // Tests of the commit of a transfer stopped late: after its last chunk,
@@ -119,5 +121,99 @@ func TestRerunCommitsCompletePartial(t *testing.T) {
 				t.Errorf("partials left: %v", p)
 			}
 		})
+	}
+}
+
+// waitFor polls cond for up to 20 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for range 1000 {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+// gatedSync holds the first partial file's fsync until the gate opens.
+type gatedSync struct {
+	partFile
+	once    *sync.Once
+	entered chan<- struct{}
+	gate    <-chan struct{}
+}
+
+func (g gatedSync) Sync() error {
+	g.once.Do(func() {
+		close(g.entered)
+		<-g.gate
+	})
+	return g.partFile.Sync()
+}
+
+// A rerun that arrives while the interrupted run's commit is still in
+// flight (its client gone, the server fsyncing the file) waits for that
+// commit rather than planning against the partial file it is about to
+// rename, and then finds the file done.
+func TestRerunWaitsForCommitInFlight(t *testing.T) {
+	t.Parallel()
+	const cs = MinChunkSize
+	entered, gate := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	cfg := ServerConfig{wrap: func(name string, f partFile) partFile {
+		return gatedSync{partFile: f, once: &once, entered: entered, gate: gate}
+	}}
+	h := newHarness(t, cfg, Endpoint{Write: true})
+	h.useYamux()
+	src := t.TempDir()
+	data := randBytes(50, 4<<20)
+	makeTree(t, src, []node{{path: "big.bin", data: data}})
+	file := filepath.Join(src, "big.bin")
+	cl := h.client()
+	cl.ChunkSize = cs
+
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := cl.Send(ctx1, []string{file}, "in")
+		first <- err
+	}()
+	select {
+	case <-entered:
+	case err := <-first:
+		t.Fatalf("the first send ended before its commit: %v", err)
+	}
+	cancel1()
+	if err := <-first; err == nil {
+		t.Fatal("the interrupted send succeeded")
+	}
+
+	second := make(chan error, 1)
+	go func() {
+		_, err := cl.Send(context.Background(), []string{file}, "in")
+		second <- err
+	}()
+	// Let the rerun reach its plan while the commit is held.
+	waitFor(t, "the rerun to start", func() bool {
+		h.srv.mu.Lock()
+		defer h.srv.mu.Unlock()
+		return len(h.srv.transfers) == 2
+	})
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case err := <-second:
+		t.Fatalf("the rerun ended while the first run's commit was in flight: %v", err)
+	default:
+	}
+	close(gate)
+	if err := <-second; err != nil {
+		t.Fatalf("rerun: %v (server: %v)", err, h.serverErrs())
+	}
+	if got, err := os.ReadFile(filepath.Join(h.ep.Root, "in", "big.bin")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("after the rerun: %d bytes, %v", len(got), err)
+	}
+	if p := partials(t, h.ep.Root); len(p) != 0 {
+		t.Errorf("partials left: %v", p)
 	}
 }
