@@ -75,6 +75,7 @@ func (r *receiver) write(h *chunkHeader, data []byte, wire int) (int, byte, erro
 			f.ngot++
 		}
 		f.hashes[h.index] = h.hash
+		delete(f.known, h.index)
 	}
 	if t := r.cfg.track; t != nil {
 		r.track(f)

@@ -58,6 +58,9 @@ type rfile struct {
 	part    string
 	journal string
 	nchunks int64 // -1 in stream mode
+	// known holds the chunks the plan offered as resumed (verified on
+	// disk at planning) that no chunk of this transfer has replaced:
+	// until the FileEnd, nothing says the sender's chunks are the same.
 	known   map[uint32]hash
 	hashes  []hash
 	got     []bool

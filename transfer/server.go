@@ -427,13 +427,16 @@ func (s *Server) servePush(ctx context.Context, c *conn, ep *Endpoint, h *hello,
 	}
 	r := newReceiver(cfg)
 	defer r.close()
+	defer func() { rep.Files, rep.Bytes = r.committed.Load(), r.dataBytes.Load() }()
 	// The data streams write through r: on every way out they stop
-	// before it closes (retire, deferred earlier, would run after).
+	// before it closes (retire, deferred earlier, would run after). Then
+	// what they completed is committed, even if the client has gone: the
+	// paths stay reserved until r closes, so a rerun waits for this.
 	defer func() {
 		t.cancel()
 		t.wg.Wait()
+		r.salvage()
 	}()
-	defer func() { rep.Files, rep.Bytes = r.committed.Load(), r.dataBytes.Load() }()
 	if r.entries, err = readManifest(c, &lim, nil); err != nil {
 		return err
 	}
