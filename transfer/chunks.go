@@ -75,6 +75,7 @@ func (r *receiver) write(h *chunkHeader, data []byte, wire int) (int, byte, erro
 			f.ngot++
 		}
 		f.hashes[h.index] = h.hash
+		delete(f.known, h.index)
 	}
 	if t := r.cfg.track; t != nil {
 		r.track(f)
@@ -180,7 +181,11 @@ func (r *receiver) end(fe *fileEnd) (int, byte, error) {
 		}
 		return f.idx, committedSkipped, nil
 	}
-	if f.nchunks < 0 || f.e.Size == 0 {
+	// Open the partial file if no chunk has: that of an empty file or a
+	// stream, and that of a file with resumed chunks, which count as held
+	// only once it is open. When every chunk was resumed the sender sends
+	// none, and without this the rerun would never commit the file.
+	if f.nchunks < 0 || f.e.Size == 0 || len(f.known) > 0 {
 		if err := r.openPart(f); err != nil {
 			return -1, 0, r.fail(f, err)
 		}

@@ -451,6 +451,10 @@ func (c *Client) Fetch(ctx context.Context, remotePaths []string, localDir strin
 	}
 	units := makeUnits(entries, func(i int) bool { return r.files[i] != nil }, cfg.ChunkSize, false)
 	if err := cfg.pull(ctx, cc, me, units, r, h.flags&flagCompress != 0); err != nil {
+		// Interrupted, or the server went away: commit what is complete
+		// and verified, so that even the last file of a fetch stopped
+		// after its last chunk needs nothing more.
+		r.salvage()
 		return tr.result(start), err
 	}
 	err = r.finish()

@@ -182,6 +182,32 @@ func (r *receiver) flush() ([]int, error) {
 	return done, first
 }
 
+// salvage commits, once a transfer has ended early and nothing writes
+// through r any more, what it completed: the files whose every chunk it
+// wrote and verified although their FileEnd never came (the sender went
+// away after its last chunk), and the small files sealed and waiting for
+// their batch's sync. The whole-file hash of the former is the receiver's
+// own, over the chunk hashes it verified against the data, which is what
+// the sender's FileEnd would have carried. A file holding chunks resumed
+// from a previous run that this one did not replace is left for the
+// next run, whose sender confirms them: its partial file is complete
+// and stays. What fails here stays as it was, for the next run.
+func (r *receiver) salvage() {
+	for _, f := range r.files {
+		if f == nil {
+			continue
+		}
+		f.mu.Lock()
+		if f.state == fileWanted && f.root == nil && f.f != nil && f.nchunks > 0 && f.ngot == f.nchunks && len(f.known) == 0 {
+			root := rootHash(f.e.Size, r.cfg.chunkSize, f.hashes)
+			f.root = &root
+			r.maybeCommit(f)
+		}
+		f.mu.Unlock()
+	}
+	r.flush()
+}
+
 // renameNoReplace renames old to name unless name exists (fs.ErrExist):
 // a hard link, which fails on an existing name, then the removal of old.
 // Where the filesystem has no hard links it checks, then renames.

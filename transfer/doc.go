@@ -39,6 +39,11 @@
 //     is committed by fsync, mode and times, and a rename into place;
 //     the directories are fsynced at the end. No file ever appears under
 //     its final name incomplete or unverified.
+//   - A transfer stopped late can always be finished: a file whose
+//     chunks all arrived is committed even when its sender went away
+//     before saying it was done; a rerun commits a complete partial file
+//     without moving it again; and on the server a rerun waits for the
+//     interrupted transfer to finish committing before it plans.
 //   - Files already at the destination with the same size and
 //     modification time (to the second) are skipped. Under
 //     [OverwriteAlways], such files up to 1 MiB are also compared by

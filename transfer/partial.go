@@ -144,6 +144,9 @@ func openPart(root *os.Root, name string, fresh bool) (*os.File, error) {
 		return createFresh(root, name, os.O_RDWR)
 	}
 	f, err := root.OpenFile(name, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrPermission) && makeWritable(root, name) == nil {
+		f, err = root.OpenFile(name, os.O_RDWR, 0)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -152,6 +155,23 @@ func openPart(root *os.Root, name string, fresh bool) (*os.File, error) {
 		return nil, &fs.PathError{Op: "open", Path: name, Err: errors.New("the partial file was replaced since planning; run the same command again")}
 	}
 	return f, nil
+}
+
+// makeWritable gives the owner back write permission on a partial file
+// that a commit sealed with the file's final mode (read-only, say) but
+// did not finish (its fsync failed on a full disk, or the process was
+// killed): its chunks were verified at planning, and without this they
+// could never be committed by a receiver not running as root.
+func makeWritable(root *os.Root, name string) error {
+	f, err := root.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if !ownFile(root, name, f) {
+		return fs.ErrPermission
+	}
+	return f.Chmod(0o600)
 }
 
 // createFresh replaces whatever is at name (a link is removed, never

@@ -18,6 +18,9 @@ func (r *receiver) plan(ctx context.Context) ([]planRec, error) {
 	if err := r.checkManifest(); err != nil {
 		return nil, err
 	}
+	if err := r.lockFiles(); err != nil {
+		return nil, err
+	}
 	p := &planner{r: r, blocked: make(map[string]bool)}
 	r.files = make([]*rfile, len(r.entries))
 	for i := range r.entries {
@@ -226,8 +229,8 @@ func (p *planner) partial(f *rfile) {
 	p.incoming += e.Size - f.resumed // the partial file is already counted in the usage
 }
 
-// reserve holds the quota and free space the plan needs, and locks its
-// destination paths against other transfers.
+// reserve holds the quota and free space the plan needs, and releases the
+// reserved destination paths of the files it will not write.
 func (p *planner) reserve() error {
 	r := p.r
 	if err := r.checkQuota(p.incoming-p.replaced, p.newEntries); err != nil {
@@ -236,13 +239,33 @@ func (p *planner) reserve() error {
 	if err := r.checkSpace(p.need); err != nil {
 		return err
 	}
-	if r.cfg.lock != nil {
-		unlock, err := r.cfg.lock(p.toLock)
-		if err != nil {
-			return err
-		}
-		r.unlock = unlock
+	if r.held != nil {
+		r.held.keep(p.toLock)
 	}
+	return nil
+}
+
+// lockFiles reserves the destination of every file in the manifest
+// before plan looks at any: another transfer of the same files may still
+// be committing them (one just interrupted, whose rerun this may be), and
+// must finish first, or this plan would count on a partial file that is
+// then renamed away, or miss the file it commits. Once planned, only the
+// files to be written stay reserved (reserve).
+func (r *receiver) lockFiles() error {
+	if r.cfg.lock == nil {
+		return nil
+	}
+	var paths []string
+	for i := range r.entries {
+		if e := &r.entries[i]; e.Type == TypeFile {
+			paths = append(paths, r.dst(e.Path))
+		}
+	}
+	held, err := r.cfg.lock(paths)
+	if err != nil {
+		return err
+	}
+	r.held = held
 	return nil
 }
 

@@ -34,8 +34,9 @@ type recvConfig struct {
 	// reserve free.
 	space *spaceBook
 
-	// lock reserves destination paths against other transfers.
-	lock func(paths []string) (unlock func(), err error)
+	// lock reserves destination paths against other transfers, waiting
+	// for one that is still committing them.
+	lock func(paths []string) (*heldPaths, error)
 	// wrap, for tests, wraps every partial file opened for writing.
 	wrap func(name string, f partFile) partFile
 	// track, on the client, turns progress into Events.
@@ -57,6 +58,9 @@ type rfile struct {
 	part    string
 	journal string
 	nchunks int64 // -1 in stream mode
+	// known holds the chunks the plan offered as resumed (verified on
+	// disk at planning) that no chunk of this transfer has replaced:
+	// until the FileEnd, nothing says the sender's chunks are the same.
 	known   map[uint32]hash
 	hashes  []hash
 	got     []bool
@@ -87,10 +91,10 @@ type receiver struct {
 	open     int             // partial files open
 	ended    bool            // closed: no partial file may be opened again
 	dirty    map[string]bool // directories whose entries changed, to fsync
-	unlock   func()
-	quotaUse int64     // bytes in use under the root, when a quota applies
-	hold     quotaHold // what this transfer may add, in cfg.book
-	spaceH   spaceHold // what this transfer may still write, in cfg.space
+	held     *heldPaths      // destination paths reserved (server only)
+	quotaUse int64           // bytes in use under the root, when a quota applies
+	hold     quotaHold       // what this transfer may add, in cfg.book
+	spaceH   spaceHold       // what this transfer may still write, in cfg.space
 
 	// For the server's report: file data written, and files committed.
 	dataBytes, committed atomic.Int64
@@ -181,9 +185,9 @@ func (r *receiver) close() {
 		}
 		f.mu.Unlock()
 	}
-	if r.unlock != nil {
-		r.unlock()
-		r.unlock = nil
+	if r.held != nil {
+		r.held.release()
+		r.held = nil
 	}
 	r.cfg.book.release(&r.hold)
 	r.cfg.space.release(&r.spaceH)

@@ -92,9 +92,9 @@ type Server struct {
 	mu        sync.Mutex
 	transfers map[transferID]*transfer
 	perUser   map[string]int
-	busy      map[string]bool  // destination files being written, by root and path
-	buffers   int64            // bytes the admitted transfers' streams may hold
-	userBufs  map[string]int64 // the same, by user
+	busy      map[string]*transfer // destination files being written, by root and path: who writes them
+	buffers   int64                // bytes the admitted transfers' streams may hold
+	userBufs  map[string]int64     // the same, by user
 	books     map[string]*quotaBook
 	space     spaceBook // what receiving transfers may still write
 }
@@ -114,7 +114,7 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.Statfs == nil {
 		cfg.Statfs = statfs
 	}
-	return &Server{cfg: cfg, transfers: make(map[transferID]*transfer), perUser: make(map[string]int), busy: make(map[string]bool),
+	return &Server{cfg: cfg, transfers: make(map[transferID]*transfer), perUser: make(map[string]int), busy: make(map[string]*transfer),
 		userBufs: make(map[string]int64), books: make(map[string]*quotaBook)}
 }
 
@@ -305,47 +305,89 @@ func (s *Server) book(ep *Endpoint) *quotaBook {
 	return b
 }
 
+// busyWait bounds the wait for a destination file that another
+// transfer in progress is writing.
+const busyWait = 5 * time.Second
+
 // lockPaths reserves destination files against concurrent transfers. A
 // transfer that was just interrupted may still be winding down when its
-// rerun arrives, so a busy path is retried for a few seconds.
-func (s *Server) lockPaths(ctx context.Context, root string) func([]string) (func(), error) {
-	return func(paths []string) (func(), error) {
-		for wait := 0; ; wait++ {
-			unlock, busy := s.tryLock(root, paths)
-			if busy == "" {
-				return unlock, nil
+// rerun arrives: one whose control stream has ended (its context is done)
+// is committing what it received, and is waited for, however long its
+// fsyncs take, within the stall timeout; the rerun then plans against
+// what it left. A transfer still in progress is waited for a few seconds
+// (its client may have gone without the server seeing it yet), then the
+// path is reported busy.
+func (s *Server) lockPaths(t *transfer, root string) func([]string) (*heldPaths, error) {
+	return func(paths []string) (*heldPaths, error) {
+		start := time.Now()
+		for {
+			held, holder, busy := s.tryLock(t, root, paths)
+			if held != nil {
+				return held, nil
 			}
-			if wait >= 100 {
+			limit := busyWait
+			if holder.ctx.Err() != nil {
+				limit = s.cfg.Limits.StallTimeout
+			}
+			if time.Since(start) >= limit {
 				return nil, fmt.Errorf("%w: another transfer is writing %s; wait for it to finish", ErrBusy, busy)
 			}
 			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(50 * time.Millisecond):
+			case <-t.ctx.Done():
+				return nil, t.ctx.Err()
+			case <-time.After(20 * time.Millisecond):
 			}
 		}
 	}
 }
 
-func (s *Server) tryLock(root string, paths []string) (func(), string) {
+// tryLock reserves paths under root for t, all or none. When one is held
+// it returns the transfer holding it and its name.
+func (s *Server) tryLock(t *transfer, root string, paths []string) (*heldPaths, *transfer, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, p := range paths {
-		if s.busy[root+"\x00"+p] {
-			return nil, p
+	keys := make([]string, len(paths))
+	for i, p := range paths {
+		keys[i] = root + "\x00" + p
+		if holder := s.busy[keys[i]]; holder != nil && holder != t {
+			return nil, holder, p
 		}
 	}
-	for _, p := range paths {
-		s.busy[root+"\x00"+p] = true
+	for _, k := range keys {
+		s.busy[k] = t
 	}
-	return func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for _, p := range paths {
-			delete(s.busy, root+"\x00"+p)
-		}
-	}, ""
+	return &heldPaths{s: s, t: t, root: root, keys: keys}, nil, ""
 }
+
+// heldPaths are the destination files a transfer holds against others.
+type heldPaths struct {
+	s    *Server
+	t    *transfer
+	root string
+	keys []string
+}
+
+// keep releases the held paths not in paths (under the same root).
+func (h *heldPaths) keep(paths []string) {
+	want := make(map[string]bool, len(paths))
+	for _, p := range paths {
+		want[h.root+"\x00"+p] = true
+	}
+	h.s.mu.Lock()
+	defer h.s.mu.Unlock()
+	kept := h.keys[:0]
+	for _, k := range h.keys {
+		if want[k] {
+			kept = append(kept, k)
+		} else if h.s.busy[k] == h.t {
+			delete(h.s.busy, k)
+		}
+	}
+	h.keys = kept
+}
+
+// release releases every held path.
+func (h *heldPaths) release() { h.keep(nil) }
 
 func (s *Server) servePush(ctx context.Context, c *conn, ep *Endpoint, h *hello, rep *Report) error {
 	if !ep.Write {
@@ -378,20 +420,23 @@ func (s *Server) servePush(ctx context.Context, c *conn, ep *Endpoint, h *hello,
 		root: root, dest: dest, overwrite: h.overwrite, links: h.links, chunkSize: t.cs,
 		stream: h.flags&flagStream != 0, limits: lim, reserve: reserve,
 		quotaBytes: ep.MaxBytes, quotaFiles: ep.MaxFiles, book: s.book(ep), space: &s.space,
-		lock: s.lockPaths(t.ctx, ep.Root), wrap: s.cfg.wrap,
+		lock: s.lockPaths(t, ep.Root), wrap: s.cfg.wrap,
 	}
 	if reserve > 0 {
 		cfg.statfs = s.cfg.Statfs
 	}
 	r := newReceiver(cfg)
 	defer r.close()
+	defer func() { rep.Files, rep.Bytes = r.committed.Load(), r.dataBytes.Load() }()
 	// The data streams write through r: on every way out they stop
-	// before it closes (retire, deferred earlier, would run after).
+	// before it closes (retire, deferred earlier, would run after). Then
+	// what they completed is committed, even if the client has gone: the
+	// paths stay reserved until r closes, so a rerun waits for this.
 	defer func() {
 		t.cancel()
 		t.wg.Wait()
+		r.salvage()
 	}()
-	defer func() { rep.Files, rep.Bytes = r.committed.Load(), r.dataBytes.Load() }()
 	if r.entries, err = readManifest(c, &lim, nil); err != nil {
 		return err
 	}
