@@ -2196,3 +2196,73 @@ func TestSession_StreamReset(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// RemoteClosed tells the EOF after the peer's FIN from the EOF a
+// session's end gives: both read as io.EOF, after the data that came.
+func TestSession_RemoteClosed(t *testing.T) {
+	conf := testConfNoKeepAlive()
+	clientConn, serverConn := testConnTCP(t)
+	client, server := testClientServerConfig(t, clientConn, serverConn, conf, conf.Clone())
+	open := func() (*Stream, *Stream) {
+		t.Helper()
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		peer, err := server.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st, peer
+	}
+	finished, finishedPeer := open()
+	cut, cutPeer := open()
+	both, bothPeer := open()
+	finishedPeer.Write([]byte("all of it"))
+	finishedPeer.Close()
+	cutPeer.Write([]byte("some of it"))
+	both.Close()
+	bothPeer.Close()
+	if b, err := io.ReadAll(both); err != nil || string(b) != "" {
+		t.Fatalf("read %q, %v from a stream both sides closed", b, err)
+	}
+	if !both.RemoteClosed() {
+		t.Error("RemoteClosed is false after the peer closed a stream closed here first")
+	}
+	// The FIN has come before the session ends; the cut stream's data too.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		cut.recvLock.Lock()
+		n := 0
+		if cut.recvBuf != nil {
+			n = cut.recvBuf.Len()
+		}
+		cut.recvLock.Unlock()
+		if finished.RemoteClosed() && n == len("some of it") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the FIN and the data did not arrive")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if cut.RemoteClosed() {
+		t.Error("RemoteClosed is true before the peer closed")
+	}
+	client.Close()
+	for _, tc := range []struct {
+		st         *Stream
+		want       string
+		wantClosed bool
+	}{{finished, "all of it", true}, {cut, "some of it", false}} {
+		if b, err := io.ReadAll(tc.st); err != nil || string(b) != tc.want {
+			t.Errorf("read %q, %v after the session closed; want %q and EOF", b, err, tc.want)
+		}
+		if got := tc.st.RemoteClosed(); got != tc.wantClosed {
+			t.Errorf("RemoteClosed of the stream that read %q is %v after the session closed, want %v", tc.want, got, tc.wantClosed)
+		}
+	}
+}

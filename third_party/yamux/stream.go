@@ -32,6 +32,7 @@ type Stream struct {
 	session *Session
 
 	state     streamState
+	remoteFIN bool // the peer's FIN has come; stateLock
 	stateLock sync.Mutex
 
 	recvBuf  *bytes.Buffer
@@ -395,6 +396,18 @@ SEND_CLOSE:
 	return nil
 }
 
+// RemoteClosed reports whether the peer has closed its side of the
+// stream with a FIN: what it sent has all arrived, and reads end with
+// io.EOF once it has been read. Reads end with io.EOF too when the
+// session shuts down first, and then RemoteClosed reports false: the
+// peer may have had more to send. A caller that must tell a complete
+// stream from a cut one, to pass the difference on, asks it after EOF.
+func (s *Stream) RemoteClosed() bool {
+	s.stateLock.Lock()
+	defer s.stateLock.Unlock()
+	return s.remoteFIN
+}
+
 // Reset ends the stream at once in both directions and tells the peer
 // with a RST, the frame a stream gets when it is refused or its close
 // times out: the peer's reads and writes fail with ErrConnectionReset,
@@ -491,9 +504,11 @@ func (s *Stream) processFlags(flags uint16) error {
 			fallthrough
 		case streamEstablished:
 			s.state = streamRemoteClose
+			s.remoteFIN = true
 			s.notifyWaiting()
 		case streamLocalClose:
 			s.state = streamClosed
+			s.remoteFIN = true
 			closeStream = true
 			s.notifyWaiting()
 		default:
