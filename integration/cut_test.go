@@ -412,3 +412,57 @@ func TestCutByTarget(t *testing.T) {
 		t.Logf("through the %s: a reset in %d of %d runs", via.name, resets, cutRuns/2)
 	}
 }
+
+// TestCutStdio runs a stdio remote (stdin and stdout as one connection)
+// to the HTTP target: a complete response arrives whole and burrow exits
+// 0; a download whose session is killed mid-way makes burrow exit
+// non-zero, saying that the connection was cut, since the program
+// reading its stdout would otherwise take the end of stdout for the end
+// of the data.
+func TestCutStdio(t *testing.T) {
+	t.Parallel()
+	web := startCutHTTP(t)
+	srv := burrow.StartTestServer(t, nil)
+	stdio := func(t *testing.T, path string) (*harness.Proc, *os.File) {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { w.Close() })
+		cmd := exec.Command(burrow.Path(), "client", "--fingerprint", srv.Cert.Fingerprint, srv.URL, "stdio:"+web)
+		cmd.Env = append(harness.CleanEnv(), "BURROW_AUTH="+harness.TestUser+":"+harness.TestPass)
+		cmd.Stdin = r
+		p := harness.StartCmd(t, "stdio client", cmd, 0)
+		r.Close()
+		if _, err := fmt.Fprintf(w, "GET %s HTTP/1.0\r\n\r\n", path); err != nil {
+			t.Fatal(err)
+		}
+		return p, w
+	}
+
+	t.Run("complete", func(t *testing.T) {
+		p, stdin := stdio(t, "/full")
+		stdin.Close()
+		if code := p.WaitExit(t, harness.IOTimeout); code != 0 {
+			t.Fatalf("burrow exited %d after a complete response: %s", code, p.Stderr.String())
+		}
+		want := make([]byte, cutFullSize)
+		io.ReadFull(faultPayload(7), want)
+		_, body, _ := strings.Cut(p.Stdout.String(), "\r\n\r\n")
+		if len(body) != cutFullSize || body != string(want) {
+			t.Fatalf("stdout held a body of %d bytes, want the %d sent", len(body), cutFullSize)
+		}
+	})
+
+	t.Run("session killed", func(t *testing.T) {
+		p, _ := stdio(t, "/endless")
+		waitProgress(t, "the stdio download", func() int64 { return int64(p.Stdout.Len()) }, p.Done())
+		srv.Kill(t)
+		code := p.WaitExit(t, harness.ExitTimeout)
+		_, other := harness.StderrLines(p)
+		if code == 0 || len(other) != 1 || !strings.Contains(other[0], "the connection was cut after") {
+			t.Fatalf("burrow exited %d after its session was killed mid-download, saying %q; want non-zero and one line saying the connection was cut", code, other)
+		}
+		t.Logf("%s", other[0])
+	})
+}
