@@ -19,8 +19,11 @@ import (
 // target, over whichever session is live when it starts. Stdin flows
 // without waiting for the server's reply (see forward). It returns when
 // the far end has finished sending: the program that reads stdout (ssh,
-// for a ProxyCommand) has then all it will get. The copy from stdin is
-// not waited for, since a read from a terminal or pipe cannot be
+// for a ProxyCommand) has then all it will get. It fails when the
+// connection was cut first (the session ended, or the far end reset it),
+// so that the user is told and burrow exits non-zero: the end of stdout
+// alone could pass for the end of the data. The copy from stdin is not
+// waited for, since a read from a terminal or pipe cannot be
 // interrupted; the process exits after a stdio forward.
 func (c *Client) forwardStdio(ctx context.Context, r Remote) error {
 	log := c.log.With("local", "stdio", "remote", r.RemoteAddr())
@@ -45,11 +48,26 @@ func (c *Client) forwardStdio(ctx context.Context, r Remote) error {
 		log.Error("stdio forward refused", "err", err)
 		return fmt.Errorf("stdio remote %s: %w", r, err)
 	}
-	received, _ := io.Copy(c.cfg.Stdout, st)
+	received, err := io.Copy(c.cfg.Stdout, st)
+	if err == nil && !st.RemoteClosed() {
+		err = errSessionEnded
+	}
+	if err != nil {
+		// The far end learns of the failure as one (see
+		// mux.Stream.Reset).
+		st.Reset()
+		c.cfg.Stdout.Close()
+		log.Warn("stdio forward cut", "bytes_out", sent.Load(), "bytes_in", received, "err", err)
+		return fmt.Errorf("stdio remote %s: the connection was cut after %d bytes received: %w", r, received, err)
+	}
 	c.cfg.Stdout.Close()
 	log.Info("stdio forward closed", "bytes_out", sent.Load(), "bytes_in", received)
 	return nil
 }
+
+// errSessionEnded is why a stdio forward failed when its session ended
+// before the far end had finished sending.
+var errSessionEnded = errors.New("the session to the server ended before the target had finished sending")
 
 func (c *Client) serveListener(ctx context.Context, l net.Listener, r Remote, wg *sync.WaitGroup) {
 	go func() {

@@ -828,7 +828,7 @@ func TestACLEveryMode(t *testing.T) {
 	t.Run("tcp forward allowed", get)
 
 	t.Run("tcp forward", func(t *testing.T) {
-		expectClosedWithoutData(t, deniedLocal)
+		expectResetWithoutData(t, deniedLocal)
 		client.WaitLog(t, regexp.MustCompile(`msg="forward refused" .*remote=`+regexp.QuoteMeta(denied)+` .*`+notAllowed(denied)), harness.IOTimeout)
 		srv.WaitLog(t, regexp.MustCompile(`msg="stream refused" .*kind=tcp target=`+regexp.QuoteMeta(denied)+` .*`+notAllowed(denied)), harness.IOTimeout)
 	})

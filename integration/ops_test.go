@@ -647,7 +647,7 @@ func TestMetrics(t *testing.T) {
 			t.Fatalf("through %s: sink answered %q (%v), want %q", local, got, err, reply)
 		}
 	}
-	expectClosedWithoutData(t, alice[1]) // 127.0.0.1:9 is not on alice's list
+	expectResetWithoutData(t, alice[1]) // 127.0.0.1:9 is not on alice's list
 	srv.WaitLog(t, regexp.MustCompile(`msg="stream refused" .*user=alice .*target=127\.0\.0\.1:9`), harness.IOTimeout)
 	// Byte counts are recorded when a stream closes, just before it is logged.
 	srv.WaitLogCount(t, streamClosedLine, conns, harness.IOTimeout)

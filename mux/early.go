@@ -365,6 +365,26 @@ func (e *EarlyStream) Close() error {
 	return st.Close()
 }
 
+// Reset ends the stream as a failure (see Stream.Reset). Before the
+// reply, it gives up waiting for it, as Close does.
+func (e *EarlyStream) Reset() error {
+	e.mu.Lock()
+	e.settle(net.ErrClosed)
+	st, abort := e.st, e.abort
+	e.mu.Unlock()
+	if abort != nil {
+		abort(net.ErrClosed)
+	}
+	return st.Reset()
+}
+
+// RemoteClosed reports whether the peer accepted the stream and then
+// closed its side (see Stream.RemoteClosed).
+func (e *EarlyStream) RemoteClosed() bool {
+	st, _ := e.Accepted()
+	return st != nil && st.RemoteClosed()
+}
+
 // SetReadDeadline sets the deadline of reads from the stream; it applies
 // once the reply has arrived (until then, WaitReply's ctx bounds reads).
 func (e *EarlyStream) SetReadDeadline(t time.Time) error {

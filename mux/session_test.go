@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/hashicorp/yamux"
 )
 
 // transport is one way of carrying a session.
@@ -1247,4 +1248,82 @@ func benchmarkTCP(b *testing.B, size int) {
 	}
 	defer c.Close()
 	runTransfer(b, c, c.(*net.TCPConn).CloseWrite, done, size)
+}
+
+// TestStreamResetAndRemoteClosed checks, over a WebSocket session, that a
+// reset reaches the peer as one (yamux.ErrConnectionReset, not EOF), and
+// that RemoteClosed tells the EOF after the peer's FIN from the EOF after
+// the session's end. An EarlyStream reset before its reply stops waiting
+// for it.
+func TestStreamResetAndRemoteClosed(t *testing.T) {
+	t.Parallel()
+	ts := startTunnelServer(t, serverOptions{tr: transport{}})
+	client, server := ts.dial(t, nil)
+	accepted := make(chan *Stream, 4)
+	go func() {
+		for {
+			st, err := server.AcceptStream()
+			if err != nil {
+				return // the session has ended
+			}
+			accepted <- st
+		}
+	}()
+	open := func() (*Stream, *Stream) {
+		t.Helper()
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Write([]byte("x"))
+		peer := <-accepted
+		peer.SetDeadline(time.Now().Add(testTimeout))
+		st.SetDeadline(time.Now().Add(testTimeout))
+		if _, err := io.ReadFull(peer, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		return st, peer
+	}
+
+	reset, resetPeer := open()
+	if err := reset.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := resetPeer.Read(make([]byte, 1)); !errors.Is(err, yamux.ErrConnectionReset) {
+		t.Errorf("the peer of a reset stream read %v, want %v", err, yamux.ErrConnectionReset)
+	}
+
+	e, err := OpenEarly(t.Context(), func(context.Context) (*Session, error) { return client, nil }, Header{Kind: KindTCP, Target: "example.com:80"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	replied := make(chan error, 1)
+	go func() { replied <- e.WaitReply(t.Context()) }()
+	earlyPeer := <-accepted // its header came; no reply is sent
+	if err := e.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-replied; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("WaitReply of an EarlyStream reset before its reply returned %v, want %v", err, net.ErrClosed)
+	}
+	earlyPeer.SetDeadline(time.Now().Add(testTimeout))
+	if _, err := io.ReadAll(earlyPeer); !errors.Is(err, yamux.ErrConnectionReset) {
+		t.Errorf("the peer of a reset EarlyStream read %v, want %v", err, yamux.ErrConnectionReset)
+	}
+
+	finished, finishedPeer := open()
+	cut, cutPeer := open()
+	finishedPeer.Write([]byte("all"))
+	finishedPeer.Close()
+	if b, err := io.ReadAll(finished); err != nil || string(b) != "all" || !finished.RemoteClosed() {
+		t.Fatalf("after the peer's FIN: read %q, %v, RemoteClosed %v; want all, EOF, true", b, err, finished.RemoteClosed())
+	}
+	cutPeer.Write([]byte("some"))
+	if _, err := io.ReadFull(cut, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	if b, err := io.ReadAll(cut); err != nil || len(b) != 0 || cut.RemoteClosed() {
+		t.Errorf("after the session's end: read %q, %v, RemoteClosed %v; want nothing more, EOF, false", b, err, cut.RemoteClosed())
+	}
 }

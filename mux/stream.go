@@ -90,6 +90,19 @@ func (s *Stream) SetDeadline(t time.Time) error      { return s.st.SetDeadline(t
 func (s *Stream) SetReadDeadline(t time.Time) error  { return s.st.SetReadDeadline(t) }
 func (s *Stream) SetWriteDeadline(t time.Time) error { return s.st.SetWriteDeadline(t) }
 
+// Reset ends the stream as a failure, in both directions at once: the
+// peer's reads and writes fail with yamux.ErrConnectionReset instead of
+// ending as after Close, so that a connection cut here is not taken
+// there for one that ended. Data not yet read is dropped. A stream
+// closed by both sides, or reset, is left as it is.
+func (s *Stream) Reset() error { return s.st.Reset() }
+
+// RemoteClosed reports whether the peer closed its side of the stream:
+// a read that returns io.EOF after it has read all the peer sent. A
+// read returns io.EOF too once the session has ended, after what had
+// arrived, with RemoteClosed false: what the peer sent may be cut short.
+func (s *Stream) RemoteClosed() bool { return s.st.RemoteClosed() }
+
 // StreamID is the stream's yamux ID, for logs.
 func (s *Stream) StreamID() uint32 { return s.st.StreamID() }
 

@@ -52,10 +52,12 @@ type halfCloser interface {
 // Pipe copies between a and b in both directions until both have reached
 // EOF or either fails, then closes both. An EOF in one direction is passed
 // on as a half-close (FIN), so protocols that signal the end of a request
-// by shutting down their write side keep working. It returns the bytes
-// copied each way. It is Parking.Splice on a nil Parking waited for, with
-// the caller's goroutine, which would otherwise only wait, carrying b to
-// a.
+// by shutting down their write side keep working; a failure, or a stream
+// cut short by the end of its session, resets both (see reset), so that
+// neither side takes a cut connection for a complete one. It returns the
+// bytes copied each way. It is Parking.Splice on a nil Parking waited
+// for, with the caller's goroutine, which would otherwise only wait,
+// carrying b to a.
 func Pipe(a, b io.ReadWriteCloser) (aToB, bToA int64) {
 	done := make(chan struct{})
 	var p *Parking // the caller's goroutine waits anyway
@@ -209,15 +211,16 @@ func (s *splice) other(h *half) *half {
 	return &s.ab
 }
 
-// abort closes both ends, so that both directions end soon: a direction
-// parked is woken to find its source closed, one copying fails.
+// abort resets both ends, so that both directions end soon: a direction
+// parked is woken to find its source closed, one copying fails. The
+// connection is cut, and its ends learn so (see reset).
 func (s *splice) abort() {
 	s.ab.stay.Store(true)
 	s.ba.stay.Store(true)
 	ab := s.ab.unpark()
 	ba := s.ba.unpark()
-	s.ab.src.Close()
-	s.ab.dst.Close()
+	reset(s.ab.src)
+	reset(s.ab.dst)
 	if ab {
 		s.ab.Wake()
 	}
@@ -277,8 +280,9 @@ func (h *half) unpark() bool {
 
 // step copies what src has once waitData has returned waited and err,
 // until src has been quiet for burstIdle. It reports false once src has
-// ended, and dst is half-closed, or either end failed, and both are closed
-// so that the other direction does not wait forever.
+// ended, and dst is half-closed, or either end failed, and both are reset
+// so that the other direction does not wait forever and both sides learn
+// of the failure.
 func (h *half) step(waited bool, err error) (more bool) {
 	if err == nil {
 		if err = h.burst(waited); err == nil {
@@ -294,11 +298,22 @@ func (h *half) step(waited bool, err error) (more bool) {
 	o := h.s.other(h)
 	o.stay.Store(true)
 	parked := o.unpark()
-	if err == io.EOF && !sessionEnded(h.src) {
-		closeWrite(h.dst)
-	} else {
+	switch {
+	case err != io.EOF || cutShort(h.src):
+		// A failure, here or at the far end: it reaches the other side
+		// as one (see reset), rather than as an end of data that an
+		// application could take for all there was.
+		reset(h.dst)
+		reset(h.src)
+	case sessionEnded(h.src):
+		// All the peer sent has come, but nothing can go back: the
+		// splice ends whole rather than leave dst half-closed, waiting
+		// on a peer that may never write or close. A plain close sends
+		// what dst holds, then a FIN.
 		h.dst.Close()
 		h.src.Close()
+	default:
+		closeWrite(h.dst)
 	}
 	if parked {
 		o.Wake()
@@ -306,11 +321,39 @@ func (h *half) step(waited bool, err error) (more bool) {
 	return false
 }
 
+// cutShort reports whether the io.EOF that r returned is not the end of
+// what its peer sent: r is a yamux stream whose session ended before the
+// peer closed it. yamux ends its reads with io.EOF then, as it does after
+// the peer's FIN.
+func cutShort(r io.Reader) bool {
+	switch st := r.(type) {
+	case *mux.Stream:
+		return !st.RemoteClosed()
+	case *mux.EarlyStream:
+		return !st.RemoteClosed()
+	}
+	return false
+}
+
+// reset closes c as a failed connection ends. A TCP connection is closed
+// with an RST (SO_LINGER 0), which drops what it had yet to send, so that
+// the application reads "connection reset" rather than a FIN after a
+// truncated stream, which for a download without a length, or an upload
+// the far end takes whole, would look complete. A stream is reset
+// (mux.Stream.Reset), which the far end's splice passes on the same way.
+// Anything else is closed.
+func reset(c io.Closer) {
+	switch c := c.(type) {
+	case interface{ SetLinger(sec int) error }:
+		c.SetLinger(0)
+	case interface{ Reset() error }:
+		c.Reset()
+	}
+	c.Close()
+}
+
 // sessionEnded reports whether r is a yamux stream whose session has
-// ended. yamux ends such a stream's reads with io.EOF, as if the peer had
-// closed it, but nothing written the other way can arrive any more: the
-// splice ends whole rather than leave dst half-closed, waiting on a peer
-// that may never write or close.
+// ended.
 func sessionEnded(r io.Reader) bool {
 	switch st := r.(type) {
 	case *mux.Stream:

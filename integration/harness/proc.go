@@ -41,6 +41,13 @@ func (b *SyncBuffer) String() string {
 	return b.buf.String()
 }
 
+// Len is the number of bytes written so far, without copying them.
+func (b *SyncBuffer) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Len()
+}
+
 // Proc is a process started by a test: burrow (Burrow.Start) or another
 // program (StartCmd).
 type Proc struct {
@@ -128,6 +135,9 @@ func CleanEnv() []string {
 	}
 	return env
 }
+
+// Done is closed once the process has ended and been waited for.
+func (p *Proc) Done() <-chan struct{} { return p.done }
 
 // Exited reports whether the process has ended.
 func (p *Proc) Exited() bool {

@@ -2,10 +2,12 @@ package harness
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -93,6 +95,22 @@ func EchoRoundTrip(tb testing.TB, local string, msg []byte) {
 func DialLocal(tb testing.TB, addr string) *net.TCPConn {
 	tb.Helper()
 	c, err := net.DialTimeout("tcp", addr, IOTimeout)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(IOTimeout))
+	return c.(*net.TCPConn)
+}
+
+// DialRefused is DialLocal for a forward whose target is refused: the
+// forward resets the connection, which may come before the dial has
+// returned, and then DialRefused returns nil.
+func DialRefused(tb testing.TB, addr string) *net.TCPConn {
+	tb.Helper()
+	c, err := net.DialTimeout("tcp", addr, IOTimeout)
+	if errors.Is(err, syscall.ECONNRESET) {
+		return nil
+	}
 	if err != nil {
 		tb.Fatal(err)
 	}

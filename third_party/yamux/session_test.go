@@ -2080,3 +2080,189 @@ func drainErrorsUntil(t testing.TB, errCh chan error, expect int, timeout time.D
 	}
 	t.Logf("drain took %v (timeout was %v)", time.Since(start), timeout)
 }
+
+// Reset ends a stream on both sides as a failure: the peer's blocked
+// Read and its writes fail with ErrConnectionReset rather than ending as
+// after a FIN, a Write here waiting for credit is released, and both
+// sessions forget the stream. A second Reset, or one after a clean
+// close of both directions, sends nothing more.
+func TestSession_StreamReset(t *testing.T) {
+	conf := testConfNoKeepAlive()
+	conf.ConnectionWriteTimeout = 5 * time.Second
+	clientConn, serverConn := testConnTCP(t)
+	client, server := testClientServerConfig(t, clientConn, serverConn, conf, conf.Clone())
+	stream, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	peer, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(peer, buf); err != nil {
+		t.Fatal(err)
+	}
+	// Unread by the client when it resets.
+	if _, err := peer.Write([]byte("unread")); err != nil {
+		t.Fatal(err)
+	}
+	peerRead := make(chan error, 1)
+	go func() { _, err := peer.Read(buf); peerRead <- err }()
+	// The client never reads: the peer's write beyond the window waits
+	// for credit.
+	peerWrite := make(chan error, 1)
+	go func() { _, err := peer.Write(make([]byte, 2*initialStreamWindow)); peerWrite <- err }()
+	// And a stream the server never reads, whose writer waits too.
+	stuck, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.AcceptStream(); err != nil {
+		t.Fatal(err)
+	}
+	stuckWrite := make(chan error, 1)
+	go func() { _, err := stuck.Write(make([]byte, 2*initialStreamWindow)); stuckWrite <- err }()
+	time.Sleep(50 * time.Millisecond)
+
+	if err := stream.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if err := stuck.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []struct {
+		name string
+		ch   chan error
+	}{{"the peer's blocked Read", peerRead}, {"the peer's Write waiting for credit", peerWrite}, {"a Write waiting for credit", stuckWrite}} {
+		select {
+		case err := <-w.ch:
+			if !errors.Is(err, ErrConnectionReset) {
+				t.Errorf("%s returned %v after Reset, want %v", w.name, err, ErrConnectionReset)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s still blocked 5 s after Reset", w.name)
+		}
+	}
+	if _, err := peer.Write([]byte("x")); !errors.Is(err, ErrConnectionReset) {
+		t.Errorf("the peer's Write after Reset returned %v, want %v", err, ErrConnectionReset)
+	}
+	if _, err := stream.Read(buf); !errors.Is(err, ErrConnectionReset) {
+		t.Errorf("Read after Reset returned %v, want %v (unread data is dropped)", err, ErrConnectionReset)
+	}
+	if _, err := stream.Write([]byte("x")); !errors.Is(err, ErrConnectionReset) {
+		t.Errorf("Write after Reset returned %v, want %v", err, ErrConnectionReset)
+	}
+	if err := stream.Reset(); err != nil {
+		t.Errorf("a second Reset returned %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for client.NumStreams() != 0 || server.NumStreams() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after Reset the sessions hold %d and %d streams, want none", client.NumStreams(), server.NumStreams())
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	// A stream both sides closed is done with: Reset leaves it be.
+	done, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done.Write([]byte("bye"))
+	donePeer, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done.Close()
+	if b, err := io.ReadAll(donePeer); err != nil || string(b) != "bye" {
+		t.Fatalf("the peer read %q, %v; want bye and EOF", b, err)
+	}
+	donePeer.Close()
+	if _, err := io.ReadAll(done); err != nil {
+		t.Fatal(err)
+	}
+	if err := done.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := donePeer.Read(buf); err != io.EOF {
+		t.Errorf("a Reset after both closes reached the peer: its Read returned %v, want EOF", err)
+	}
+	// The sessions carry on.
+	if _, err := client.Ping(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// RemoteClosed tells the EOF after the peer's FIN from the EOF a
+// session's end gives: both read as io.EOF, after the data that came.
+func TestSession_RemoteClosed(t *testing.T) {
+	conf := testConfNoKeepAlive()
+	clientConn, serverConn := testConnTCP(t)
+	client, server := testClientServerConfig(t, clientConn, serverConn, conf, conf.Clone())
+	open := func() (*Stream, *Stream) {
+		t.Helper()
+		st, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		peer, err := server.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st, peer
+	}
+	finished, finishedPeer := open()
+	cut, cutPeer := open()
+	both, bothPeer := open()
+	finishedPeer.Write([]byte("all of it"))
+	finishedPeer.Close()
+	cutPeer.Write([]byte("some of it"))
+	both.Close()
+	bothPeer.Close()
+	if b, err := io.ReadAll(both); err != nil || string(b) != "" {
+		t.Fatalf("read %q, %v from a stream both sides closed", b, err)
+	}
+	if !both.RemoteClosed() {
+		t.Error("RemoteClosed is false after the peer closed a stream closed here first")
+	}
+	// The FIN has come before the session ends; the cut stream's data too.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		cut.recvLock.Lock()
+		n := 0
+		if cut.recvBuf != nil {
+			n = cut.recvBuf.Len()
+		}
+		cut.recvLock.Unlock()
+		if finished.RemoteClosed() && n == len("some of it") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the FIN and the data did not arrive")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if cut.RemoteClosed() {
+		t.Error("RemoteClosed is true before the peer closed")
+	}
+	client.Close()
+	for _, tc := range []struct {
+		st         *Stream
+		want       string
+		wantClosed bool
+	}{{finished, "all of it", true}, {cut, "some of it", false}} {
+		if b, err := io.ReadAll(tc.st); err != nil || string(b) != tc.want {
+			t.Errorf("read %q, %v after the session closed; want %q and EOF", b, err, tc.want)
+		}
+		if got := tc.st.RemoteClosed(); got != tc.wantClosed {
+			t.Errorf("RemoteClosed of the stream that read %q is %v after the session closed, want %v", tc.want, got, tc.wantClosed)
+		}
+	}
+}

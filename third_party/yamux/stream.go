@@ -32,6 +32,7 @@ type Stream struct {
 	session *Session
 
 	state     streamState
+	remoteFIN bool // the peer's FIN has come; stateLock
 	stateLock sync.Mutex
 
 	recvBuf  *bytes.Buffer
@@ -395,6 +396,55 @@ SEND_CLOSE:
 	return nil
 }
 
+// RemoteClosed reports whether the peer has closed its side of the
+// stream with a FIN: what it sent has all arrived, and reads end with
+// io.EOF once it has been read. Reads end with io.EOF too when the
+// session shuts down first, and then RemoteClosed reports false: the
+// peer may have had more to send. A caller that must tell a complete
+// stream from a cut one, to pass the difference on, asks it after EOF.
+func (s *Stream) RemoteClosed() bool {
+	s.stateLock.Lock()
+	defer s.stateLock.Unlock()
+	return s.remoteFIN
+}
+
+// Reset ends the stream at once in both directions and tells the peer
+// with a RST, the frame a stream gets when it is refused or its close
+// times out: the peer's reads and writes fail with ErrConnectionReset,
+// where after Close its reads end with io.EOF once the data before the
+// FIN is read. An application relaying a connection that failed uses it
+// so that the failure reaches the far end as a failure, not as a clean
+// end of the data. Data not yet read is dropped, and reads and writes
+// here fail with ErrConnectionReset too. A stream closed in both
+// directions, or reset already, is left as it is.
+func (s *Stream) Reset() error {
+	s.stateLock.Lock()
+	switch s.state {
+	case streamClosed, streamReset:
+		s.stateLock.Unlock()
+		return nil
+	}
+	announced := s.state != streamInit
+	s.state = streamReset
+	if s.closeTimer != nil {
+		s.closeTimer.Stop()
+		s.closeTimer = nil
+	}
+	s.stateLock.Unlock()
+	s.notifyWaiting()
+	s.session.closeStream(s.id)
+	if !announced {
+		return nil // the peer never heard of it
+	}
+	// Not behind sendLock, as closeTimeout sends its RST: a Write holds
+	// that lock while it waits for credit, which may never come. A frame
+	// of a Write already past its state check may follow the RST; the
+	// peer drops it as data for a stream it no longer has.
+	hdr := header(make([]byte, headerSize))
+	hdr.encode(typeWindowUpdate, flagRST, s.id, 0)
+	return s.session.sendNoWait(hdr)
+}
+
 // closeTimeout is called after StreamCloseTimeout during a close to
 // close this stream.
 func (s *Stream) closeTimeout() {
@@ -454,9 +504,11 @@ func (s *Stream) processFlags(flags uint16) error {
 			fallthrough
 		case streamEstablished:
 			s.state = streamRemoteClose
+			s.remoteFIN = true
 			s.notifyWaiting()
 		case streamLocalClose:
 			s.state = streamClosed
+			s.remoteFIN = true
 			closeStream = true
 			s.notifyWaiting()
 		default:

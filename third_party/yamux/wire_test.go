@@ -332,3 +332,43 @@ func TestWireGolden(t *testing.T) {
 		}
 	}
 }
+
+// TestResetWire checks the frame Stream.Reset writes (patch 6): the RST
+// that v0.1.2 already sends for a stream it refuses or whose close times
+// out, a window update with flag RST and length 0, and nothing for a
+// stream reset again. Frames the peer sends for the stream afterwards
+// are dropped, and the session carries on.
+func TestResetWire(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	cfg := yamux.DefaultConfig()
+	cfg.EnableKeepAlive = false
+	cfg.LogOutput = io.Discard
+	sess, err := yamux.Client(a, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	p := newWirePeer(t, b)
+	var st *yamux.Stream
+	wait := async(func() (err error) { st, err = sess.OpenStream(); return err })
+	p.expect()
+	wait(t)
+	p.send(newFrame(wUpdate, wACK, 1, 0, nil))
+	wait = async(st.Reset)
+	if got, want := p.expect().String(), newFrame(wUpdate, wRST, 1, 0, nil).String(); got != want {
+		t.Fatalf("Reset wrote %s, want %s", got, want)
+	}
+	wait(t)
+	wait = async(st.Reset)
+	wait(t)
+	p.send(newFrame(wData, 0, 1, 3, []byte("xyz")))
+	p.send(newFrame(wUpdate, wFIN, 1, 0, nil))
+	wait = async(func() error { _, err := sess.Ping(); return err })
+	ping := p.expect()
+	if ping.hdr[1] != wPing {
+		t.Fatalf("after a second Reset the session wrote %s, want only its ping", ping)
+	}
+	p.send(newFrame(wPing, wACK, 0, binary.BigEndian.Uint32(ping.hdr[8:]), nil))
+	wait(t)
+}
