@@ -299,7 +299,7 @@ func TestStdio(t *testing.T) {
 	closed := regexp.MustCompile(`msg="stdio forward closed" .*bytes_out=(\d+) bytes_in=(\d+)`)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(burrow.Path(), "client", "--fingerprint", srv.Cert.Fingerprint, srv.URL, "stdio:"+tc.target)
+			cmd := exec.Command(burrow.Path(), "client", "--log-level", "info", "--fingerprint", srv.Cert.Fingerprint, srv.URL, "stdio:"+tc.target)
 			cmd.Env = append(append(harness.CleanEnv(), clearProxyEnv...), "BURROW_AUTH="+harness.TestUser+":"+harness.TestPass)
 			cmd.Stdin = tc.stdin(t)
 			p := harness.StartCmd(t, "client-stdio", cmd, 0)

@@ -202,6 +202,10 @@ func TestSSHOpenSSH(t *testing.T) {
 			t.Fatalf("ssh through 'burrow client stdio:': %v\nstdout: %q\nstderr: %s", err, out, errOut)
 		}
 		t.Logf("ssh ran 'echo %s' through the tunnel in %v", token, time.Since(start).Round(time.Millisecond))
+		// The ProxyCommand's stderr is the user's terminal: quiet there.
+		if strings.Contains(errOut, "level=INFO") {
+			t.Errorf("the stdio client logged INFO lines into the ssh session's terminal:\n%s", errOut)
+		}
 		// The connection went through the server, which dialed sshd.
 		srv.WaitLog(t, regexp.MustCompile(`msg="stream opened" .*kind=tcp target=`+sshTarget+`\b`), harness.IOTimeout)
 	})

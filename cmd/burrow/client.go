@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -76,15 +77,21 @@ func runClient(c *cli.Context) error {
 	if len(args) < 2 {
 		return errors.New("client needs a server URL and at least one remote, e.g. 'burrow client wss://example.com:8443 5432:db.internal:5432' (or server and remotes in --config)")
 	}
-	log, err := newLogger(c, c.App.ErrWriter)
-	if err != nil {
-		return err
-	}
 	serverURL, err := parseServerURL(args[0])
 	if err != nil {
 		return err
 	}
 	remotes, err := client.ParseRemotes(args[1:])
+	if err != nil {
+		return err
+	}
+	// A stdio client is ssh's ProxyCommand, whose stderr is the user's
+	// terminal: it says only what went wrong, unless told otherwise.
+	level := c.String("log-level")
+	if slices.IndexFunc(remotes, func(r client.Remote) bool { return !r.Stdio }) < 0 {
+		level = "warn"
+	}
+	log, err := newLoggerAt(c, c.App.ErrWriter, level)
 	if err != nil {
 		return err
 	}

@@ -17,8 +17,18 @@ func logFlags() []cli.Flag {
 }
 
 func newLogger(c *cli.Context, w io.Writer) (*slog.Logger, error) {
+	return newLoggerAt(c, w, c.String("log-level"))
+}
+
+// newLoggerAt is newLogger whose level is def unless --log-level (or the
+// configuration file) says otherwise.
+func newLoggerAt(c *cli.Context, w io.Writer, def string) (*slog.Logger, error) {
+	name := def
+	if c.IsSet("log-level") {
+		name = c.String("log-level")
+	}
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+	if err := level.UnmarshalText([]byte(name)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
 	}
 	opts := &slog.HandlerOptions{Level: level}
