@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"regexp"
 	"encoding/binary"
 	"hash/crc32"
 	"io"
@@ -76,6 +77,14 @@ func parseJournal(b []byte, e *Entry, cs int, nchunks int64) map[uint32]hash {
 	}
 	return got
 }
+
+// internalName matches the partial files and journals partNames makes.
+var internalName = regexp.MustCompile(`^\..+\.[0-9a-f]{16}\.(part|journal)$`)
+
+// IsInternal reports whether name, the last element of a path, is a
+// partial file or journal of a transfer in progress or interrupted,
+// rather than a file of the user's.
+func IsInternal(name string) bool { return internalName.MatchString(name) }
 
 // partNames returns the partial file and journal names for a destination
 // file, in the same directory: ".<name>.<id>.part" and

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/burrowtun/burrow/transfer"
 	"github.com/urfave/cli/v2"
 )
 
@@ -81,4 +83,23 @@ func flagsOf(c *cli.Command) []cli.Flag {
 		flags = append(flags, flagsOf(sub)...)
 	}
 	return flags
+}
+
+// TestListing: ls shows the user's files sorted, without the partial
+// files and journals of unfinished transfers unless --all.
+func TestListing(t *testing.T) {
+	entries := []transfer.Entry{
+		{Path: "zeta.txt"}, {Path: ".big.bin.0123456789abcdef.part"}, {Path: "alpha/", Type: transfer.TypeDir},
+		{Path: ".big.bin.0123456789abcdef.journal"}, {Path: ".profile"}, {Path: "big.bin.part"},
+	}
+	var names []string
+	for _, e := range listing(slices.Clone(entries), false) {
+		names = append(names, e.Path)
+	}
+	if got, want := strings.Join(names, " "), ".profile alpha/ big.bin.part zeta.txt"; got != want {
+		t.Errorf("ls shows %q, want %q", got, want)
+	}
+	if n := len(listing(slices.Clone(entries), true)); n != len(entries) {
+		t.Errorf("ls --all shows %d entries, want all %d", n, len(entries))
+	}
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -77,8 +79,9 @@ func lsCommand() *cli.Command {
 		Name:      "ls",
 		Usage:     "list files on the server",
 		ArgsUsage: "wss://SERVER[:PORT][/PATH] [REMOTE-PATH]",
-		Flags:     transferFlags(),
-		Action:    runList,
+		Flags: append(transferFlags(),
+			&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "show the partial files and journals of unfinished transfers too"}),
+		Action: runList,
 	}
 }
 
@@ -231,6 +234,7 @@ func runList(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	entries = listing(entries, c.Bool("all"))
 	w := c.App.Writer
 	if c.Bool("json") {
 		enc := json.NewEncoder(w)
@@ -252,6 +256,16 @@ func runList(c *cli.Context) error {
 		fmt.Fprintf(w, "%s %12d %s %s\n", typeMode(e), e.Size, e.ModTime.Local().Format("2006-01-02 15:04"), name)
 	}
 	return nil
+}
+
+// listing is what ls shows of entries: sorted by name, without the
+// partial files and journals of transfers unless all.
+func listing(entries []transfer.Entry, all bool) []transfer.Entry {
+	if !all {
+		entries = slices.DeleteFunc(entries, func(e transfer.Entry) bool { return transfer.IsInternal(path.Base(e.Path)) })
+	}
+	slices.SortFunc(entries, func(a, b transfer.Entry) int { return strings.Compare(a.Path, b.Path) })
+	return entries
 }
 
 func typeMode(e transfer.Entry) string {
