@@ -1,12 +1,12 @@
 package transfer
 
 import (
-	"regexp"
 	"encoding/binary"
 	"hash/crc32"
 	"io"
 	"os"
 	"path"
+	"regexp"
 	"unicode/utf8"
 )
 
