@@ -8,7 +8,7 @@ PKGS    := ./...
 all: build
 
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/burrow
+	$(GO) build -trimpath -buildvcs=auto -o $(BIN) ./cmd/burrow
 
 deps:
 	bash .ci/deps.sh

@@ -76,11 +76,29 @@ func version() string {
 	if !ok {
 		return "unknown"
 	}
-	v := info.Main.Version
-	for _, s := range info.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			v += " (" + s.Value[:12] + ")"
+	return formatVersion(info.Main.Version, info.Settings)
+}
+
+// formatVersion is the version a build reports: its module version (a
+// tag, or the pseudo-version Go makes from the commit), else "devel", and
+// the commit it was built from, marked when the tree had changes.
+func formatVersion(module string, settings []debug.BuildSetting) string {
+	var rev, modified string
+	for _, s := range settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value[:min(len(s.Value), 12)]
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = ", modified"
+			}
 		}
 	}
-	return v
+	if module == "" || module == "(devel)" {
+		module = "devel"
+	}
+	if rev == "" {
+		return module
+	}
+	return module + " (" + rev + modified + ")"
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -101,5 +102,26 @@ func TestListing(t *testing.T) {
 	}
 	if n := len(listing(slices.Clone(entries), true)); n != len(entries) {
 		t.Errorf("ls --all shows %d entries, want all %d", n, len(entries))
+	}
+}
+
+// TestVersion: a build says which commit it came from, and whether its
+// tree was changed, and never "(devel)" alone.
+func TestVersion(t *testing.T) {
+	rev := []debug.BuildSetting{{Key: "vcs.revision", Value: "f533b36ad9e8fa5c7e7925685fb9e6c76460ab66"}, {Key: "vcs.modified", Value: "false"}}
+	dirty := []debug.BuildSetting{{Key: "vcs.revision", Value: "f533b36ad9e8fa5c"}, {Key: "vcs.modified", Value: "true"}}
+	for _, tc := range []struct {
+		module   string
+		settings []debug.BuildSetting
+		want     string
+	}{
+		{"v1.2.0", rev, "v1.2.0 (f533b36ad9e8)"},
+		{"v0.0.0-20261204025620-f533b36ad9e8", dirty, "v0.0.0-20261204025620-f533b36ad9e8 (f533b36ad9e8, modified)"},
+		{"(devel)", rev, "devel (f533b36ad9e8)"},
+		{"(devel)", nil, "devel"},
+	} {
+		if got := formatVersion(tc.module, tc.settings); got != tc.want {
+			t.Errorf("formatVersion(%q) = %q, want %q", tc.module, got, tc.want)
+		}
 	}
 }
