@@ -33,13 +33,8 @@ func (s *Server) serveUnauthenticated(w http.ResponseWriter, r *http.Request, st
 		http.Error(w, "this server binds its TLS sessions only by "+inner.BindingMethod, http.StatusNotImplemented)
 		return
 	}
-	bySource, ok, retry := s.limiter.Begin(source, time.Now())
+	bySource, ok := s.beginAttempt(w, source)
 	if !ok {
-		if s.refusals.note("rate_limited", source) {
-			s.log.Warn("login refused: too many failures", "source", source, "retry_after", retry.Round(time.Second))
-		}
-		tooManyFailures(w, retry)
-		s.metrics.authFailed("rate_limited")
 		return
 	}
 	if innerOnly {

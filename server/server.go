@@ -335,12 +335,7 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request, start time.Time, c
 // reports whether it may be answered; if not, it was answered 429.
 func (s *Server) guess(w http.ResponseWriter, r *http.Request) bool {
 	source := s.sourceAddr(r)
-	if _, ok, retry := s.limiter.Begin(source, time.Now()); !ok {
-		if s.refusals.note("rate_limited", source) {
-			s.log.Warn("request refused: too many failures", "source", source, "retry_after", retry.Round(time.Second))
-		}
-		tooManyFailures(w, retry)
-		s.metrics.authFailed("rate_limited")
+	if _, ok := s.beginAttempt(w, source); !ok {
 		return false
 	}
 	s.metrics.authFailed("credentials")
@@ -377,9 +372,7 @@ func (s *Server) answerLostUpgrade(w http.ResponseWriter, r *http.Request) {
 	source := s.sourceAddr(r)
 	name := ""
 	if r.Header.Get(inner.Header) != "" || r.Header.Get(inner.BindingHeader) != "" {
-		if _, ok, retry := s.limiter.Begin(source, time.Now()); !ok {
-			tooManyFailures(w, retry)
-			s.metrics.authFailed("rate_limited")
+		if _, ok := s.beginAttempt(w, source); !ok {
 			return
 		}
 	} else {
@@ -409,13 +402,8 @@ func (s *Server) answerLostUpgrade(w http.ResponseWriter, r *http.Request) {
 // it wait for the password verification budget, unless its password
 // was verified recently.
 func (s *Server) login(w http.ResponseWriter, r *http.Request, source string) (*User, bool) {
-	bySource, ok, retry := s.limiter.Begin(source, time.Now())
+	bySource, ok := s.beginAttempt(w, source)
 	if !ok {
-		if s.refusals.note("rate_limited", source) {
-			s.log.Warn("login refused: too many failures", "source", source, "retry_after", retry.Round(time.Second))
-		}
-		tooManyFailures(w, retry)
-		s.metrics.authFailed("rate_limited")
 		return nil, false
 	}
 	name, password, ok := r.BasicAuth()
@@ -494,6 +482,21 @@ func (s *Server) checkLogin(ctx context.Context, source, name, password string, 
 	bySource.Forgive()
 	s.byUser.Succeed(name)
 	return user, nil
+}
+
+// beginAttempt counts a login, or a request that costs as much, against
+// its source address. A source over its limit is answered 429 here, the
+// refusal logged and counted, and beginAttempt reports false.
+func (s *Server) beginAttempt(w http.ResponseWriter, source string) (Attempt, bool) {
+	a, ok, retry := s.limiter.Begin(source, time.Now())
+	if !ok {
+		if s.refusals.note("rate_limited", source) {
+			s.log.Warn("login refused: too many failures", "source", source, "retry_after", retry.Round(time.Second))
+		}
+		tooManyFailures(w, retry)
+		s.metrics.authFailed("rate_limited")
+	}
+	return a, ok
 }
 
 func tooManyFailures(w http.ResponseWriter, retry time.Duration) {
